@@ -1,0 +1,313 @@
+//! The rendered sidecar config: what the operator writes into the ConfigMap and the sidecar reads and validates.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::policy::{Acls, Quotas, Route};
+use crate::{Error, Result};
+
+/// File name of the rendered config inside the ConfigMap (and so inside the mounted directory).
+pub const CONFIG_FILE: &str = "config.yaml";
+/// Where the injected sidecar finds the mounted ConfigMap.
+pub const CONFIG_MOUNT_DIR: &str = "/etc/kproxy/config";
+/// Where the injected sidecar finds mounted Secrets: `<root>/<secret name>/<key>`.
+pub const SECRETS_MOUNT_DIR: &str = "/etc/kproxy/secrets";
+
+/// Everything one sidecar needs to serve a policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarConfig {
+    /// `namespace/name` of the policy this was rendered from (empty for hand-written configs).
+    #[serde(default)]
+    pub policy: String,
+    /// The policy's `metadata.generation` at render time, so a pod shows which edit it runs.
+    #[serde(default)]
+    pub generation: i64,
+    pub clusters: Vec<Cluster>,
+    /// Cluster for anything no route matches; defaults to the first cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_cluster: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+    /// Absent: everything is allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acls: Option<Acls>,
+    #[serde(default)]
+    pub quotas: Quotas,
+    #[serde(default)]
+    pub failover: FailoverSettings,
+}
+
+/// One upstream Kafka cluster (one datacenter).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Cluster {
+    pub name: String,
+    pub bootstrap_servers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl: Option<Sasl>,
+}
+
+impl Cluster {
+    /// Whether two versions of a cluster can share upstream connections (same addresses and security).
+    pub fn same_connection(&self, other: &Cluster) -> bool {
+        self.bootstrap_servers == other.bootstrap_servers && self.tls == other.tls && self.sasl == other.sasl
+    }
+}
+
+/// Upstream TLS. Paths are absolute, or relative to the sidecar's secrets directory.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Tls {
+    /// PEM CA bundle; absent means the platform's roots are not used and the connection fails closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Client certificate and key for mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// Name to verify instead of each broker's advertised host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Skips hostname verification (the chain is still verified). For brokers advertising IPs without SANs.
+    #[serde(default)]
+    pub insecure_skip_hostname_verification: bool,
+}
+
+/// SASL mechanisms the sidecar speaks upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum SaslMechanism {
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+    #[serde(rename = "OAUTHBEARER")]
+    OauthBearer,
+}
+
+/// Upstream SASL; credentials live in files so Secret rotations are picked up without a new config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Sasl {
+    pub mechanism: SaslMechanism,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+    /// OAUTHBEARER token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+}
+
+/// When a route's cluster counts as unreachable, and how often it is probed to switch back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverSettings {
+    /// A cluster failing every connection and metadata request for this long is unreachable.
+    #[serde(default = "default_unreachable_after_ms")]
+    pub unreachable_after_ms: u64,
+    #[serde(default = "default_probe_interval_ms")]
+    pub probe_interval_ms: u64,
+}
+
+impl Default for FailoverSettings {
+    fn default() -> Self {
+        Self { unreachable_after_ms: default_unreachable_after_ms(), probe_interval_ms: default_probe_interval_ms() }
+    }
+}
+
+fn default_unreachable_after_ms() -> u64 {
+    5_000
+}
+
+fn default_probe_interval_ms() -> u64 {
+    1_000
+}
+
+impl SidecarConfig {
+    /// Parses and validates a config from YAML (or JSON), collecting every problem before failing.
+    pub fn parse(text: &str) -> Result<Self> {
+        let config: SidecarConfig = serde_yaml_ng::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a config from a file, or from `config.yaml` inside a mounted ConfigMap directory.
+    pub fn load(path: &Path) -> Result<(Self, String)> {
+        let file = if path.is_dir() { path.join(CONFIG_FILE) } else { path.to_path_buf() };
+        let text =
+            std::fs::read_to_string(&file).map_err(|source| Error::Io { path: file.display().to_string(), source })?;
+        let config = Self::parse(&text)?;
+        Ok((config, text))
+    }
+
+    /// Renders the config as the ConfigMap holds it.
+    pub fn to_yaml(&self) -> Result<String> {
+        Ok(serde_yaml_ng::to_string(self)?)
+    }
+
+    /// The cluster anything unrouted goes to.
+    pub fn default_cluster_name(&self) -> &str {
+        self.default_cluster.as_deref().or_else(|| self.clusters.first().map(|c| c.name.as_str())).unwrap_or_default()
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+
+    /// Checks what serde cannot: names are unique and every reference resolves. Every problem is reported.
+    pub fn validate(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        if self.clusters.is_empty() {
+            problems.push("clusters: at least one cluster is required".to_string());
+        }
+        let mut names = HashSet::new();
+        for (i, cluster) in self.clusters.iter().enumerate() {
+            if cluster.name.is_empty() {
+                problems.push(format!("clusters[{i}].name: must not be empty"));
+            }
+            if !names.insert(cluster.name.as_str()) {
+                problems.push(format!("clusters[{i}].name: duplicate cluster name {:?}", cluster.name));
+            }
+            if cluster.bootstrap_servers.is_empty() {
+                problems.push(format!("clusters[{i}].bootstrapServers: at least one address is required"));
+            }
+            for (j, server) in cluster.bootstrap_servers.iter().enumerate() {
+                if !valid_host_port(server) {
+                    problems.push(format!("clusters[{i}].bootstrapServers[{j}]: {server:?} is not host:port"));
+                }
+            }
+            if let Some(sasl) = &cluster.sasl {
+                let needs = match sasl.mechanism {
+                    SaslMechanism::OauthBearer => sasl.token_file.is_none(),
+                    _ => sasl.username_file.is_none() || sasl.password_file.is_none(),
+                };
+                if needs {
+                    problems.push(format!(
+                        "clusters[{i}].sasl: {:?} needs {}",
+                        sasl.mechanism,
+                        if sasl.mechanism == SaslMechanism::OauthBearer {
+                            "tokenFile"
+                        } else {
+                            "usernameFile and passwordFile"
+                        }
+                    ));
+                }
+            }
+            if let Some(tls) = &cluster.tls
+                && tls.cert_file.is_some() != tls.key_file.is_some()
+            {
+                problems.push(format!("clusters[{i}].tls: certFile and keyFile go together"));
+            }
+        }
+        if let Some(default) = &self.default_cluster
+            && !names.contains(default.as_str())
+        {
+            problems.push(format!("defaultCluster: {default:?} is not one of the clusters"));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            let m = &route.matches;
+            let set =
+                [&m.topic, &m.topic_prefix, &m.group, &m.group_prefix, &m.transactional_id, &m.transactional_id_prefix]
+                    .iter()
+                    .filter(|f| f.is_some())
+                    .count();
+            if set != 1 {
+                problems.push(format!("routes[{i}].match: exactly one of topic, topicPrefix, group, groupPrefix, transactionalId, transactionalIdPrefix must be set"));
+            }
+            if !names.contains(route.cluster.as_str()) {
+                problems.push(format!("routes[{i}].cluster: {:?} is not one of the clusters", route.cluster));
+            }
+            for (j, fallback) in route.failover.iter().enumerate() {
+                if !names.contains(fallback.as_str()) {
+                    problems.push(format!("routes[{i}].failover[{j}]: {fallback:?} is not one of the clusters"));
+                }
+            }
+        }
+        if let Some(acls) = &self.acls {
+            for (i, rule) in acls.rules.iter().enumerate() {
+                if rule.operations.is_empty() {
+                    problems.push(format!("acls.rules[{i}].operations: at least one operation is required"));
+                }
+            }
+        }
+        let mut clients = HashSet::new();
+        for (i, o) in self.quotas.client_id_overrides.iter().enumerate() {
+            if !clients.insert(o.client_id.as_str()) {
+                problems.push(format!("quotas.clientIdOverrides[{i}].clientId: duplicate {:?}", o.client_id));
+            }
+        }
+        for (what, rate) in [
+            ("quotas.producerByteRate", self.quotas.producer_byte_rate),
+            ("quotas.consumerByteRate", self.quotas.consumer_byte_rate),
+            ("quotas.requestRate", self.quotas.request_rate),
+        ] {
+            if rate == Some(0) {
+                problems.push(format!("{what}: must be positive (leave it out for no limit)"));
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(Error::Invalid(problems)) }
+    }
+}
+
+/// `sha256:<hex>` of the rendered text: the identity of a config shown in status and on `/metrics`.
+pub fn config_hash(text: &str) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())))
+}
+
+fn valid_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "clusters:\n- name: east\n  bootstrapServers: [\"127.0.0.1:9093\"]\n";
+
+    #[test]
+    fn minimal_config_parses_and_defaults_apply() {
+        let c = SidecarConfig::parse(MINIMAL).unwrap();
+        assert_eq!(c.default_cluster_name(), "east");
+        assert!(c.acls.is_none());
+        assert_eq!(c.failover, FailoverSettings::default());
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = "clusters:\n- name: east\n  bootstrapServers: [\"nohost\"]\n- name: east\n  bootstrapServers: []\ndefaultCluster: west\nroutes:\n- match: {}\n  cluster: north\n";
+        let Err(Error::Invalid(problems)) = SidecarConfig::parse(text) else { panic!("expected invalid") };
+        let all = problems.join("\n");
+        for needle in [
+            "bootstrapServers[0]",
+            "duplicate cluster",
+            "at least one address",
+            "defaultCluster",
+            "routes[0].match",
+            "routes[0].cluster",
+        ] {
+            assert!(all.contains(needle), "missing {needle} in {all}");
+        }
+    }
+
+    #[test]
+    fn round_trips_through_yaml_and_hash_is_stable() {
+        let c = SidecarConfig::parse(MINIMAL).unwrap();
+        let text = c.to_yaml().unwrap();
+        assert_eq!(SidecarConfig::parse(&text).unwrap(), c);
+        assert_eq!(config_hash(&text), config_hash(&text));
+        assert!(config_hash(&text).starts_with("sha256:"));
+    }
+}

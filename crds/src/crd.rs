@@ -1,0 +1,1 @@
+//! The `KafkaProxyPolicy` custom resource (`kproxy.dev/v1alpha1`).

