@@ -1,0 +1,1 @@
+//! kproxy upstream connections: TCP, TLS and SASL authentication to Kafka brokers.
