@@ -3,6 +3,8 @@
 //! Every e2e test calls [`env`] first. Under `make test` (`KPROXY_E2E_REQUIRED=1`) a missing environment is a
 //! failure; when a developer runs `cargo test` without `make env-up`, the test says so and returns.
 
+pub mod kubelet;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::TcpListener;
