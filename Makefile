@@ -1,5 +1,5 @@
 # kproxy: the two commands a newcomer runs are `make demo` and `make test`; the rest are their parts.
-.PHONY: test demo env-up env-down crds bench images
+.PHONY: test demo env-up env-down tools crds bench images
 
 ## The whole suite: fmt, clippy, unit tests, release build, e2e against a fresh real environment.
 test:
@@ -25,4 +25,8 @@ env-up:
 ## Stops exactly what env-up started.
 env-down:
 	scripts/env/down.sh
+
+## Installs the environment's programs into .cache/ without starting anything (Kafka jars, kcat, etcd, kube, helm).
+tools:
+	scripts/env/install.sh all
 # --- end test environment ---

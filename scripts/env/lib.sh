@@ -1,0 +1,132 @@
+# Shared helpers for the test-environment scripts (sourced, never run): paths, logging, pid files, ports.
+# shellcheck shell=bash
+
+KPROXY_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+CACHE_DIR="$KPROXY_ROOT/.cache"
+ENV_DIR="$CACHE_DIR/env"
+LOG_DIR="$CACHE_DIR/logs"
+BIN_DIR="$CACHE_DIR/bin"
+TOOLS_DIR="$KPROXY_ROOT/tools"
+
+# Kafka versions: the two "datacenter" clusters run 4.x, "legacy" runs 3.9.x (poms under tools/).
+KAFKA4_VERSION=4.1.2
+KAFKA39_VERSION=3.9.1
+KAFKA_CLUSTERS=(east west legacy)
+
+export PATH="$BIN_DIR:$PATH"
+
+log() { printf '[env %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() {
+  printf '[env %s] ERROR: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2
+  exit 1
+}
+
+# is_running PIDFILE PATTERN: the pid in PIDFILE is alive and its command line contains PATTERN
+# (so a recycled pid after a reboot is never mistaken for one of ours).
+is_running() {
+  local pidfile=$1 pattern=$2 pid
+  [ -f "$pidfile" ] || return 1
+  pid=$(cat "$pidfile" 2>/dev/null) || return 1
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$pattern"
+}
+
+# stop_pid NAME PIDFILE PATTERN [SIGNAL]: stops one of our processes and waits for it to exit (KILL after 30 s).
+stop_pid() {
+  local name=$1 pidfile=$2 pattern=$3 signal=${4:-TERM} pid i
+  if ! is_running "$pidfile" "$pattern"; then
+    rm -f "$pidfile"
+    return 0
+  fi
+  pid=$(cat "$pidfile")
+  log "stopping $name (pid $pid, SIG$signal)"
+  kill -"$signal" "$pid" 2>/dev/null || true
+  for ((i = 0; i < 300; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$name did not exit within 30 s; sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+  fi
+  rm -f "$pidfile"
+}
+
+# spawn PIDFILE LOGFILE CMD...: starts CMD detached in its own session, stdout/stderr to LOGFILE.
+spawn() {
+  local pidfile=$1 logfile=$2
+  shift 2
+  mkdir -p "$(dirname "$pidfile")" "$(dirname "$logfile")"
+  printf '\n=== %s starting: %s\n' "$(date -u +%FT%TZ)" "$*" >>"$logfile"
+  rm -f "$pidfile"
+  # The child writes its own pid just before exec: setsid forks when it is already a group leader, so $! could
+  # name a parent that has gone.
+  # shellcheck disable=SC2016
+  setsid bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$pidfile" "$@" </dev/null >>"$logfile" 2>&1 &
+  local i
+  for ((i = 0; i < 100; i++)); do
+    [ -s "$pidfile" ] && return 0
+    sleep 0.05
+  done
+  die "could not start $1; see $logfile"
+}
+
+# port_free PORT: nothing listens on 127.0.0.1:PORT (bound with SO_REUSEADDR, as the servers do).
+port_free() {
+  python3 - "$1" <<'EOF'
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)
+EOF
+}
+
+# free_ports N: N distinct free loopback ports below the kernel's ephemeral range, so client connections'
+# local ports never take them between a stop and a restart.
+free_ports() {
+  python3 - "$1" <<'EOF'
+import random, socket, sys
+n, out = int(sys.argv[1]), []
+while len(out) < n:
+    p = random.randint(20000, 32000)
+    if p in out:
+        continue
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", p))
+        out.append(p)
+    except OSError:
+        pass
+    finally:
+        s.close()
+print(" ".join(map(str, out)))
+EOF
+}
+
+# wait_for DESCRIPTION TIMEOUT_S LOGFILE PIDFILE PATTERN CMD...: polls CMD until it succeeds; fails naming LOGFILE
+# as soon as the process died or the timeout passed.
+wait_for() {
+  local what=$1 timeout=$2 logfile=$3 pidfile=$4 pattern=$5 deadline
+  shift 5
+  deadline=$(($(date +%s) + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if ! is_running "$pidfile" "$pattern"; then
+      tail -n 20 "$logfile" >&2 || true
+      die "$what exited before it was ready; see $logfile"
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      tail -n 20 "$logfile" >&2 || true
+      die "$what not ready after ${timeout}s; see $logfile"
+    fi
+    sleep 0.5
+  done
+}

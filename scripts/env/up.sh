@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# `make env-up`: installs what is missing, starts every service of the test environment that is not already running
+# (Kafka east/west/legacy, etcd, kube-apiserver, kube-controller-manager), waits until each answers, and writes
+# .cache/env.sh for tests and shells (`source .cache/env.sh`). Running it again is harmless.
+# KPROXY_ENV_SKIP_KUBE=1 starts Kafka only.
+set -euo pipefail
+# shellcheck source=scripts/env/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+here=$(dirname "$0")
+start=$(date +%s)
+mkdir -p "$LOG_DIR" "$ENV_DIR"
+
+"$here/kafka.sh" up
+kube=0
+if [ "${KPROXY_ENV_SKIP_KUBE:-0}" != 1 ] && [ -x "$here/k8s.sh" ]; then
+  "$here/install.sh" etcd kube helm crds
+  "$here/k8s.sh" up
+  kube=1
+fi
+
+# env.sh is written last, and atomically, so its presence means the environment answered.
+write_env() {
+  local out="$CACHE_DIR/env.sh" name upper
+  # shellcheck source=/dev/null
+  source "$ENV_DIR/kafka/credentials.env"
+  {
+    echo "# Written by scripts/env/up.sh: the running test environment. Source it: . .cache/env.sh"
+    for name in "${KAFKA_CLUSTERS[@]}"; do
+      # shellcheck source=/dev/null
+      source "$ENV_DIR/kafka/$name/cluster.env"
+      upper=${name^^}
+      echo "export KPROXY_KAFKA_${upper}=\"127.0.0.1:$PLAINTEXT_PORT\""
+      echo "export KPROXY_KAFKA_${upper}_SASL=\"127.0.0.1:$SASL_PORT\""
+    done
+    echo "export KPROXY_KAFKA_CA=\"$ENV_DIR/tls/ca.pem\""
+    echo "export KPROXY_KAFKA_USER=\"$KAFKA_USER\""
+    echo "export KPROXY_KAFKA_PASSWORD=\"$KAFKA_PASSWORD\""
+    echo "export KPROXY_KAFKA_SASL_PROPERTIES=\"$ENV_DIR/kafka/client-sasl.properties\""
+    echo "export KPROXY_KAFKA_LIBS=\"$CACHE_DIR/kafka/$KAFKA4_VERSION/lib\""
+    echo "export KPROXY_KAFKA_LIBS_LEGACY=\"$CACHE_DIR/kafka/$KAFKA39_VERSION/lib\""
+    echo "export KPROXY_KAFKA_SCRIPT=\"$KPROXY_ROOT/scripts/env/kafka.sh\""
+    if [ "$kube" = 1 ]; then
+      echo "export KUBECONFIG=\"$ENV_DIR/kubeconfig\""
+      echo "export KPROXY_PROM_CRDS=\"$CACHE_DIR/crds\""
+    fi
+    echo "export KPROXY_LOG_DIR=\"$LOG_DIR\""
+    echo "export KPROXY_ENV_DIR=\"$ENV_DIR\""
+    echo "export PATH=\"$BIN_DIR:\$PATH\""
+  } >"$out.tmp"
+  mv "$out.tmp" "$out"
+}
+write_env
+
+echo
+echo "test environment up in $(($(date +%s) - start))s (logs: $LOG_DIR)"
+"$here/kafka.sh" status
+if [ "$kube" = 1 ]; then "$here/k8s.sh" status; fi
+echo "environment: source $CACHE_DIR/env.sh"
