@@ -1,5 +1,5 @@
 # kproxy: the two commands a newcomer runs are `make demo` and `make test`; the rest are their parts.
-.PHONY: test demo env-up env-down tools crds bench images
+.PHONY: test demo env-up env-down tools crds bench images chart-crds
 
 ## The whole suite: fmt, clippy, unit tests, release build, e2e against a fresh real environment.
 test:
@@ -12,6 +12,7 @@ demo:
 ## Regenerates crds/*.yaml (and the chart's copy) from the Rust types.
 crds:
 	cargo run -q -p kproxy-api --bin crdgen > crds/kafkaproxypolicies.yaml
+	$(MAKE) --no-print-directory chart-crds
 
 ## Benchmarks: direct vs through the sidecar, written to BENCHMARKS.md.
 bench:
@@ -30,3 +31,22 @@ env-down:
 tools:
 	scripts/env/install.sh all
 # --- end test environment ---
+
+# --- container images and chart (Dockerfile.*, charts/kproxy) ---
+IMAGE_REPO ?= ghcr.io/kproxy-dev
+IMAGE_TAG ?= $(shell sed -n 's/^appVersion: *"*\([^"]*\)"*$$/\1/p' charts/kproxy/Chart.yaml)
+
+## Builds the sidecar and operator images (needs a reachable Docker engine; says so and fails without one).
+images:
+	@if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then \
+	  echo "make images: no Docker engine is reachable here (docker info failed), so no image was built."; \
+	  echo "The build the images run is checked by make test: cargo build --release --locked -p kproxy-sidecar -p kproxy-operator"; \
+	  exit 1; \
+	fi
+	DOCKER_BUILDKIT=1 docker build -f Dockerfile.sidecar -t $(IMAGE_REPO)/kproxy-sidecar:$(IMAGE_TAG) .
+	DOCKER_BUILDKIT=1 docker build -f Dockerfile.operator -t $(IMAGE_REPO)/kproxy-operator:$(IMAGE_TAG) .
+
+## Copies the generated CRD into the chart (e2e/tests/chart.rs fails while the two differ).
+chart-crds:
+	cp crds/kafkaproxypolicies.yaml charts/kproxy/crds/kafkaproxypolicies.yaml
+# --- end container images and chart ---
