@@ -1,0 +1,106 @@
+//! The few request/response round trips this crate makes itself (ApiVersions and SASL), each bounded in time and
+//! size so a silent or hostile broker cannot hang or exhaust the caller.
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, BytesMut};
+use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::{Error, Result};
+
+/// Responses to the requests made here are small; anything larger is not a Kafka broker answering them.
+const MAX_RESPONSE: usize = 1 << 20;
+
+/// One connection's sequence of request/response round trips.
+pub(crate) struct Exchange<'a, S> {
+    pub stream: &'a mut S,
+    pub addr: &'a str,
+    pub client_id: &'a str,
+    pub timeout: Duration,
+    pub correlation_id: i32,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<'_, S> {
+    /// Sends `request` at `version` and waits for its response.
+    pub async fn call<R: Request>(&mut self, what: &'static str, request: &R, version: i16) -> Result<R::Response> {
+        let correlation_id = self.correlation_id;
+        self.correlation_id = self.correlation_id.wrapping_add(1);
+        let frame = encode(request, version, correlation_id, self.client_id).map_err(|e| self.protocol(what, e))?;
+        let addr = self.addr;
+        let round_trip = async {
+            self.stream.write_all(&frame).await?;
+            self.stream.flush().await?;
+            let len = self.stream.read_i32().await?;
+            if !(0..=MAX_RESPONSE as i32).contains(&len) {
+                return Ok(Err(format!(
+                    "{what} response claims {len} bytes; not a Kafka broker speaking this protocol?"
+                )));
+            }
+            let mut body = BytesMut::zeroed(len as usize);
+            self.stream.read_exact(&mut body).await?;
+            Ok::<_, std::io::Error>(Ok(body))
+        };
+        let body = match tokio::time::timeout(self.timeout, round_trip).await {
+            Err(_) => return Err(Error::Timeout { addr: addr.to_string(), what, after: self.timeout }),
+            Ok(Err(source)) if source.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(Error::Protocol {
+                    addr: addr.to_string(),
+                    reason: format!("the broker closed the connection during {what} (is this its SASL listener?)"),
+                });
+            }
+            Ok(Err(source)) => return Err(Error::Io { addr: addr.to_string(), source }),
+            Ok(Ok(Err(reason))) => return Err(Error::Protocol { addr: addr.to_string(), reason }),
+            Ok(Ok(Ok(body))) => body,
+        };
+        decode::<R::Response>(body, version, correlation_id).map_err(|e| self.protocol(what, e))
+    }
+
+    fn protocol(&self, what: &str, reason: String) -> Error {
+        Error::Protocol { addr: self.addr.to_string(), reason: format!("{what}: {reason}") }
+    }
+}
+
+/// A whole request frame: size, header, body.
+pub(crate) fn encode<R: Request>(
+    request: &R,
+    version: i16,
+    correlation_id: i32,
+    client_id: &str,
+) -> Result<BytesMut, String> {
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_string(client_id.to_string())));
+    let mut buf = BytesMut::with_capacity(128);
+    buf.put_i32(0);
+    header.encode(&mut buf, R::header_version(version)).map_err(|e| format!("encoding request header: {e:#}"))?;
+    request.encode(&mut buf, version).map_err(|e| format!("encoding request: {e:#}"))?;
+    let len = i32::try_from(buf.len() - 4).map_err(|_| "request too large".to_string())?;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf)
+}
+
+/// A response body (after the size prefix), checked against the correlation id it answers.
+pub(crate) fn decode<T: Decodable + HeaderVersion>(
+    body: BytesMut,
+    version: i16,
+    correlation_id: i32,
+) -> Result<T, String> {
+    let mut body = body.freeze();
+    let header = ResponseHeader::decode(&mut body, T::header_version(version))
+        .map_err(|e| format!("decoding response header: {e:#}"))?;
+    if header.correlation_id != correlation_id {
+        return Err(format!(
+            "response to correlation id {} while {correlation_id} was expected",
+            header.correlation_id
+        ));
+    }
+    let response = T::decode(&mut body, version).map_err(|e| format!("decoding response: {e:#}"))?;
+    if body.has_remaining() {
+        tracing::debug!(extra = body.remaining(), "ignoring trailing bytes after a response");
+    }
+    Ok(response)
+}
