@@ -1,0 +1,10 @@
+//! `kproxy-bench-load`: a Kafka-protocol load generator for benchmarks: pipelined produce and idle connections.
+
+pub mod client;
+pub mod idle;
+pub mod produce;
+pub mod report;
+
+pub use idle::{IdleOptions, run_idle};
+pub use produce::{ProduceOptions, run_produce};
+pub use report::{IdleReport, Latency, ProduceReport, Timeline};
