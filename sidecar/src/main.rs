@@ -1,2 +1,138 @@
-//! kproxy-sidecar binary: parses flags, starts tracing, runs the proxy until a signal.
-fn main() {}
+//! kproxy-sidecar binary: parses flags, starts tracing, runs the proxy until a signal, drains.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use kproxy_api::config::{CONFIG_MOUNT_DIR, SECRETS_MOUNT_DIR, SidecarConfig};
+use kproxy_sidecar::proxy::App;
+use kproxy_sidecar::reload::{self, Snapshot};
+use kproxy_sidecar::settings::{Limits, Settings};
+
+/// Exit code for an unusable config (EX_DATAERR-like, as linkerd uses for bad config).
+const EXIT_BAD_CONFIG: u8 = 64;
+
+#[derive(Parser, Debug)]
+#[command(name = "kproxy-sidecar", version, about = "Kafka protocol sidecar proxy")]
+struct Args {
+    /// Config file, or the directory where the ConfigMap is mounted (reads config.yaml inside it).
+    #[arg(long, env = "KPROXY_CONFIG", default_value = CONFIG_MOUNT_DIR)]
+    config: PathBuf,
+    /// Bootstrap address for the application's Kafka client.
+    #[arg(long, env = "KPROXY_LISTEN", default_value = "127.0.0.1:9092")]
+    listen: SocketAddr,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "KPROXY_ADMIN", default_value = "127.0.0.1:9102")]
+    admin: SocketAddr,
+    /// Host advertised to clients for the per-broker listeners (and bound by them).
+    #[arg(long, env = "KPROXY_ADVERTISED_HOST", default_value = "127.0.0.1")]
+    advertised_host: String,
+    /// 0: ephemeral ports for broker listeners; otherwise base + virtual node id.
+    #[arg(long, env = "KPROXY_BROKER_PORT_BASE", default_value_t = 0)]
+    broker_port_base: u16,
+    /// Where mounted Secrets live; relative credential paths resolve against it.
+    #[arg(long, env = "KPROXY_SECRETS_DIR", default_value = SECRETS_MOUNT_DIR)]
+    secrets_dir: PathBuf,
+    /// Largest request frame accepted, in bytes.
+    #[arg(long, env = "KPROXY_MAX_FRAME_BYTES", default_value_t = 100 * 1024 * 1024)]
+    max_frame_bytes: usize,
+    /// Client connections served at once.
+    #[arg(long, env = "KPROXY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Requests per client connection awaiting a response before reading pauses.
+    #[arg(long, env = "KPROXY_MAX_IN_FLIGHT", default_value_t = 64)]
+    max_in_flight: usize,
+    /// Seconds without a request before a client connection is closed.
+    #[arg(long, env = "KPROXY_IDLE_TIMEOUT_SECS", default_value_t = 600)]
+    idle_timeout_secs: u64,
+    /// Seconds a started frame has to arrive completely.
+    #[arg(long, env = "KPROXY_FRAME_TIMEOUT_SECS", default_value_t = 30)]
+    frame_timeout_secs: u64,
+    /// Seconds an upstream response may take.
+    #[arg(long, env = "KPROXY_REQUEST_TIMEOUT_SECS", default_value_t = 600)]
+    request_timeout_secs: u64,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    #[arg(long, env = "KPROXY_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    shutdown_grace_secs: u64,
+    /// Upstream connections per broker for ordinary requests.
+    #[arg(long, env = "KPROXY_UPSTREAM_CONNECTIONS", default_value_t = 4)]
+    upstream_connections: usize,
+    /// Upstream connections per broker for long-poll requests.
+    #[arg(long, env = "KPROXY_UPSTREAM_LONG_POLL_CONNECTIONS", default_value_t = 16)]
+    upstream_long_poll_connections: usize,
+    /// Log as JSON lines (log level from RUST_LOG, default info).
+    #[arg(long, env = "KPROXY_LOG_JSON")]
+    log_json: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(args.log_json);
+    let (config, text) = match SidecarConfig::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(path = %args.config.display(), error = %e, "cannot load config");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let settings = Settings {
+        config: args.config.clone(),
+        listen: args.listen,
+        admin: args.admin,
+        advertised_host: args.advertised_host,
+        broker_port_base: args.broker_port_base,
+        secrets_dir: args.secrets_dir,
+        limits: Limits {
+            max_frame_bytes: args.max_frame_bytes,
+            max_connections: args.max_connections.max(1),
+            max_in_flight: args.max_in_flight.max(1),
+            idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+            frame_timeout: Duration::from_secs(args.frame_timeout_secs),
+            request_timeout: Duration::from_secs(args.request_timeout_secs),
+            shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+            upstream_connections: args.upstream_connections.max(1),
+            upstream_long_poll_connections: args.upstream_long_poll_connections.max(1),
+            ..Limits::default()
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings, Snapshot::new(config, &text, 1))) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "sidecar failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: Settings, snapshot: Snapshot) -> anyhow::Result<()> {
+    let app = App::new(settings, snapshot)?;
+    app.start().await?;
+    reload::spawn(app.clone())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: draining"),
+    }
+    app.shutdown().await;
+    Ok(())
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,193 @@
+//! Virtual brokers: each upstream broker (cluster, node id) gets a virtual node id and a loopback listener, so
+//! clients only ever dial the sidecar. Entries live as long as their cluster; reloads keep them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::protocol::rewrite::Addresses;
+
+/// Virtual ids for brokers of clusters other than the first one to claim a node id start here.
+const REMAPPED_BASE: i32 = 100_000;
+
+/// One known upstream broker.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub virtual_id: i32,
+    /// Where the broker really is, as it advertised itself (`host:port`); updated by every metadata response.
+    pub upstream: Option<String>,
+    /// The sidecar's listener standing for this broker; 0 while it has none.
+    pub port: u16,
+    listener_task: Option<tokio::task::AbortHandle>,
+}
+
+/// A listener bound for a newly discovered broker; the caller starts its accept loop.
+pub struct NewListener {
+    pub cluster: String,
+    pub node: i32,
+    pub listener: tokio::net::TcpListener,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_real: HashMap<(String, i32), Entry>,
+    by_virtual: HashMap<i32, (String, i32)>,
+    next_remapped: i32,
+}
+
+/// The map of every broker the sidecar stands in for.
+pub struct BrokerMap {
+    inner: Mutex<Inner>,
+    advertised_host: String,
+    port_base: u16,
+}
+
+impl BrokerMap {
+    pub fn new(advertised_host: String, port_base: u16) -> Self {
+        BrokerMap {
+            inner: Mutex::new(Inner { next_remapped: REMAPPED_BASE, ..Default::default() }),
+            advertised_host,
+            port_base,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The virtual id of a real broker. Node ids are kept as they are when no other cluster took them first, so
+    /// a single-cluster setup shows the brokers' own ids (which broker-config admin calls rely on).
+    pub fn virtual_id(&self, cluster: &str, node: i32) -> i32 {
+        if node < 0 {
+            return node;
+        }
+        let mut inner = self.lock();
+        entry(&mut inner, cluster, node).virtual_id
+    }
+
+    /// The real (cluster, node) behind a virtual id.
+    pub fn real(&self, virtual_id: i32) -> Option<(String, i32)> {
+        self.lock().by_virtual.get(&virtual_id).cloned()
+    }
+
+    /// Where a broker really is, if known.
+    pub fn upstream(&self, cluster: &str, node: i32) -> Option<String> {
+        self.lock().by_real.get(&(cluster.to_string(), node)).and_then(|e| e.upstream.clone())
+    }
+
+    /// Records a broker's address and makes sure it has a listener. Returns the entry and, when a listener was
+    /// just bound, that listener.
+    pub fn register(&self, cluster: &str, node: i32, host: &str, port: i32) -> (Entry, Option<NewListener>) {
+        let mut inner = self.lock();
+        let e = entry(&mut inner, cluster, node);
+        e.upstream = Some(format!("{host}:{port}"));
+        let mut new = None;
+        if e.port == 0 {
+            let want = if self.port_base == 0 { 0 } else { i32::from(self.port_base) + e.virtual_id };
+            match u16::try_from(want).map_err(|_| std::io::Error::other("port out of range")).and_then(|p| {
+                let l = std::net::TcpListener::bind((self.advertised_host.as_str(), p))?;
+                l.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(l)
+            }) {
+                Ok(listener) => {
+                    e.port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+                    tracing::info!(cluster, node, virtual_id = e.virtual_id, port = e.port, upstream = ?e.upstream, "broker listener opened");
+                    new = Some(NewListener { cluster: cluster.to_string(), node, listener });
+                }
+                Err(err) => tracing::error!(cluster, node, port = want, error = %err, "cannot open broker listener"),
+            }
+        }
+        (e.clone(), new)
+    }
+
+    /// Remembers the accept task of a broker listener so removing the cluster can stop it.
+    pub fn set_listener_task(&self, cluster: &str, node: i32, task: tokio::task::AbortHandle) {
+        if let Some(e) = self.lock().by_real.get_mut(&(cluster.to_string(), node)) {
+            e.listener_task = Some(task);
+        }
+    }
+
+    /// Forgets a removed cluster and stops its listeners; returns how many brokers it had.
+    pub fn remove_cluster(&self, cluster: &str) -> usize {
+        let mut inner = self.lock();
+        let gone: Vec<_> = inner.by_real.keys().filter(|(c, _)| c == cluster).cloned().collect();
+        for key in &gone {
+            if let Some(e) = inner.by_real.remove(key) {
+                inner.by_virtual.remove(&e.virtual_id);
+                if let Some(t) = e.listener_task {
+                    t.abort();
+                }
+            }
+        }
+        gone.len()
+    }
+
+    /// Number of broker listeners open.
+    pub fn listeners(&self) -> usize {
+        self.lock().by_real.values().filter(|e| e.port != 0).count()
+    }
+
+    /// A view for rewriting one cluster's responses; collects listeners bound on the way.
+    pub fn rewriter<'a>(&'a self, cluster: &'a str) -> Rewriter<'a> {
+        Rewriter { map: self, cluster, new_listeners: Vec::new() }
+    }
+}
+
+fn entry<'a>(inner: &'a mut Inner, cluster: &str, node: i32) -> &'a mut Entry {
+    let key = (cluster.to_string(), node);
+    if !inner.by_real.contains_key(&key) {
+        let id = if inner.by_virtual.contains_key(&node) {
+            while inner.by_virtual.contains_key(&inner.next_remapped) {
+                inner.next_remapped += 1;
+            }
+            inner.next_remapped
+        } else {
+            node
+        };
+        inner.by_virtual.insert(id, key.clone());
+        inner.by_real.insert(key.clone(), Entry { virtual_id: id, upstream: None, port: 0, listener_task: None });
+    }
+    inner.by_real.get_mut(&key).expect("inserted above")
+}
+
+/// Rewrites one cluster's broker references through the map.
+pub struct Rewriter<'a> {
+    map: &'a BrokerMap,
+    cluster: &'a str,
+    /// Listeners bound while rewriting, to be served by the caller.
+    pub new_listeners: Vec<NewListener>,
+}
+
+impl Addresses for Rewriter<'_> {
+    fn broker(&mut self, node: i32, host: &str, port: i32) -> (i32, String, i32) {
+        let (e, new) = self.map.register(self.cluster, node, host, port);
+        self.new_listeners.extend(new);
+        (e.virtual_id, self.map.advertised_host.clone(), i32::from(e.port))
+    }
+
+    fn node(&mut self, node: i32) -> i32 {
+        self.map.virtual_id(self.cluster, node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn first_cluster_keeps_ids_others_are_remapped_and_listeners_bound_once() {
+        let map = BrokerMap::new("127.0.0.1".into(), 0);
+        let (a, l) = map.register("east", 1, "10.0.0.1", 9092);
+        assert_eq!(a.virtual_id, 1);
+        assert!(l.is_some() && a.port != 0);
+        let (again, l) = map.register("east", 1, "10.0.0.9", 9092);
+        assert!(l.is_none());
+        assert_eq!((again.port, again.upstream.as_deref()), (a.port, Some("10.0.0.9:9092")));
+        let (b, _) = map.register("west", 1, "10.1.0.1", 9092);
+        assert_eq!(b.virtual_id, REMAPPED_BASE);
+        assert_eq!(map.real(REMAPPED_BASE), Some(("west".to_string(), 1)));
+        assert_eq!(map.virtual_id("west", -1), -1);
+        assert_eq!(map.remove_cluster("west"), 1);
+        assert_eq!(map.real(REMAPPED_BASE), None);
+        assert_eq!(map.listeners(), 1);
+    }
+}

@@ -1,0 +1,147 @@
+//! One upstream cluster as the sidecar holds it: its connection settings, the versions its brokers speak and
+//! the connection pools of its brokers. Replaced only when the cluster's connection settings change.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest};
+use kafka_protocol::protocol::StrBytes;
+use tokio::io::AsyncWriteExt;
+
+use crate::buffer::{Buf, Pool};
+use crate::metrics::Metrics;
+use crate::pool::{BoxStream, BrokerPool};
+use crate::protocol::{self, versions::Versions};
+use crate::settings::Limits;
+use crate::{Error, Result};
+
+/// ApiVersions version used upstream: v3 carries the feature levels clients need (transaction version...).
+const API_VERSIONS_VERSION: i16 = 3;
+
+/// What every pooled connection of a cluster shares.
+pub struct Upstream {
+    pub cluster: kproxy_api::config::Cluster,
+    pub limits: Limits,
+    pub metrics: Arc<Metrics>,
+    pub buffers: Arc<Pool>,
+    /// Credentials and CA files resolve against it.
+    pub secrets_dir: PathBuf,
+    /// Learnt from the first broker answering; what clients are told in ApiVersions.
+    versions: OnceLock<Arc<Versions>>,
+    pools: Mutex<HashMap<String, Arc<BrokerPool>>>,
+    /// Index of the bootstrap server that answered last, tried first next time.
+    bootstrap: AtomicUsize,
+    /// Set when a reload replaced this cluster; connections holding its pools look up the new one.
+    retired: AtomicBool,
+}
+
+impl Upstream {
+    pub fn new(
+        cluster: kproxy_api::config::Cluster,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+        buffers: Arc<Pool>,
+        secrets_dir: PathBuf,
+    ) -> Arc<Self> {
+        Arc::new(Upstream {
+            cluster,
+            limits,
+            metrics,
+            buffers,
+            secrets_dir,
+            versions: OnceLock::new(),
+            pools: Mutex::default(),
+            bootstrap: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.cluster.name
+    }
+
+    /// The pool of the broker at `addr`, created on first use.
+    pub fn pool(self: &Arc<Self>, addr: &str) -> Arc<BrokerPool> {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        pools
+            .entry(addr.to_string())
+            .or_insert_with(|| Arc::new(BrokerPool::new(self.clone(), addr.to_string())))
+            .clone()
+    }
+
+    /// The pool of the bootstrap server to use now.
+    pub fn bootstrap_pool(self: &Arc<Self>) -> Arc<BrokerPool> {
+        let servers = &self.cluster.bootstrap_servers;
+        let i = self.bootstrap.load(Ordering::Relaxed) % servers.len().max(1);
+        self.pool(servers.get(i).map(String::as_str).unwrap_or_default())
+    }
+
+    /// Moves on to the next bootstrap server after a failure.
+    pub fn bootstrap_failed(&self) {
+        self.bootstrap.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The versions clients are offered, once a broker has answered.
+    pub fn versions(&self) -> Option<Arc<Versions>> {
+        self.versions.get().cloned()
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+
+    /// Marks the cluster replaced and lets its connections finish their in-flight requests, then close.
+    pub async fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        let pools: Vec<_> = self.pools.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, p)| p).collect();
+        for p in pools {
+            p.drain().await;
+        }
+    }
+
+    /// Open connections summed over the cluster's brokers.
+    pub async fn connections(&self) -> usize {
+        let pools: Vec<_> = self.pools.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let mut n = 0;
+        for p in pools {
+            let (a, b) = p.sizes().await;
+            n += a + b;
+        }
+        n
+    }
+
+    /// On the cluster's first connection, asks the broker which versions it speaks; later connections pass.
+    pub async fn learn_versions(&self, mut stream: BoxStream, addr: &str) -> Result<BoxStream> {
+        if self.versions.get().is_some() {
+            return Ok(stream);
+        }
+        let mut frame = self.buffers.get(128);
+        let request = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("kproxy-sidecar"))
+            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+        protocol::request_frame(&mut frame, ApiKey::ApiVersions, API_VERSIONS_VERSION, 0, &request)?;
+        stream.write_all(&frame).await?;
+        let timeout = self.limits.frame_timeout;
+        let response = protocol::read_frame(&mut stream, &self.buffers, 1 << 24, 4, timeout, timeout)
+            .await
+            .map_err(|e| Error::Upstream { addr: addr.to_string(), reason: format!("ApiVersions: {e}") })?
+            .ok_or_else(|| Error::Upstream { addr: addr.to_string(), reason: "closed during ApiVersions".into() })?;
+        let answer = decode_versions(&response)?;
+        if answer.error_code != 0 {
+            return Err(Error::Upstream {
+                addr: addr.to_string(),
+                reason: format!("ApiVersions error code {}", answer.error_code),
+            });
+        }
+        tracing::info!(cluster = %self.cluster.name, addr, apis = answer.api_keys.len(), "learnt upstream api versions");
+        let _ = self.versions.set(Arc::new(Versions::from_broker(answer)));
+        Ok(stream)
+    }
+}
+
+fn decode_versions(frame: &Buf) -> Result<kafka_protocol::messages::ApiVersionsResponse> {
+    // ApiVersions responses always use header v0: the body follows the correlation id.
+    protocol::versions::decode_broker_answer(frame.get(8..).unwrap_or_default(), API_VERSIONS_VERSION)
+}

@@ -1,0 +1,114 @@
+//! The sidecar's Prometheus metrics, registered once on one registry and rendered by the admin server.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::Result;
+
+/// Every metric the sidecar exports. Labels come from fixed sets: api names, cluster names, results, reasons.
+pub struct Metrics {
+    pub registry: Registry,
+    /// Requests by api and result (`forwarded`, `local`, `error`, `rejected`).
+    pub requests: IntCounterVec,
+    pub latency: HistogramVec,
+    /// Frames that closed their connection, by reason.
+    pub frames_rejected: IntCounterVec,
+    pub client_connections: IntGauge,
+    pub client_connections_accepted: IntCounter,
+    pub upstream_connections: IntGaugeVec,
+    pub upstream_connections_opened: IntCounterVec,
+    pub buffer_pool_bytes: IntGaugeVec,
+    pub config_reloads: IntCounterVec,
+    pub config_generation: IntGauge,
+    pub config_info: IntGaugeVec,
+    pub reload_seconds: Histogram,
+    pub broker_listeners: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("kproxy_requests_total", "Client requests by api and result"),
+            &["api", "result"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new("kproxy_request_latency_seconds", "Time from a request read to its response written")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]),
+            &["api", "cluster"],
+        )?;
+        let frames_rejected = IntCounterVec::new(
+            Opts::new("kproxy_frames_rejected_total", "Client frames that closed their connection, by reason"),
+            &["reason"],
+        )?;
+        let client_connections = IntGauge::new("kproxy_client_connections", "Open client connections")?;
+        let client_connections_accepted =
+            IntCounter::new("kproxy_client_connections_accepted_total", "Client connections accepted")?;
+        let upstream_connections = IntGaugeVec::new(
+            Opts::new("kproxy_upstream_connections", "Open upstream connections per broker"),
+            &["cluster", "broker"],
+        )?;
+        let upstream_connections_opened = IntCounterVec::new(
+            Opts::new("kproxy_upstream_connections_opened_total", "Upstream connections opened"),
+            &["cluster"],
+        )?;
+        let buffer_pool_bytes =
+            IntGaugeVec::new(Opts::new("kproxy_buffer_pool_bytes", "Frame buffer pool bytes by state"), &["state"])?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new("kproxy_config_reloads_total", "Config reloads by result (applied, unchanged, rejected)"),
+            &["result"],
+        )?;
+        let config_generation =
+            IntGauge::new("kproxy_config_generation", "Number of configs applied since start, the first being 1")?;
+        let config_info = IntGaugeVec::new(
+            Opts::new("kproxy_config_info", "The config being served: its hash and policy generation"),
+            &["hash", "policy", "policy_generation"],
+        )?;
+        let reload_seconds = Histogram::with_opts(
+            HistogramOpts::new("kproxy_config_reload_seconds", "Time to read, validate and swap in a config")
+                .buckets(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5]),
+        )?;
+        let broker_listeners =
+            IntGauge::new("kproxy_broker_listeners", "Local listeners standing for upstream brokers")?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(frames_rejected.clone()))?;
+        registry.register(Box::new(client_connections.clone()))?;
+        registry.register(Box::new(client_connections_accepted.clone()))?;
+        registry.register(Box::new(upstream_connections.clone()))?;
+        registry.register(Box::new(upstream_connections_opened.clone()))?;
+        registry.register(Box::new(buffer_pool_bytes.clone()))?;
+        registry.register(Box::new(config_reloads.clone()))?;
+        registry.register(Box::new(config_generation.clone()))?;
+        registry.register(Box::new(config_info.clone()))?;
+        registry.register(Box::new(reload_seconds.clone()))?;
+        registry.register(Box::new(broker_listeners.clone()))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            latency,
+            frames_rejected,
+            client_connections,
+            client_connections_accepted,
+            upstream_connections,
+            upstream_connections_opened,
+            buffer_pool_bytes,
+            config_reloads,
+            config_generation,
+            config_info,
+            reload_seconds,
+            broker_listeners,
+        })
+    }
+
+    /// Prometheus text exposition of everything registered.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}

@@ -1,0 +1,182 @@
+//! One multiplexed upstream connection: many client requests share it, each under a correlation id of its own.
+//!
+//! Kafka brokers answer requests on a connection in the order they were sent, so pending requests wait in a
+//! FIFO; a response whose correlation id is not the one at the head means the stream is corrupt and the
+//! connection is dropped (every request waiting on it fails, and their clients reconnect as they would after a
+//! broker restart).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::BoxStream;
+use crate::buffer::{Buf, Pool};
+use crate::protocol::{self, MIN_RESPONSE};
+
+/// Responses are bounded only loosely: the broker caps them by fetch sizes the client chose.
+const MAX_RESPONSE: usize = 1 << 30;
+
+/// A request queued for the writer task.
+struct Outgoing {
+    frame: Buf,
+    reply: Option<oneshot::Sender<Buf>>,
+}
+
+type Fifo = Arc<Mutex<VecDeque<(i32, oneshot::Sender<Buf>)>>>;
+
+/// Handle to an upstream connection; cheap to share.
+pub struct Conn {
+    tx: mpsc::UnboundedSender<Outgoing>,
+    /// Requests sent and not yet answered; long-poll requests pick the least busy connection by it.
+    pending: Arc<AtomicUsize>,
+    /// Client connections bound to this one; ordinary requests stick to one connection per client so the
+    /// broker sees each client's requests in the order the client sent them.
+    pub(super) clients: AtomicUsize,
+    closed: CancellationToken,
+}
+
+impl Conn {
+    /// Starts the reader and writer tasks over an established (and authenticated) stream.
+    pub fn start(
+        stream: BoxStream,
+        buffers: Arc<Pool>,
+        frame_timeout: Duration,
+        on_close: impl FnOnce() + Send + 'static,
+    ) -> Arc<Conn> {
+        let (rd, wr) = tokio::io::split(stream);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let fifo: Fifo = Arc::default();
+        let closed = CancellationToken::new();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let conn =
+            Arc::new(Conn { tx, pending: pending.clone(), clients: AtomicUsize::new(0), closed: closed.clone() });
+        let writer = tokio::spawn(write_loop(wr, rx, fifo.clone(), closed.clone()));
+        tokio::spawn(async move {
+            let result = tokio::select! {
+                r = read_loop(rd, &fifo, &pending, &buffers, frame_timeout) => r,
+                _ = closed.cancelled() => Ok(()),
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "upstream connection closed");
+            }
+            closed.cancel();
+            let _ = writer.await;
+            // Dropping the senders tells every waiting client that its request is lost.
+            lock(&fifo).clear();
+            on_close();
+        });
+        conn
+    }
+
+    /// Queues a request. With `expects_response` the receiver yields the response frame (correlation id as sent
+    /// upstream; the caller restores its own). Gives the frame back if the connection is closed.
+    pub fn send(&self, frame: Buf, expects_response: bool) -> Result<Option<oneshot::Receiver<Buf>>, Buf> {
+        if self.is_closed() {
+            return Err(frame);
+        }
+        let (reply, rx) = if expects_response {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        if reply.is_some() {
+            self.pending.fetch_add(1, Ordering::Relaxed);
+        }
+        match self.tx.send(Outgoing { frame, reply }) {
+            Ok(()) => Ok(rx),
+            Err(mpsc::error::SendError(out)) => Err(out.frame),
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Closes once the requests already sent are answered (used when a cluster's pool is replaced).
+    pub fn drain(self: &Arc<Self>) {
+        let conn = self.clone();
+        tokio::spawn(async move {
+            while conn.pending() > 0 && !conn.is_closed() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            conn.closed.cancel();
+        });
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn write_loop(
+    mut wr: WriteHalf<BoxStream>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    fifo: Fifo,
+    closed: CancellationToken,
+) {
+    let mut next_id: i32 = 0;
+    loop {
+        let out = tokio::select! {
+            out = rx.recv() => out,
+            _ = closed.cancelled() => None,
+        };
+        let Some(Outgoing { mut frame, reply }) = out else { break };
+        next_id = next_id.wrapping_add(1) & i32::MAX;
+        protocol::set_request_correlation(&mut frame, next_id);
+        if let Some(reply) = reply {
+            lock(&fifo).push_back((next_id, reply));
+        }
+        let written = tokio::select! {
+            r = wr.write_all(&frame) => r,
+            _ = closed.cancelled() => Err(std::io::ErrorKind::ConnectionAborted.into()),
+        };
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "upstream write failed");
+            break;
+        }
+    }
+    closed.cancel();
+    let _ = wr.shutdown().await;
+}
+
+async fn read_loop(
+    mut rd: ReadHalf<BoxStream>,
+    fifo: &Fifo,
+    pending: &AtomicUsize,
+    buffers: &Arc<Pool>,
+    frame_timeout: Duration,
+) -> crate::Result<()> {
+    // Upstream silence is normal (idle pooled connections); only a started frame must complete.
+    let idle = Duration::from_secs(365 * 24 * 3600);
+    loop {
+        let frame = protocol::read_frame(&mut rd, buffers, MAX_RESPONSE, MIN_RESPONSE, idle, frame_timeout)
+            .await
+            .map_err(|e| crate::Error::Protocol(format!("reading upstream response: {e}")))?;
+        let Some(frame) = frame else { return Ok(()) };
+        let id = protocol::response_correlation(&frame).unwrap_or(-1);
+        let head = lock(fifo).pop_front();
+        match head {
+            Some((want, reply)) if want == id => {
+                pending.fetch_sub(1, Ordering::Relaxed);
+                // The client may have gone; its response is then simply dropped (and the buffer reused).
+                let _ = reply.send(frame);
+            }
+            other => {
+                return Err(crate::Error::Protocol(format!(
+                    "response correlation id {id} does not match the oldest request {:?}",
+                    other.map(|(w, _)| w)
+                )));
+            }
+        }
+    }
+}

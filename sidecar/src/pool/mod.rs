@@ -1,0 +1,128 @@
+//! Upstream connection pool: per broker, a few multiplexed connections for ordinary requests and a separate
+//! lane for long-poll requests, so a Fetch waiting for data or a JoinGroup waiting for a rebalance never holds
+//! up a produce. Pools belong to their cluster and outlive client connections and config reloads.
+
+pub mod conn;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Mutex;
+
+pub use conn::Conn;
+
+use crate::cluster::Upstream;
+use crate::{Error, Result};
+
+/// Any byte stream to a broker: plain TCP today, TLS/SASL-wrapped when the cluster asks for it.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+pub type BoxStream = Box<dyn Stream>;
+
+/// Opens one connection to a broker, ready for Kafka requests. The single place where upstream transport
+/// (TLS, SASL) is set up.
+pub async fn dial(up: &Upstream, addr: &str) -> Result<BoxStream> {
+    let connect = tokio::net::TcpStream::connect(addr);
+    let stream = tokio::time::timeout(std::time::Duration::from_secs(10), connect)
+        .await
+        .map_err(|_| Error::Upstream { addr: addr.to_string(), reason: "connect timed out".into() })?
+        .map_err(|e| Error::Upstream { addr: addr.to_string(), reason: e.to_string() })?;
+    stream.set_nodelay(true)?;
+    if up.cluster.tls.is_some() || up.cluster.sasl.is_some() {
+        tracing::warn!(cluster = %up.cluster.name, "upstream TLS/SASL is not available in this build; using plain TCP");
+    }
+    Ok(Box::new(stream))
+}
+
+/// Which lane a request travels in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    Ordinary,
+    LongPoll,
+}
+
+/// The connections to one broker.
+pub struct BrokerPool {
+    pub addr: String,
+    up: Arc<Upstream>,
+    ordinary: Mutex<Vec<Arc<Conn>>>,
+    long_poll: Mutex<Vec<Arc<Conn>>>,
+}
+
+/// A client connection's claim on one ordinary-lane connection; released when dropped.
+pub struct Lease {
+    pub conn: Arc<Conn>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.conn.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl BrokerPool {
+    pub fn new(up: Arc<Upstream>, addr: String) -> Self {
+        BrokerPool { addr, up, ordinary: Mutex::default(), long_poll: Mutex::default() }
+    }
+
+    /// Binds a client connection to the ordinary connection with the fewest clients, opening another one while
+    /// every existing connection already serves someone and the bound allows it.
+    pub async fn lease(&self) -> Result<Lease> {
+        let mut conns = self.ordinary.lock().await;
+        conns.retain(|c| !c.is_closed());
+        let best = conns.iter().min_by_key(|c| c.clients.load(Ordering::Relaxed)).cloned();
+        let conn = match best {
+            Some(c) if c.clients.load(Ordering::Relaxed) == 0 || conns.len() >= self.up.limits.upstream_connections => {
+                c
+            }
+            _ => {
+                let c = self.open().await?;
+                conns.push(c.clone());
+                c
+            }
+        };
+        conn.clients.fetch_add(1, Ordering::Relaxed);
+        Ok(Lease { conn })
+    }
+
+    /// A long-poll connection for one request: an idle one, a new one while the bound allows, else the least
+    /// busy (long polls of different clients then wait for each other, as they would on one broker connection).
+    pub async fn long_poll(&self) -> Result<Arc<Conn>> {
+        let mut conns = self.long_poll.lock().await;
+        conns.retain(|c| !c.is_closed());
+        let best = conns.iter().min_by_key(|c| c.pending()).cloned();
+        match best {
+            Some(c) if c.pending() == 0 || conns.len() >= self.up.limits.upstream_long_poll_connections => Ok(c),
+            _ => {
+                let c = self.open().await?;
+                conns.push(c.clone());
+                Ok(c)
+            }
+        }
+    }
+
+    async fn open(&self) -> Result<Arc<Conn>> {
+        let stream = dial(&self.up, &self.addr).await?;
+        let stream = self.up.learn_versions(stream, &self.addr).await?;
+        let m = &self.up.metrics;
+        let gauge = m.upstream_connections.with_label_values(&[&self.up.cluster.name, &self.addr]);
+        gauge.inc();
+        m.upstream_connections_opened.with_label_values(&[&self.up.cluster.name]).inc();
+        tracing::debug!(cluster = %self.up.cluster.name, addr = %self.addr, "upstream connection opened");
+        Ok(Conn::start(stream, self.up.buffers.clone(), self.up.limits.frame_timeout, move || gauge.dec()))
+    }
+
+    /// Number of open connections per lane.
+    pub async fn sizes(&self) -> (usize, usize) {
+        let count = |v: &Vec<Arc<Conn>>| v.iter().filter(|c| !c.is_closed()).count();
+        (count(&*self.ordinary.lock().await), count(&*self.long_poll.lock().await))
+    }
+
+    /// Lets every connection finish what it has in flight, then closes it.
+    pub async fn drain(&self) {
+        for c in self.ordinary.lock().await.drain(..).chain(self.long_poll.lock().await.drain(..)) {
+            c.drain();
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Response rewriting: every response that names brokers is changed so clients only ever see the sidecar's
+//! listeners and virtual node ids. All other responses pass through untouched.
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use super::{response_body_offset, response_frame};
+use crate::buffer::Buf;
+use crate::{Error, Result};
+
+/// The broker address map as the rewriter sees it.
+pub trait Addresses {
+    /// The (virtual node id, host, port) a client must see for a real broker; registers it if new.
+    fn broker(&mut self, node: i32, host: &str, port: i32) -> (i32, String, i32);
+    /// The virtual node id for a real one (negative ids such as -1 "none" stay as they are).
+    fn node(&mut self, node: i32) -> i32;
+}
+
+/// Whether responses of this api/version may carry broker ids or addresses that need rewriting.
+pub fn needs_rewrite(api: ApiKey, version: i16) -> bool {
+    match api {
+        ApiKey::Metadata | ApiKey::FindCoordinator | ApiKey::DescribeCluster => true,
+        // KIP-951 leader hints: node endpoints travel in produce (v10+) and fetch (v16+) responses.
+        ApiKey::Produce => version >= 10,
+        ApiKey::Fetch => version >= 16,
+        _ => false,
+    }
+}
+
+/// Rewrites a response frame in place when it names brokers. Returns whether the bytes changed.
+pub fn rewrite(frame: &mut Buf, api: ApiKey, version: i16, addrs: &mut dyn Addresses) -> Result<bool> {
+    let Some(at) = response_body_offset(frame, api, version) else {
+        return Err(Error::Protocol(format!("{api:?} v{version} response too short")));
+    };
+    let correlation_id = super::response_correlation(frame).unwrap_or_default();
+    let new_body = frame.with_frozen(|bytes| rewrite_body(bytes.slice(at..), api, version, addrs))?;
+    if let Some(body) = new_body {
+        response_frame(frame, api, version, correlation_id, &body);
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+fn rewrite_body(mut body: Bytes, api: ApiKey, version: i16, addrs: &mut dyn Addresses) -> Result<Option<BytesMut>> {
+    let decode_err = |e| Error::protocol(&format!("decoding {api:?} v{version} response"), e);
+    let mut out = BytesMut::new();
+    let encode_err = |e| Error::protocol(&format!("encoding {api:?} v{version} response"), e);
+    match api {
+        ApiKey::Metadata => {
+            let mut r = MetadataResponse::decode(&mut body, version).map_err(decode_err)?;
+            metadata(&mut r, addrs);
+            r.encode(&mut out, version).map_err(encode_err)?;
+        }
+        ApiKey::FindCoordinator => {
+            let mut r = FindCoordinatorResponse::decode(&mut body, version).map_err(decode_err)?;
+            find_coordinator(&mut r, version, addrs);
+            r.encode(&mut out, version).map_err(encode_err)?;
+        }
+        ApiKey::DescribeCluster => {
+            let mut r = DescribeClusterResponse::decode(&mut body, version).map_err(decode_err)?;
+            describe_cluster(&mut r, addrs);
+            r.encode(&mut out, version).map_err(encode_err)?;
+        }
+        ApiKey::Produce => {
+            let mut r = ProduceResponse::decode(&mut body, version).map_err(decode_err)?;
+            if !produce(&mut r, addrs) {
+                return Ok(None);
+            }
+            r.encode(&mut out, version).map_err(encode_err)?;
+        }
+        ApiKey::Fetch => {
+            let mut r = FetchResponse::decode(&mut body, version).map_err(decode_err)?;
+            if !fetch(&mut r, addrs) {
+                return Ok(None);
+            }
+            r.encode(&mut out, version).map_err(encode_err)?;
+        }
+        _ => return Ok(None),
+    }
+    Ok(Some(out))
+}
+
+fn endpoint(addrs: &mut dyn Addresses, node: &mut BrokerId, host: &mut StrBytes, port: &mut i32) {
+    if node.0 < 0 {
+        return;
+    }
+    let (id, h, p) = addrs.broker(node.0, host.as_str(), *port);
+    *node = BrokerId(id);
+    *host = StrBytes::from_string(h);
+    *port = p;
+}
+
+fn ids(addrs: &mut dyn Addresses, nodes: &mut [BrokerId]) {
+    for n in nodes {
+        n.0 = addrs.node(n.0);
+    }
+}
+
+/// Metadata: brokers, controller and every partition's leader and replica lists.
+pub fn metadata(r: &mut MetadataResponse, addrs: &mut dyn Addresses) {
+    for b in &mut r.brokers {
+        endpoint(addrs, &mut b.node_id, &mut b.host, &mut b.port);
+    }
+    r.controller_id.0 = addrs.node(r.controller_id.0);
+    for t in &mut r.topics {
+        for p in &mut t.partitions {
+            p.leader_id.0 = addrs.node(p.leader_id.0);
+            ids(addrs, &mut p.replica_nodes);
+            ids(addrs, &mut p.isr_nodes);
+            ids(addrs, &mut p.offline_replicas);
+        }
+    }
+}
+
+/// FindCoordinator: the single coordinator (v0-3) and the coordinators array (v4+).
+pub fn find_coordinator(r: &mut FindCoordinatorResponse, version: i16, addrs: &mut dyn Addresses) {
+    // v4+ leaves the single-coordinator fields unset; giving them values would not encode.
+    if version < 4 && r.error_code == 0 {
+        endpoint(addrs, &mut r.node_id, &mut r.host, &mut r.port);
+    }
+    for c in &mut r.coordinators {
+        if c.error_code == 0 {
+            endpoint(addrs, &mut c.node_id, &mut c.host, &mut c.port);
+        }
+    }
+}
+
+pub fn describe_cluster(r: &mut DescribeClusterResponse, addrs: &mut dyn Addresses) {
+    for b in &mut r.brokers {
+        endpoint(addrs, &mut b.broker_id, &mut b.host, &mut b.port);
+    }
+    r.controller_id.0 = addrs.node(r.controller_id.0);
+}
+
+/// Produce leader hints; false when nothing had to change (the common, error-free case).
+pub fn produce(r: &mut ProduceResponse, addrs: &mut dyn Addresses) -> bool {
+    let mut changed = !r.node_endpoints.is_empty();
+    for e in &mut r.node_endpoints {
+        endpoint(addrs, &mut e.node_id, &mut e.host, &mut e.port);
+    }
+    for t in &mut r.responses {
+        for p in &mut t.partition_responses {
+            let id = addrs.node(p.current_leader.leader_id.0);
+            changed |= id != p.current_leader.leader_id.0;
+            p.current_leader.leader_id.0 = id;
+        }
+    }
+    changed
+}
+
+/// Fetch leader hints and preferred read replicas; false when nothing had to change.
+pub fn fetch(r: &mut FetchResponse, addrs: &mut dyn Addresses) -> bool {
+    let mut changed = !r.node_endpoints.is_empty();
+    for e in &mut r.node_endpoints {
+        endpoint(addrs, &mut e.node_id, &mut e.host, &mut e.port);
+    }
+    for t in &mut r.responses {
+        for p in &mut t.partitions {
+            for id in [&mut p.current_leader.leader_id, &mut p.preferred_read_replica] {
+                let v = addrs.node(id.0);
+                changed |= v != id.0;
+                id.0 = v;
+            }
+        }
+    }
+    changed
+}

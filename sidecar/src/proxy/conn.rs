@@ -1,0 +1,278 @@
+//! One client connection: a reader task that peeks at each request, asks the filters and hands it to the
+//! upstream pool, and a writer task that returns responses strictly in request order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use kafka_protocol::messages::ApiKey;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::App;
+use crate::buffer::Buf;
+use crate::cluster::Upstream;
+use crate::filter::{self, Verdict};
+use crate::pool::{BrokerPool, Lease};
+use crate::protocol::{self, Header, MIN_REQUEST, rewrite, versions};
+
+/// Which listener a client connection came in on.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// The bootstrap address: served by a bootstrap server of the default cluster.
+    Bootstrap,
+    /// A virtual broker: served by that real broker.
+    Broker { cluster: String, node: i32 },
+}
+
+/// A response on its way back, in request order.
+struct Pending {
+    header: Header,
+    api: ApiKey,
+    started: Instant,
+    up: Arc<Upstream>,
+    body: Body,
+}
+
+enum Body {
+    /// Answered by the sidecar itself; complete frame with the client's correlation id.
+    Local(Buf),
+    Upstream(oneshot::Receiver<Buf>),
+}
+
+/// The upstream side a connection currently uses; looked up again when a reload replaces its cluster.
+struct Route {
+    up: Arc<Upstream>,
+    pool: Arc<BrokerPool>,
+    lease: Lease,
+}
+
+pub async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, target: Target, _permit: OwnedSemaphorePermit) {
+    app.metrics.client_connections.inc();
+    let (rd, wr) = stream.into_split();
+    let (tx, rx) = mpsc::channel(app.settings.limits.max_in_flight);
+    let dead = CancellationToken::new();
+    let writer = tokio::spawn(write_loop(app.clone(), wr, rx, dead.clone(), peer));
+    if let Err(reason) = read_loop(&app, rd, &tx, &target, &dead, peer).await {
+        tracing::warn!(%peer, ?target, %reason, "closing client connection");
+    }
+    drop(tx);
+    let _ = writer.await;
+    app.metrics.client_connections.dec();
+}
+
+fn reject(app: &App, reason: &'static str) {
+    app.metrics.frames_rejected.with_label_values(&[reason]).inc();
+}
+
+async fn route(app: &Arc<App>, target: &Target) -> Result<Route, String> {
+    match target {
+        Target::Bootstrap => {
+            let up = app.default_upstream().ok_or("no default cluster")?;
+            let servers = up.cluster.bootstrap_servers.len().max(1);
+            let mut last = String::new();
+            for _ in 0..servers {
+                let pool = up.bootstrap_pool();
+                match pool.lease().await {
+                    Ok(lease) => return Ok(Route { up, pool, lease }),
+                    Err(e) => {
+                        last = e.to_string();
+                        up.bootstrap_failed();
+                    }
+                }
+            }
+            Err(format!("no bootstrap server of {} answers: {last}", up.name()))
+        }
+        Target::Broker { cluster, node } => {
+            let up = app.upstream(cluster).ok_or_else(|| format!("cluster {cluster} is no longer configured"))?;
+            let addr = app.brokers.upstream(cluster, *node).ok_or_else(|| format!("broker {node} is unknown"))?;
+            let pool = up.pool(&addr);
+            let lease = pool.lease().await.map_err(|e| e.to_string())?;
+            Ok(Route { up, pool, lease })
+        }
+    }
+}
+
+async fn read_loop(
+    app: &Arc<App>,
+    mut rd: OwnedReadHalf,
+    tx: &mpsc::Sender<Pending>,
+    target: &Target,
+    dead: &CancellationToken,
+    peer: SocketAddr,
+) -> Result<(), String> {
+    let limits = &app.settings.limits;
+    let mut current: Option<Route> = None;
+    loop {
+        let read = protocol::read_frame(
+            &mut rd,
+            &app.buffers,
+            limits.max_frame_bytes,
+            MIN_REQUEST,
+            limits.idle_timeout,
+            limits.frame_timeout,
+        );
+        let frame = tokio::select! {
+            biased;
+            _ = app.shutdown.cancelled() => return Ok(()),
+            _ = dead.cancelled() => return Ok(()),
+            f = read => f,
+        };
+        let frame = match frame {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                return match e.reason() {
+                    Some(reason) => {
+                        reject(app, reason);
+                        Err(e.to_string())
+                    }
+                    None => {
+                        tracing::debug!(%peer, error = %e, "client connection ended");
+                        Ok(())
+                    }
+                };
+            }
+        };
+        let started = Instant::now();
+        let Some(header) = Header::peek(&frame) else { return Err("frame too short".into()) };
+        let Some(api) = header.api() else {
+            reject(app, "unknown_api");
+            return Err(format!("unknown api key {}", header.api_key));
+        };
+        if current.as_ref().is_none_or(|r| r.up.is_retired() || r.lease.conn.is_closed()) {
+            current = Some(route(app, target).await?);
+        }
+        let Some(route) = current.as_mut() else { return Err("no route".into()) };
+        let up = route.up.clone();
+        let Some(versions) = up.versions() else { return Err("upstream versions unknown".into()) };
+        let local = |body: &[u8], version: i16| {
+            let mut buf = app.buffers.get(body.len() + 16);
+            protocol::response_frame(&mut buf, api, version, header.correlation_id, body);
+            buf
+        };
+        if api == ApiKey::ApiVersions {
+            let (version, body) = versions.answer(header.api_version).map_err(|e| e.to_string())?;
+            let body = Body::Local(local(&body, version));
+            send(tx, Pending { header, api, started, up, body }).await?;
+            continue;
+        }
+        if !versions.allows(header.api_key, header.api_version) {
+            let Some(body) = versions::unsupported_version(api, header.api_version) else {
+                reject(app, "unsupported_version");
+                return Err(format!("{api:?} v{} is not supported", header.api_version));
+            };
+            let body = Body::Local(local(&body, header.api_version));
+            send(tx, Pending { header, api, started, up, body }).await?;
+            continue;
+        }
+        let snapshot = app.config.load_full();
+        match filter::check(&filter::Request::new(header, api, &frame), &snapshot) {
+            Verdict::Forward => {}
+            Verdict::RespondLocally(body) => {
+                let body = Body::Local(local(&body, header.api_version));
+                send(tx, Pending { header, api, started, up, body }).await?;
+                continue;
+            }
+            Verdict::Close(reason) => {
+                reject(app, "policy");
+                return Err(reason);
+            }
+        }
+        let expects = protocol::expects_response(&frame, &header);
+        let mut frame = frame;
+        // A closed connection gives the frame back: retry once on a fresh one.
+        for attempt in 0..2 {
+            let conn = if protocol::is_long_poll(&frame, &header) {
+                route.pool.long_poll().await.map_err(|e| e.to_string())?
+            } else {
+                if attempt > 0 {
+                    route.lease = route.pool.lease().await.map_err(|e| e.to_string())?;
+                }
+                route.lease.conn.clone()
+            };
+            match conn.send(frame, expects) {
+                Ok(Some(rx)) => {
+                    send(tx, Pending { header, api, started, up, body: Body::Upstream(rx) }).await?;
+                    break;
+                }
+                Ok(None) => {
+                    app.metrics.requests.with_label_values(&[api_name(api), "forwarded"]).inc();
+                    break;
+                }
+                Err(back) if attempt == 0 => frame = back,
+                Err(_) => return Err("upstream connection closed".into()),
+            }
+        }
+    }
+}
+
+async fn send(tx: &mpsc::Sender<Pending>, p: Pending) -> Result<(), String> {
+    tx.send(p).await.map_err(|_| "response writer stopped".to_string())
+}
+
+async fn write_loop(
+    app: Arc<App>,
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Pending>,
+    dead: CancellationToken,
+    peer: SocketAddr,
+) {
+    let timeout = app.settings.limits.request_timeout;
+    while let Some(p) = rx.recv().await {
+        let (mut frame, result) = match p.body {
+            Body::Local(frame) => (frame, "local"),
+            Body::Upstream(rx) => match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(frame)) => (frame, "forwarded"),
+                Ok(Err(_)) => {
+                    app.metrics.requests.with_label_values(&[api_name(p.api), "error"]).inc();
+                    tracing::warn!(%peer, api = ?p.api, "upstream connection lost; closing client connection");
+                    break;
+                }
+                Err(_) => {
+                    app.metrics.requests.with_label_values(&[api_name(p.api), "error"]).inc();
+                    tracing::warn!(%peer, api = ?p.api, ?timeout, "upstream did not answer in time");
+                    break;
+                }
+            },
+        };
+        let version = p.header.api_version;
+        if result == "forwarded" && rewrite::needs_rewrite(p.api, version) {
+            let mut rewriter = app.brokers.rewriter(p.up.name());
+            if let Err(e) = rewrite::rewrite(&mut frame, p.api, version, &mut rewriter) {
+                app.metrics.requests.with_label_values(&[api_name(p.api), "error"]).inc();
+                tracing::warn!(%peer, error = %e, "cannot rewrite broker addresses; closing client connection");
+                break;
+            }
+            app.serve_brokers(rewriter.new_listeners);
+        }
+        protocol::set_response_correlation(&mut frame, p.header.correlation_id);
+        if let Err(e) = wr.write_all(&frame).await {
+            tracing::debug!(%peer, error = %e, "client write failed");
+            break;
+        }
+        drop(frame);
+        let name = api_name(p.api);
+        app.metrics.requests.with_label_values(&[name, result]).inc();
+        app.metrics.latency.with_label_values(&[name, p.up.name()]).observe(p.started.elapsed().as_secs_f64());
+    }
+    dead.cancel();
+    let _ = wr.shutdown().await;
+}
+
+/// The `api` label: the API's name as Kafka spells it in its schemas.
+pub fn api_name(api: ApiKey) -> &'static str {
+    static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        (0..=200i16)
+            .map(|k| match ApiKey::try_from(k) {
+                Ok(api) => &*Box::leak(format!("{api:?}").into_boxed_str()),
+                Err(()) => "Unknown",
+            })
+            .collect()
+    });
+    names.get(api as usize).copied().unwrap_or("Unknown")
+}

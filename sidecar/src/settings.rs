@@ -1,0 +1,80 @@
+//! Process settings that come from flags and env (not from the hot-reloaded policy): addresses and limits.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the proxy needs besides the policy config. Fixed for the life of the process.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The mounted ConfigMap directory or a single config file.
+    pub config: PathBuf,
+    /// Bootstrap address the application's client dials.
+    pub listen: SocketAddr,
+    /// Address of /metrics, /healthz and /readyz.
+    pub admin: SocketAddr,
+    /// Host written into rewritten broker addresses; the per-broker listeners bind to it too.
+    pub advertised_host: String,
+    /// 0: each broker listener gets an ephemeral port; otherwise base + virtual node id.
+    pub broker_port_base: u16,
+    /// Root of mounted Secrets; relative credential paths in the config resolve against it.
+    pub secrets_dir: PathBuf,
+    pub limits: Limits,
+}
+
+/// Bounds that keep one client from hurting the others.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest request frame accepted (Kafka's socket.request.max.bytes default is 100 MiB).
+    pub max_frame_bytes: usize,
+    /// Client connections served at once across all listeners; further ones wait in the accept queue.
+    pub max_connections: usize,
+    /// Requests one client connection may have awaiting responses before its reads pause.
+    pub max_in_flight: usize,
+    /// A connection with no new request for this long is closed (as the broker's connections.max.idle.ms).
+    pub idle_timeout: Duration,
+    /// A frame whose first byte arrived must be complete within this time.
+    pub frame_timeout: Duration,
+    /// An upstream response not back within this time closes the client connection.
+    pub request_timeout: Duration,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Upstream connections per broker for ordinary requests.
+    pub upstream_connections: usize,
+    /// Upstream connections per broker for long-poll requests (Fetch with wait, JoinGroup, SyncGroup...).
+    pub upstream_long_poll_connections: usize,
+    /// Idle buffers kept in the pool.
+    pub buffer_pool_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 100 * 1024 * 1024,
+            max_connections: 10_000,
+            max_in_flight: 64,
+            idle_timeout: Duration::from_secs(600),
+            frame_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(600),
+            shutdown_grace: Duration::from_secs(10),
+            upstream_connections: 4,
+            upstream_long_poll_connections: 16,
+            buffer_pool_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl Settings {
+    /// Settings for tests and embedding: ephemeral ports on loopback.
+    pub fn local(config: PathBuf) -> Self {
+        Settings {
+            config,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertised_host: "127.0.0.1".to_string(),
+            broker_port_base: 0,
+            secrets_dir: PathBuf::from(kproxy_api::config::SECRETS_MOUNT_DIR),
+            limits: Limits::default(),
+        }
+    }
+}
