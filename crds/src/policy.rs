@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 /// Which topics, groups or transactional ids a route applies to. Exactly one field is set.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "[has(self.topic), has(self.topicPrefix), has(self.group), has(self.groupPrefix), has(self.transactionalId), has(self.transactionalIdPrefix)].filter(x, x).size() == 1",
+    "message": "exactly one of topic, topicPrefix, group, groupPrefix, transactionalId, transactionalIdPrefix must be set"
+}]))]
 pub struct RouteMatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic: Option<String>,
@@ -28,10 +32,12 @@ pub struct Route {
     #[serde(rename = "match")]
     pub matches: RouteMatch,
     /// Name of the cluster that serves this route.
+    #[schemars(length(max = 63))]
     pub cluster: String,
     /// Clusters to use, in order, while `cluster` is unreachable. They must already hold the same topics and
     /// group offsets (for example through MirrorMaker 2 with the identity replication policy).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8), inner(length(max = 63)))]
     pub failover: Vec<String>,
 }
 
@@ -98,6 +104,7 @@ fn wildcard() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct Rule {
     pub resource: Resource,
+    #[schemars(length(min = 1))]
     pub operations: Vec<Operation>,
     pub effect: Action,
 }
@@ -118,10 +125,13 @@ pub struct Acls {
 pub struct ClientQuota {
     pub client_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub producer_byte_rate: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub consumer_byte_rate: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub request_rate: Option<u64>,
 }
 
@@ -131,12 +141,15 @@ pub struct ClientQuota {
 pub struct Quotas {
     /// Produce bytes per second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub producer_byte_rate: Option<u64>,
     /// Fetch bytes per second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub consumer_byte_rate: Option<u64>,
     /// Requests per second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub request_rate: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub client_id_overrides: Vec<ClientQuota>,
