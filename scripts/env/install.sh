@@ -13,7 +13,7 @@ CONFLUENT_KAFKA_VERSION=2.16.1
 go_env() {
   export GOMODCACHE="$CACHE_DIR/go/mod" GOCACHE="$CACHE_DIR/go/cache"
   export GOFLAGS="-modcacherw -buildvcs=false -trimpath"
-  export GOTOOLCHAIN=local CGO_ENABLED=0
+  export GOTOOLCHAIN=local
 }
 
 # timed NAME CMD...: runs CMD and reports how long it took (cold-install figures).
@@ -102,30 +102,58 @@ EOF
   fi
 }
 
-# go_build NAME MODULE_DIR PACKAGE: builds one binary into .cache/bin unless it is there.
+# go_build NAME MODULE_DIR PACKAGE [LDFLAGS]: builds one binary into .cache/bin unless it is there and was built
+# from the same go.mod/go.sum and flags (a stamp file records them, so a version bump rebuilds).
 go_build() {
-  local name=$1 moddir=$2 pkg=$3
-  [ -x "$BIN_DIR/$name" ] && return 0
+  local name=$1 moddir=$2 pkg=$3 ldflags="-s -w ${4:-}" stamp
+  stamp=$(cat "$TOOLS_DIR/$moddir/go.mod" "$TOOLS_DIR/$moddir/go.sum" <(echo "$pkg $ldflags") | sha256sum | cut -c1-16)
+  [ -x "$BIN_DIR/$name" ] && [ "$(cat "$BIN_DIR/.$name.stamp" 2>/dev/null)" = "$stamp" ] && return 0
   command -v go >/dev/null || die "Go is needed to build $name from the Go module proxy"
   go_env
   mkdir -p "$BIN_DIR" "$LOG_DIR"
-  log "building $name ($pkg) — the first build takes minutes"
+  log "building $name ($pkg); a cold build takes minutes"
   build() {
-    (cd "$TOOLS_DIR/$moddir" && go build -ldflags="-s -w" -o "$BIN_DIR/$name.tmp" "$pkg") &&
-      mv "$BIN_DIR/$name.tmp" "$BIN_DIR/$name"
+    (cd "$TOOLS_DIR/$moddir" && go build -ldflags="$ldflags" -o "$BIN_DIR/$name.tmp" "$pkg") &&
+      mv "$BIN_DIR/$name.tmp" "$BIN_DIR/$name" && echo "$stamp" >"$BIN_DIR/.$name.stamp"
   } >"$LOG_DIR/install-$name.log" 2>&1
   timed "$name" build
 }
 
+# module_version MODULE_DIR MODULE: the version of MODULE that tools/MODULE_DIR/go.mod selects.
+module_version() {
+  go_env
+  (cd "$TOOLS_DIR/$1" && go list -m -f '{{if .Replace}}{{.Replace.Version}}{{else}}{{.Version}}{{end}}' "$2")
+}
+
 install_kube() {
-  go_build kube-apiserver k8s k8s.io/kubernetes/cmd/kube-apiserver
-  go_build kube-controller-manager k8s k8s.io/kubernetes/cmd/kube-controller-manager
-  go_build kubectl k8s k8s.io/kubernetes/cmd/kubectl
+  local v x minor
+  v=$(module_version k8s k8s.io/kubernetes)
+  minor=${v#v1.}
+  minor=${minor%%.*}
+  # What `make` in the Kubernetes tree stamps in; without it the binaries report v0.0.0-master, which clients
+  # such as helm cannot compare against a chart's kubeVersion.
+  x="-X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1"
+  x+=" -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+  x+=" -X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z"
+  go_build kube-apiserver k8s k8s.io/kubernetes/cmd/kube-apiserver "$x"
+  go_build kube-controller-manager k8s k8s.io/kubernetes/cmd/kube-controller-manager "$x"
+  go_build kubectl k8s k8s.io/kubernetes/cmd/kubectl "$x"
 }
 
 install_etcd() { go_build etcd etcd go.etcd.io/etcd/server/v3; }
 
-install_helm() { go_build helm helm helm.sh/helm/v3/cmd/helm; }
+install_helm() {
+  local v client minor x
+  v=$(module_version helm helm.sh/helm/v3)
+  client=$(module_version helm k8s.io/client-go)
+  minor=${client#v0.}
+  minor=${minor%%.*}
+  # As helm's own Makefile does: its version, and the Kubernetes version `helm template`/`lint` assume offline.
+  x="-X helm.sh/helm/v3/internal/version.version=$v -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  x+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor"
+  x+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor"
+  go_build helm helm helm.sh/helm/v3/cmd/helm "$x"
+}
 
 # The ServiceMonitor/PodMonitor CRDs as the prometheus-operator module ships them.
 install_crds() {
@@ -142,6 +170,7 @@ install_crds() {
   for f in servicemonitors podmonitors; do
     cp "$dir/example/prometheus-operator-crd/monitoring.coreos.com_$f.yaml" "$dest/" ||
       die "the module has no example/prometheus-operator-crd/monitoring.coreos.com_$f.yaml"
+    chmod u+w "$dest/monitoring.coreos.com_$f.yaml"
   done
 }
 

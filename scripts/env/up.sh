@@ -13,7 +13,7 @@ mkdir -p "$LOG_DIR" "$ENV_DIR"
 
 "$here/kafka.sh" up
 kube=0
-if [ "${KPROXY_ENV_SKIP_KUBE:-0}" != 1 ] && [ -x "$here/k8s.sh" ]; then
+if [ "${KPROXY_ENV_SKIP_KUBE:-0}" != 1 ]; then
   "$here/install.sh" etcd kube helm crds
   "$here/k8s.sh" up
   kube=1
