@@ -1,0 +1,13 @@
+//! The pod annotations users set to ask for, configure and recognise an injected kproxy sidecar.
+
+/// `"true"` asks for the sidecar; `"false"` or absent leaves the pod alone.
+pub const INJECT: &str = "kproxy.dev/inject";
+/// Names the KafkaProxyPolicy to use when podSelectors alone do not pick exactly one.
+pub const POLICY: &str = "kproxy.dev/policy";
+/// Set by the webhook to the policy it injected, so a pod is never injected twice.
+pub const INJECTED: &str = "kproxy.dev/injected";
+/// Per-pod overrides of the sidecar's resource requests and limits.
+pub const CPU: &str = "kproxy.dev/cpu";
+pub const MEMORY: &str = "kproxy.dev/memory";
+pub const CPU_LIMIT: &str = "kproxy.dev/cpu-limit";
+pub const MEMORY_LIMIT: &str = "kproxy.dev/memory-limit";

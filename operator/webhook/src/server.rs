@@ -1,0 +1,199 @@
+//! The HTTPS admission endpoint: `POST /mutate` answers Pod CREATE reviews with the injection patch or a refusal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use k8s_openapi::api::core::v1::Pod;
+use kproxy_api::crd::KafkaProxyPolicy;
+use kube::api::ListParams;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::{Api, Client, ResourceExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::inject::{self, InjectConfig};
+use crate::tls::{self, Resolver, TlsSource};
+use crate::{Error, Result, select};
+
+/// Everything `serve` needs besides the API client.
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
+    /// Where to listen, e.g. `0.0.0.0:9443` in a cluster or `127.0.0.1:0`-style addresses in tests.
+    pub listen: SocketAddr,
+    pub inject: InjectConfig,
+    pub tls: TlsSource,
+}
+
+/// A TLS handshake slower than this is dropped, so idle sockets cannot pile up.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// In-flight reviews get this long to finish after shutdown is requested.
+const DRAIN: Duration = Duration::from_secs(5);
+
+struct AppState {
+    client: Client,
+    inject: InjectConfig,
+}
+
+/// Serves the webhook until `shutdown` completes. Returns once the listener is bound and the certificate loaded
+/// only through its effects; errors at startup (bad config, port taken, unreadable certificate) are returned.
+pub async fn serve(
+    client: Client,
+    cfg: WebhookConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let listener = TcpListener::bind(cfg.listen).await.map_err(|e| Error::io(format!("binding {}", cfg.listen), e))?;
+    serve_on(listener, client, cfg, shutdown).await
+}
+
+/// Like [`serve`], on a listener the caller bound (tests bind port 0 and read the port first).
+pub async fn serve_on(
+    listener: TcpListener,
+    client: Client,
+    cfg: WebhookConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    cfg.inject.validate().map_err(|problems| Error::Config(problems.join("; ")))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+
+    let resolver = Arc::new(Resolver::default());
+    let mut certs = tokio::task::JoinSet::new();
+    match cfg.tls.clone() {
+        TlsSource::Directory(dir) => {
+            tls::load_dir(&dir, &resolver)?;
+            certs.spawn(tls::watch_dir(dir, resolver.clone(), stopped(stop_rx.clone())));
+        }
+        TlsSource::Generated(generated) => {
+            // The first pass decides whether startup works; later ones only log.
+            tls::sync_once(&client, &generated, &resolver).await?;
+            let (client, resolver, stop) = (client.clone(), resolver.clone(), stopped(stop_rx.clone()));
+            certs.spawn(async move {
+                tls::maintain_secret(client, generated, resolver, stop).await;
+                Ok(())
+            });
+        }
+    }
+    let acceptor = TlsAcceptor::from(tls::server_config(resolver)?);
+    let app = Router::new()
+        .route("/mutate", post(mutate))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(Arc::new(AppState { client, inject: cfg.inject }));
+    tracing::info!(addr = ?listener.local_addr().ok(), "admission webhook listening");
+
+    let mut connections = tokio::task::JoinSet::new();
+    let stop = stopped(stop_rx.clone());
+    tokio::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting a webhook connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (acceptor, app, stop) = (acceptor.clone(), app.clone(), stopped(stop_rx.clone()));
+        connections.spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "webhook TLS handshake failed"),
+                Err(_) => return tracing::debug!(%peer, "webhook TLS handshake timed out"),
+            };
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app));
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "webhook connection ended with an error");
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(DRAIN, async { while connections.join_next().await.is_some() {} }).await;
+    connections.abort_all();
+    while let Some(done) = certs.join_next().await {
+        if let Ok(Err(e)) = done {
+            tracing::warn!(error = %e, "certificate watcher stopped with an error");
+        }
+    }
+    Ok(())
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Failures to reach the API server become HTTP 500, so the API server applies the configured `failurePolicy`
+/// exactly as if the webhook were down; refusals are a normal review answer.
+async fn mutate(State(state): State<Arc<AppState>>, Json(review): Json<AdmissionReview<Pod>>) -> Response {
+    let request: AdmissionRequest<Pod> = match review.try_into() {
+        Ok(request) => request,
+        Err(e) => return Json(AdmissionResponse::invalid(e.to_string()).into_review()).into_response(),
+    };
+    match admit(&state, &request).await {
+        Ok(response) => Json(response.into_review()).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, uid = %request.uid, "admission review failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+        }
+    }
+}
+
+async fn admit(state: &AppState, request: &AdmissionRequest<Pod>) -> Result<AdmissionResponse> {
+    let response = AdmissionResponse::from(request);
+    let Some(pod) = request.object.as_ref().filter(|_| request.operation == Operation::Create) else {
+        return Ok(response);
+    };
+    let namespace = request.namespace.clone().or_else(|| pod.namespace()).unwrap_or_else(|| "default".into());
+    let pod_name = pod.metadata.name.clone().or_else(|| pod.metadata.generate_name.clone()).unwrap_or_default();
+    match inject::requested(pod) {
+        Ok(false) => return Ok(response),
+        Ok(true) => {}
+        Err(refusal) => return Ok(refused(response, &namespace, &pod_name, &refusal)),
+    }
+    let api: Api<KafkaProxyPolicy> = Api::namespaced(state.client.clone(), &namespace);
+    let policies = api.list(&ListParams::default()).await?.items;
+    let policy = match select::policy_for(pod, &namespace, &policies) {
+        Ok(policy) => policy,
+        Err(refusal) => return Ok(refused(response, &namespace, &pod_name, &refusal)),
+    };
+    match inject::inject(pod, policy, &state.inject) {
+        Ok(None) => Ok(response),
+        Ok(Some(injected)) => {
+            let patch = inject::patch(pod, &injected)?;
+            tracing::info!(%namespace, pod = %pod_name, policy = %policy.name_any(), "injecting kproxy sidecar");
+            Ok(response.with_patch(patch).map_err(|e| Error::Config(e.to_string()))?)
+        }
+        Err(Error::Refused(refusal)) => Ok(refused(response, &namespace, &pod_name, &refusal)),
+        Err(e) => Err(e),
+    }
+}
+
+fn refused(response: AdmissionResponse, namespace: &str, pod: &str, refusal: &crate::Refusal) -> AdmissionResponse {
+    tracing::info!(%namespace, %pod, reason = %refusal, "refusing pod");
+    response.deny(refusal)
+}
