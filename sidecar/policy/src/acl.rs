@@ -195,4 +195,4 @@ impl Authorizer {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
