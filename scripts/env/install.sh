@@ -9,9 +9,11 @@ PROM_OPERATOR_MODULE=github.com/prometheus-operator/prometheus-operator
 PROM_OPERATOR_VERSION=v0.85.0
 CONFLUENT_KAFKA_VERSION=2.16.1
 
-# Go builds share one module and build cache under .cache/go so CI can keep them between runs.
+# Go builds share one module and build cache under .cache/go so CI can keep them between runs;
+# KPROXY_GO_CACHE_DIR moves it (e.g. to a folder that outlives fresh clones on the same machine).
 go_env() {
-  export GOMODCACHE="$CACHE_DIR/go/mod" GOCACHE="$CACHE_DIR/go/cache"
+  local dir=${KPROXY_GO_CACHE_DIR:-$CACHE_DIR/go}
+  export GOMODCACHE="$dir/mod" GOCACHE="$dir/cache"
   export GOFLAGS="-modcacherw -buildvcs=false -trimpath"
   export GOTOOLCHAIN=local
 }

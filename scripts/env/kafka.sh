@@ -3,6 +3,7 @@
 # "legacy" (3.9.x), each with PLAINTEXT, SASL_SSL (SCRAM-SHA-512) and CONTROLLER listeners on loopback.
 #
 #   kafka.sh up                  install if needed, start every cluster that is not running, wait until ready
+#   kafka.sh launch              the same without waiting (up.sh overlaps the JVM start-ups with other work)
 #   kafka.sh down                stop every cluster (data and ports are kept for the next start)
 #   kafka.sh start NAME          start one cluster on its recorded ports with its data (e.g. after `stop`)
 #   kafka.sh stop NAME           graceful stop (SIGTERM, controlled shutdown)
@@ -259,11 +260,12 @@ main() {
   local cmd=${1:-}
   mkdir -p "$KAFKA_DIR" "$LOG_DIR"
   case $cmd in
-    up)
+    launch | up)
       "$(dirname "$0")/install.sh" apt rdkafka kafka
       local name
       # Start all three JVMs first so their start-ups overlap, then wait for each.
       for name in "${KAFKA_CLUSTERS[@]}"; do start_cluster "$name" nowait; done
+      [ "$cmd" = launch ] && return 0
       for name in "${KAFKA_CLUSTERS[@]}"; do
         load_cluster_state "$name"
         wait_ready "$name"
@@ -285,7 +287,7 @@ main() {
       stop_pid "kafka $2" "$(pid_file "$2")" "$(pid_pattern "$2")" "$signal"
       ;;
     status) status ;;
-    *) die "usage: kafka.sh up|down|status|start NAME|stop NAME|kill NAME" ;;
+    *) die "usage: kafka.sh up|launch|down|status|start NAME|stop NAME|kill NAME" ;;
   esac
 }
 

@@ -11,13 +11,17 @@ here=$(dirname "$0")
 start=$(date +%s)
 mkdir -p "$LOG_DIR" "$ENV_DIR"
 
-"$here/kafka.sh" up
 kube=0
-if [ "${KPROXY_ENV_SKIP_KUBE:-0}" != 1 ]; then
+[ "${KPROXY_ENV_SKIP_KUBE:-0}" = 1 ] || kube=1
+if [ "$kube" = 1 ]; then
+  # Cold Go builds first, alone on the cores; then the JVMs start while the control plane comes up.
   "$here/install.sh" etcd kube helm crds
-  "$here/k8s.sh" up
-  kube=1
 fi
+"$here/kafka.sh" launch
+if [ "$kube" = 1 ]; then
+  "$here/k8s.sh" up
+fi
+"$here/kafka.sh" up
 
 # env.sh is written last, and atomically, so its presence means the environment answered.
 write_env() {
