@@ -28,6 +28,8 @@ pub struct Upstream {
     pub buffers: Arc<Pool>,
     /// Credentials and CA files resolve against it.
     pub secrets_dir: PathBuf,
+    /// TLS/SASL settings cache for this cluster's connections; notices rotated Secret files.
+    pub connector: kproxy_upstream::Context,
     /// Learnt from the first broker answering; what clients are told in ApiVersions.
     versions: OnceLock<Arc<Versions>>,
     pools: Mutex<HashMap<String, Arc<BrokerPool>>>,
@@ -50,6 +52,7 @@ impl Upstream {
             limits,
             metrics,
             buffers,
+            connector: kproxy_upstream::Context::new(&secrets_dir).with_client_id("kproxy-sidecar"),
             secrets_dir,
             versions: OnceLock::new(),
             pools: Mutex::default(),

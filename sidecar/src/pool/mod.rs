@@ -23,15 +23,12 @@ pub type BoxStream = Box<dyn Stream>;
 /// Opens one connection to a broker, ready for Kafka requests. The single place where upstream transport
 /// (TLS, SASL) is set up.
 pub async fn dial(up: &Upstream, addr: &str) -> Result<BoxStream> {
-    let connect = tokio::net::TcpStream::connect(addr);
-    let stream = tokio::time::timeout(std::time::Duration::from_secs(10), connect)
-        .await
-        .map_err(|_| Error::Upstream { addr: addr.to_string(), reason: "connect timed out".into() })?
-        .map_err(|e| Error::Upstream { addr: addr.to_string(), reason: e.to_string() })?;
-    stream.set_nodelay(true)?;
-    if up.cluster.tls.is_some() || up.cluster.sasl.is_some() {
-        tracing::warn!(cluster = %up.cluster.name, "upstream TLS/SASL is not available in this build; using plain TCP");
-    }
+    // Each step (TCP with TCP_NODELAY, TLS, SASL) is bounded in time; errors name the cause (wrong password,
+    // untrusted CA, ...).
+    let stream = kproxy_upstream::connect(&up.cluster, addr, &up.connector).await.map_err(|e| {
+        tracing::warn!(cluster = %up.cluster.name, error = %e, kind = e.metric_label(), "upstream connection failed");
+        Error::Upstream { addr: addr.to_string(), reason: e.detail() }
+    })?;
     Ok(Box::new(stream))
 }
 
