@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the test environment's programs from the package registries, once, into .cache/ (idempotent: each
-# step is skipped when its result is already there). Usage: install.sh [all|kafka|apt|rdkafka|kube|etcd|helm|crds]...
+# step is skipped when its result is already there). Usage: install.sh [all|kafka|apt|rdkafka|python|kube|etcd|helm|crds]...
 set -euo pipefail
 # shellcheck source=scripts/env/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -104,6 +104,20 @@ EOF
   fi
 }
 
+# Python's confluent-kafka (same librdkafka) in a venv, for e2e clients that script consumer groups or
+# transactions.
+install_python() {
+  local venv="$CACHE_DIR/venv"
+  "$venv/bin/python" -c "import confluent_kafka" >/dev/null 2>&1 && return 0
+  mkdir -p "$LOG_DIR"
+  log "installing confluent-kafka==$CONFLUENT_KAFKA_VERSION into $venv"
+  venv() {
+    python3 -m venv "$venv" &&
+      "$venv/bin/pip" install -q --find-links "$CACHE_DIR/pip" "confluent-kafka==$CONFLUENT_KAFKA_VERSION"
+  } >"$LOG_DIR/install-python.log" 2>&1
+  timed python venv
+}
+
 # go_build NAME MODULE_DIR PACKAGE [LDFLAGS]: builds one binary into .cache/bin unless it is there and was built
 # from the same go.mod/go.sum and flags (a stamp file records them, so a version bump rebuilds).
 go_build() {
@@ -182,9 +196,9 @@ main() {
   local s
   for s in "${steps[@]}"; do
     case $s in
-      all) install_apt && install_rdkafka && install_kafka && install_etcd && install_kube && install_helm && install_crds ;;
-      kafka | apt | rdkafka | kube | etcd | helm | crds) "install_$s" ;;
-      *) die "unknown install step '$s' (all|kafka|apt|rdkafka|kube|etcd|helm|crds)" ;;
+      all) install_apt && install_rdkafka && install_python && install_kafka && install_etcd && install_kube && install_helm && install_crds ;;
+      kafka | apt | rdkafka | python | kube | etcd | helm | crds) "install_$s" ;;
+      *) die "unknown install step '$s' (all|kafka|apt|rdkafka|python|kube|etcd|helm|crds)" ;;
     esac
   done
 }

@@ -13,10 +13,11 @@ mkdir -p "$LOG_DIR" "$ENV_DIR"
 
 kube=0
 [ "${KPROXY_ENV_SKIP_KUBE:-0}" = 1 ] || kube=1
+# Cold Go builds first, alone on the cores; then the JVMs start while the control plane comes up.
 if [ "$kube" = 1 ]; then
-  # Cold Go builds first, alone on the cores; then the JVMs start while the control plane comes up.
   "$here/install.sh" etcd kube helm crds
 fi
+"$here/install.sh" apt rdkafka python kafka
 "$here/kafka.sh" launch
 if [ "$kube" = 1 ]; then
   "$here/k8s.sh" up
@@ -48,6 +49,7 @@ write_env() {
       echo "export KUBECONFIG=\"$ENV_DIR/kubeconfig\""
       echo "export KPROXY_PROM_CRDS=\"$CACHE_DIR/crds\""
     fi
+    echo "export KPROXY_PYTHON=\"$CACHE_DIR/venv/bin/python\""
     echo "export KPROXY_LOG_DIR=\"$LOG_DIR\""
     echo "export KPROXY_ENV_DIR=\"$ENV_DIR\""
     echo "export PATH=\"$BIN_DIR:\$PATH\""
