@@ -210,7 +210,8 @@ wait_ready() {
     "$(pid_pattern "$name")" kcat_metadata "127.0.0.1:$SASL_PORT" "${KCAT_SASL[@]}"
 }
 
-# start_cluster NAME [wait]: starts NAME unless it runs; with "wait", returns once it answers metadata.
+# start_cluster NAME [wait|nowait]: starts NAME unless it runs; "wait" (a single restart) keeps its ports and
+# returns once it answers metadata; "nowait" (part of `up`) recreates it on new ports if another process took one.
 start_cluster() {
   local name=$1 wait=${2:-wait} dir
   dir=$(cluster_dir "$name")
@@ -222,7 +223,9 @@ start_cluster() {
     [ -f "$CACHE_DIR/kafka/$VERSION/lib/kafka_2.13-$VERSION.jar" ] ||
       die "Kafka $VERSION is not installed; run scripts/env/install.sh kafka"
     if ! ports_free; then
-      # Something else took a recorded port while we were down: start afresh on new ports.
+      # A single restart must come back where clients expect it; only a whole `up` may move (env.sh follows).
+      [ "$wait" = wait ] && die "a port of $name ($PLAINTEXT_PORT/$SASL_PORT/$CONTROLLER_PORT) is taken by" \
+        "another process; not restarting it elsewhere"
       log "a port of $name ($PLAINTEXT_PORT/$SASL_PORT/$CONTROLLER_PORT) is taken; recreating $name on new ports"
       rm -rf "$dir"
       ensure_cluster_state "$name"
