@@ -41,17 +41,29 @@ kafka_fetch() {
   mv "$dest.tmp" "$dest"
 }
 
+# The tools' logging config, packed as a jar into the lib folder so `java -cp "lib/*" <tool>` finds it on the
+# classpath (brokers name their own config with a system property, which wins).
+tools_logging_jar() {
+  local pomdir=$1 version=$2 name=log4j2.properties tmp
+  [ "$pomdir" = kafka-4 ] || name=log4j.properties
+  tmp=$(mktemp -d)
+  cp "$TOOLS_DIR/$pomdir/tools-$name" "$tmp/$name"
+  (cd "$tmp" && jar cf "$CACHE_DIR/kafka/$version/lib/zz-kproxy-tools-logging.jar" "$name") ||
+    die "packing the tools' logging config failed (is the JDK's jar tool installed?)"
+  rm -rf "$tmp"
+}
+
 install_kafka() {
   local pair pomdir version
   for pair in "kafka-4:$KAFKA4_VERSION" "kafka-3.9:$KAFKA39_VERSION"; do
     pomdir=${pair%%:*}
     version=${pair##*:}
-    if [ -f "$CACHE_DIR/kafka/$version/lib/kafka_2.13-$version.jar" ]; then
-      continue
+    if [ ! -f "$CACHE_DIR/kafka/$version/lib/kafka_2.13-$version.jar" ]; then
+      command -v mvn >/dev/null || die "Maven (mvn) is needed to fetch Apache Kafka from Maven Central"
+      log "fetching Apache Kafka $version and its tools from Maven Central"
+      timed "kafka-$version" kafka_fetch "$pomdir" "$version"
     fi
-    command -v mvn >/dev/null || die "Maven (mvn) is needed to fetch Apache Kafka from Maven Central"
-    log "fetching Apache Kafka $version and its tools from Maven Central"
-    timed "kafka-$version" kafka_fetch "$pomdir" "$version"
+    [ -f "$CACHE_DIR/kafka/$version/lib/zz-kproxy-tools-logging.jar" ] || tools_logging_jar "$pomdir" "$version"
   done
 }
 
