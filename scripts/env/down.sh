@@ -6,6 +6,10 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 here=$(dirname "$0")
+mkdir -p "$ENV_DIR"
+# One env-up/env-down at a time: two concurrent runs would start the same service twice on the same ports.
+exec 9>"$ENV_DIR/.lock"
+flock 9
 # The environment is no longer usable once anything stops.
 rm -f "$CACHE_DIR/env.sh"
 if [ -x "$here/k8s.sh" ]; then

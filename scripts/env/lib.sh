@@ -67,7 +67,7 @@ spawn() {
   # The child writes its own pid just before exec: setsid forks when it is already a group leader, so $! could
   # name a parent that has gone.
   # shellcheck disable=SC2016
-  setsid bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$pidfile" "$@" </dev/null >>"$logfile" 2>&1 &
+  setsid bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$pidfile" "$@" </dev/null >>"$logfile" 2>&1 9>&- &
   local i
   for ((i = 0; i < 100; i++)); do
     [ -s "$pidfile" ] && return 0

@@ -10,6 +10,9 @@ source "$(dirname "$0")/lib.sh"
 here=$(dirname "$0")
 start=$(date +%s)
 mkdir -p "$LOG_DIR" "$ENV_DIR"
+# One env-up/env-down at a time: two concurrent runs would start the same service twice on the same ports.
+exec 9>"$ENV_DIR/.lock"
+flock 9
 
 kube=0
 [ "${KPROXY_ENV_SKIP_KUBE:-0}" = 1 ] || kube=1
