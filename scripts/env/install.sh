@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the test environment's programs from the package registries, once, into .cache/ (idempotent: each
-# step is skipped when its result is already there). Usage: install.sh [all|kafka|apt|rdkafka|python|kube|etcd|helm|crds]...
+# step is skipped when its result is already there).
+# Usage: install.sh [all|kafka|apt|rdkafka|python|kube|etcd|helm|crds]...
 set -euo pipefail
 # shellcheck source=scripts/env/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -15,7 +16,6 @@ go_env() {
   local dir=${KPROXY_GO_CACHE_DIR:-$CACHE_DIR/go}
   export GOMODCACHE="$dir/mod" GOCACHE="$dir/cache"
   export GOFLAGS="-modcacherw -buildvcs=false -trimpath"
-  export GOTOOLCHAIN=local
 }
 
 # timed NAME CMD...: runs CMD and reports how long it took (cold-install figures).

@@ -9,8 +9,9 @@ BIN_DIR="$CACHE_DIR/bin"
 TOOLS_DIR="$KPROXY_ROOT/tools"
 
 # Kafka versions: the two "datacenter" clusters run 4.x, "legacy" runs 3.9.x (poms under tools/).
-KAFKA4_VERSION=4.1.2
-KAFKA39_VERSION=3.9.1
+pom_kafka_version() { sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$TOOLS_DIR/$1/pom.xml"; }
+KAFKA4_VERSION=$(pom_kafka_version kafka-4)
+KAFKA39_VERSION=$(pom_kafka_version kafka-3.9)
 KAFKA_CLUSTERS=(east west legacy)
 
 export PATH="$BIN_DIR:$PATH"
