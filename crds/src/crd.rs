@@ -34,17 +34,17 @@ pub const READY: &str = "Ready";
 )]
 #[cfg_attr(test, kube(cel))]
 #[x_kube(validation = Rule::new("self.clusters.all(c, self.clusters.exists_one(d, d.name == c.name))")
-    .message(Message::Expression("'cluster names must be unique: ' + self.clusters.filter(c, self.clusters.filter(d, d.name == c.name).size() > 1)[0].name + ' appears more than once'".into()))
+    .message("cluster names must be unique: two entries in spec.clusters have the same name")
     .field_path(".clusters")
     .reason(Reason::FieldValueDuplicate))]
 #[x_kube(validation = Rule::new("!has(self.defaultCluster) || self.clusters.exists(c, c.name == self.defaultCluster)")
-    .message(Message::Expression("'defaultCluster ' + self.defaultCluster + ' is not defined in spec.clusters (defined: ' + self.clusters.map(c, c.name).join(', ') + ')'".into()))
+    .message(Message::Expression("'defaultCluster ' + self.defaultCluster + ' is not the name of any entry in spec.clusters'".into()))
     .field_path(".defaultCluster"))]
 #[x_kube(validation = Rule::new("!has(self.routes) || self.routes.all(r, self.clusters.exists(c, c.name == r.cluster))")
-    .message(Message::Expression("'routes name clusters not defined in spec.clusters: ' + self.routes.filter(r, !self.clusters.exists(c, c.name == r.cluster)).map(r, r.cluster).join(', ') + ' (defined: ' + self.clusters.map(c, c.name).join(', ') + ')'".into()))
+    .message("every route's cluster must be the name of an entry in spec.clusters")
     .field_path(".routes"))]
 #[x_kube(validation = Rule::new("!has(self.routes) || self.routes.all(r, !has(r.failover) || r.failover.all(f, self.clusters.exists(c, c.name == f)))")
-    .message(Message::Expression("'route failover lists name clusters not defined in spec.clusters: ' + self.routes.filter(r, has(r.failover)).map(r, r.failover.filter(f, !self.clusters.exists(c, c.name == f)).join(', ')).filter(s, s != '').join(', ')".into()))
+    .message("every cluster in a route's failover list must be the name of an entry in spec.clusters")
     .field_path(".routes"))]
 #[x_kube(validation = Rule::new("!has(self.routes) || self.routes.all(r, !has(r.failover) || !(r.cluster in r.failover))")
     .message("a route's failover list must not contain the route's own cluster")

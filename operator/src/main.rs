@@ -1,2 +1,154 @@
-//! kproxy-operator binary: parses flags, starts tracing, runs the controller and webhook until a signal.
-fn main() {}
+//! kproxy-operator binary: parses flags, starts tracing, runs the controller (while leading) and the admin
+//! endpoints until SIGTERM or Ctrl-C, then drains and releases the leader Lease.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use kproxy_operator::admin::{self, Health};
+use kproxy_operator::controller;
+use kproxy_operator::leader::{Elector, LeaseConfig};
+use kproxy_operator::metrics::Metrics;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+#[derive(Parser, Debug)]
+#[command(name = "kproxy-operator", version, about = "Reconciles KafkaProxyPolicy objects into sidecar ConfigMaps")]
+struct Args {
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "KPROXY_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    admin_addr: SocketAddr,
+    /// Watch policies in this namespace only (default: every namespace).
+    #[arg(long, env = "KPROXY_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "KPROXY_LEASE_NAME", default_value = "kproxy-operator")]
+    lease_name: String,
+    /// Namespace of the Lease (default: the client's namespace, i.e. the pod's own in a cluster).
+    #[arg(long, env = "KPROXY_LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// This replica's identity in the Lease (default: the pod name or host name, plus the process id).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds a silent leader keeps the Lease: the longest takeover after a crash.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    lease_duration_seconds: u64,
+    /// Seconds between renewals (and a standby's retries); below the lease duration.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    renew_interval_seconds: u64,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "KPROXY_LOG_JSON")]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_tracing(args.log_json);
+    if args.renew_interval_seconds >= args.lease_duration_seconds {
+        anyhow::bail!("--renew-interval-seconds must be below --lease-duration-seconds");
+    }
+    let client =
+        kube::Client::try_default().await.context("no Kubernetes client configuration (KUBECONFIG or in-cluster)")?;
+    let metrics = Arc::new(Metrics::new()?);
+    let health = Health::new(metrics.clone());
+    let shutdown = CancellationToken::new();
+
+    let admin_listener = admin::bind(args.admin_addr).await?;
+    info!(addr = %args.admin_addr, "admin endpoints listening");
+    let admin_task = tokio::spawn(admin::serve(admin_listener, health.clone(), shutdown.clone().cancelled_owned()));
+
+    // Sidecar injection webhook: started here, next to the controller, once its flags are wired.
+
+    let lease = LeaseConfig {
+        namespace: args.lease_namespace.unwrap_or_else(|| client.default_namespace().to_string()),
+        name: args.lease_name,
+        identity: args.identity.unwrap_or_else(default_identity),
+        lease_duration: Duration::from_secs(args.lease_duration_seconds),
+        renew_interval: Duration::from_secs(args.renew_interval_seconds),
+    };
+    info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "contending for leadership");
+    let (leading_tx, leading_rx) = watch::channel(false);
+    let elector = tokio::spawn(Elector::new(client.clone(), lease).run(leading_tx, health.clone(), shutdown.clone()));
+    let leading = tokio::spawn(lead_while_elected(client, args.namespace, metrics, leading_rx, shutdown.clone()));
+
+    wait_for_signal().await;
+    info!("shutting down");
+    shutdown.cancel();
+    // The controller drains before the Lease is released, so the next leader never overlaps with it.
+    leading.await?;
+    elector.await?;
+    admin_task.await??;
+    info!("stopped");
+    Ok(())
+}
+
+/// Runs the controller during each term of leadership; stops it when leadership is lost or on shutdown.
+async fn lead_while_elected(
+    client: kube::Client,
+    namespace: Option<String>,
+    metrics: Arc<Metrics>,
+    mut leading: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = leading.wait_for(|l| *l) => if changed.is_err() { return },
+        }
+        info!("became leader; starting the controller");
+        metrics.leader.set(1);
+        metrics.leader_changes.inc();
+        let term = shutdown.child_token();
+        let stop = term.clone();
+        let mut lost = leading.clone();
+        let watch_term = tokio::spawn(async move {
+            tokio::select! {
+                _ = lost.wait_for(|l| !*l) => stop.cancel(),
+                _ = stop.cancelled() => {}
+            }
+        });
+        controller::run(client.clone(), namespace.clone(), metrics.clone(), term.clone().cancelled_owned()).await;
+        term.cancel();
+        let _ = watch_term.await;
+        metrics.leader.set(0);
+        metrics.leader_changes.inc();
+        info!("stopped leading; the controller is stopped");
+    }
+}
+
+fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "kproxy-operator".into());
+    format!("{host}-{}", std::process::id())
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json { builder.json().init() } else { builder.init() }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,122 @@
+//! The operator's Prometheus metrics, registered on one registry and served on the admin port.
+
+use std::sync::Mutex;
+
+use kproxy_api::crd::{KafkaProxyPolicy, READY};
+use kube::runtime::reflector::Store;
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// Outcome of one reconcile, the fixed label set of `kproxy_operator_reconciles_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// ConfigMap written and every referenced Secret found.
+    Ready,
+    /// ConfigMap written, but something the policy needs (a Secret) is missing.
+    NotReady,
+    /// The policy cannot be rendered; the last good ConfigMap stays.
+    Invalid,
+    /// The API server refused or failed a call; retried with backoff.
+    Error,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Ready => "ready",
+            Outcome::NotReady => "not_ready",
+            Outcome::Invalid => "invalid",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// Every metric the operator exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconciles: IntCounterVec,
+    pub reconcile_duration: Histogram,
+    pub policies: IntGaugeVec,
+    pub leader: IntGauge,
+    pub leader_changes: IntCounter,
+    /// The controller's cache while this replica leads, so `kproxy_operator_policies` is counted at scrape time
+    /// and deleted policies drop out without a reconcile.
+    policies_store: Mutex<Option<Store<KafkaProxyPolicy>>>,
+}
+
+impl Metrics {
+    pub fn new() -> crate::Result<Self> {
+        let registry = Registry::new();
+        let reconciles = IntCounterVec::new(
+            Opts::new("kproxy_operator_reconciles_total", "Policy reconciles by result."),
+            &["result"],
+        )?;
+        let reconcile_duration = Histogram::with_opts(
+            HistogramOpts::new("kproxy_operator_reconcile_duration_seconds", "Time to reconcile one policy.")
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        )?;
+        let policies = IntGaugeVec::new(
+            Opts::new("kproxy_operator_policies", "Policies known to the leading replica, by Ready condition."),
+            &["ready"],
+        )?;
+        let leader = IntGauge::new("kproxy_operator_leader", "1 while this replica holds the leader Lease.")?;
+        let leader_changes =
+            IntCounter::new("kproxy_operator_leader_changes_total", "Times this replica gained or lost leadership.")?;
+        registry.register(Box::new(reconciles.clone()))?;
+        registry.register(Box::new(reconcile_duration.clone()))?;
+        registry.register(Box::new(policies.clone()))?;
+        registry.register(Box::new(leader.clone()))?;
+        registry.register(Box::new(leader_changes.clone()))?;
+        for outcome in [Outcome::Ready, Outcome::NotReady, Outcome::Invalid, Outcome::Error] {
+            reconciles.with_label_values(&[outcome.label()]);
+        }
+        Ok(Self {
+            registry,
+            reconciles,
+            reconcile_duration,
+            policies,
+            leader,
+            leader_changes,
+            policies_store: Mutex::new(None),
+        })
+    }
+
+    pub fn reconciled(&self, outcome: Outcome, seconds: f64) {
+        self.reconciles.with_label_values(&[outcome.label()]).inc();
+        self.reconcile_duration.observe(seconds);
+    }
+
+    /// Points the policy gauge at the running controller's cache, or at nothing while not leading.
+    pub fn set_policies_store(&self, store: Option<Store<KafkaProxyPolicy>>) {
+        if let Ok(mut slot) = self.policies_store.lock() {
+            *slot = store;
+        }
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        self.count_policies();
+        let mut out = Vec::new();
+        if prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out).is_err() {
+            return String::new();
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    fn count_policies(&self) {
+        let (mut ready, mut not_ready) = (0, 0);
+        if let Ok(slot) = self.policies_store.lock()
+            && let Some(store) = slot.as_ref()
+        {
+            for policy in store.state() {
+                let is_ready = policy
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
+                    .is_some_and(|c| c.status == "True");
+                if is_ready { ready += 1 } else { not_ready += 1 }
+            }
+        }
+        self.policies.with_label_values(&["true"]).set(ready);
+        self.policies.with_label_values(&["false"]).set(not_ready);
+    }
+}
