@@ -72,6 +72,10 @@ pub async fn reauthenticate(
     if settings.mechanism != session.mechanism() {
         return Err(Error::Config("re-authentication must keep the SASL mechanism; reconnect instead".into()));
     }
+    if session.lifetime().is_none() {
+        // Such a broker refuses a second handshake (ILLEGAL_SASL_STATE) and never expires the first one.
+        return Err(Error::Config("the broker does not expire sessions; there is nothing to re-authenticate".into()));
+    }
     let credentials = ctx.credentials(settings)?;
     let mut ex = exchange(stream, addr, ctx);
     sasl::authenticate(&mut ex, session.mechanism(), &credentials, session.versions()).await
@@ -103,5 +107,8 @@ mod tests {
         for bad in ["kafka", ":9093", "kafka:x", "kafka:70000"] {
             assert!(matches!(host(bad), Err(Error::Address(_))), "{bad}");
         }
+        let e = Error::Auth { addr: "kafka-0:9093".into(), mechanism: "PLAIN", reason: "wrong password".into() };
+        assert_eq!(e.detail(), "SASL PLAIN authentication failed: wrong password");
+        assert_eq!(Error::Config("x".into()).detail(), "upstream connection settings: x");
     }
 }

@@ -62,6 +62,21 @@ impl Error {
         }
     }
 
+    /// The message without the leading broker address, for callers that print the address themselves.
+    pub fn detail(&self) -> String {
+        let text = self.to_string();
+        let addr = match self {
+            Error::Timeout { addr, .. }
+            | Error::Connect { addr, .. }
+            | Error::Tls { addr, .. }
+            | Error::Auth { addr, .. }
+            | Error::Protocol { addr, .. }
+            | Error::Io { addr, .. } => addr,
+            Error::Address(_) | Error::Config(_) | Error::File { .. } => return text,
+        };
+        text.strip_prefix(addr.as_str()).and_then(|t| t.strip_prefix(": ")).map(str::to_string).unwrap_or(text)
+    }
+
     /// Whether retrying the same broker later may succeed without a config or Secret change.
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Timeout { .. } | Error::Connect { .. } | Error::Io { .. })

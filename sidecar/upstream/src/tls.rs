@@ -78,6 +78,10 @@ pub(crate) fn server_name(settings: &Tls, host: &str) -> Result<ServerName<'stat
 /// Turns a failed handshake into a message an operator can act on.
 pub(crate) fn handshake_error(addr: &str, settings: &Tls, name: &ServerName<'_>, err: std::io::Error) -> Error {
     let Some(tls) = err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) else {
+        if err.kind() == std::io::ErrorKind::UnexpectedEof {
+            let reason = "the broker closed the connection during the TLS handshake (is this its TLS listener?)";
+            return Error::Tls { addr: addr.to_string(), reason: reason.into() };
+        }
         return Error::Io { addr: addr.to_string(), source: err };
     };
     let ca = settings.ca_file.as_deref().unwrap_or_default();

@@ -34,9 +34,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<'_, S> {
             self.stream.flush().await?;
             let len = self.stream.read_i32().await?;
             if !(0..=MAX_RESPONSE as i32).contains(&len) {
-                return Ok(Err(format!(
-                    "{what} response claims {len} bytes; not a Kafka broker speaking this protocol?"
-                )));
+                return Ok(Err(not_kafka(what, len)));
             }
             let mut body = BytesMut::zeroed(len as usize);
             self.stream.read_exact(&mut body).await?;
@@ -59,6 +57,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<'_, S> {
 
     fn protocol(&self, what: &str, reason: String) -> Error {
         Error::Protocol { addr: self.addr.to_string(), reason: format!("{what}: {reason}") }
+    }
+}
+
+/// Explains a nonsensical response size; a TLS record (content type 20..=23, version 3.x) means the listener
+/// expects TLS.
+fn not_kafka(what: &str, len: i32) -> String {
+    let [kind, major, ..] = len.to_be_bytes();
+    if (20..=23).contains(&kind) && major == 3 {
+        format!("{what}: the broker answered with TLS; this listener needs the cluster's tls settings")
+    } else {
+        format!("{what} response claims {len} bytes; not a Kafka broker speaking this protocol?")
     }
 }
 
@@ -103,4 +112,33 @@ pub(crate) fn decode<T: Decodable + HeaderVersion>(
         tracing::debug!(extra = body.remaining(), "ignoring trailing bytes after a response");
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{SaslHandshakeRequest, SaslHandshakeResponse};
+
+    #[test]
+    fn frames_round_trip_and_mismatches_are_refused() {
+        let request = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
+        let frame = encode(&request, 1, 7, "kproxy").unwrap();
+        assert_eq!(i32::from_be_bytes(frame[..4].try_into().unwrap()) as usize, frame.len() - 4);
+        assert_eq!(&frame[4..12], &[0, 17, 0, 1, 0, 0, 0, 7]);
+
+        let mut body = BytesMut::new();
+        ResponseHeader::default().with_correlation_id(7).encode(&mut body, 0).unwrap();
+        SaslHandshakeResponse::default().with_error_code(33).encode(&mut body, 1).unwrap();
+        let response: SaslHandshakeResponse = decode(body.clone(), 1, 7).unwrap();
+        assert_eq!(response.error_code, 33);
+        assert!(decode::<SaslHandshakeResponse>(body.clone(), 1, 8).unwrap_err().contains("correlation id 7"));
+        assert!(decode::<SaslHandshakeResponse>(body.split_to(5), 1, 7).is_err());
+    }
+
+    #[test]
+    fn a_tls_answer_is_recognised() {
+        // A TLS alert record: type 21, version 3.3.
+        assert!(not_kafka("ApiVersions", i32::from_be_bytes([21, 3, 3, 0])).contains("answered with TLS"));
+        assert!(not_kafka("ApiVersions", -1).contains("claims -1 bytes"));
+    }
 }
