@@ -4,6 +4,7 @@
 pub mod annotation;
 pub mod cert;
 pub mod inject;
+pub mod metrics;
 pub mod quantity;
 pub mod registration;
 pub mod select;

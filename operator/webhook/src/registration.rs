@@ -165,3 +165,37 @@ pub async fn register(client: &Client, registration: &Registration) -> Result<Mu
     }
     Err(Error::Config(format!("MutatingWebhookConfiguration {} kept changing", registration.name)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_fail_closed_for_opted_in_pod_creates_only() {
+        let endpoint = Endpoint::Service { namespace: "kproxy".into(), name: "kproxy-webhook".into(), port: 8443 };
+        let object = Registration::new("kproxy", endpoint).to_object().unwrap();
+        let webhook = &object.webhooks.as_ref().unwrap()[0];
+        assert_eq!(webhook.failure_policy.as_deref(), Some("Fail"));
+        assert_eq!(webhook.side_effects, "None");
+        let rule = &webhook.rules.as_ref().unwrap()[0];
+        assert_eq!(rule.operations.as_deref(), Some(&["CREATE".to_string()][..]));
+        assert_eq!(rule.resources.as_deref(), Some(&["pods".to_string()][..]));
+        let service = webhook.client_config.service.as_ref().unwrap();
+        assert_eq!((service.path.as_deref(), service.port), (Some("/mutate"), Some(8443)));
+        let conditions = webhook.match_conditions.as_ref().unwrap();
+        assert!(conditions[0].expression.contains("'kproxy.dev/inject' in object.metadata.annotations"));
+        assert!(conditions[1].expression.contains("kproxy.dev/injected"));
+    }
+
+    #[test]
+    fn url_endpoint_and_ca_bundle_and_bad_failure_policy() {
+        let mut registration = Registration::new("t", Endpoint::Url("https://127.0.0.1:9443/mutate".into()));
+        registration.ca_bundle = Some("PEM".into());
+        let object = registration.to_object().unwrap();
+        let config = &object.webhooks.as_ref().unwrap()[0].client_config;
+        assert_eq!(config.url.as_deref(), Some("https://127.0.0.1:9443/mutate"));
+        assert_eq!(config.ca_bundle.as_ref().map(|b| b.0.as_slice()), Some(&b"PEM"[..]));
+        registration.failure_policy = "Sometimes".into();
+        assert!(registration.to_object().is_err());
+    }
+}

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -22,16 +22,28 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::inject::{self, InjectConfig};
+use crate::metrics::{Metrics, Outcome};
 use crate::tls::{self, Resolver, TlsSource};
 use crate::{Error, Result, select};
 
 /// Everything `serve` needs besides the API client.
 #[derive(Clone, Debug)]
 pub struct WebhookConfig {
-    /// Where to listen, e.g. `0.0.0.0:9443` in a cluster or `127.0.0.1:0`-style addresses in tests.
+    /// Where to listen, e.g. `0.0.0.0:8443` in a cluster or `127.0.0.1:<port>` in tests.
     pub listen: SocketAddr,
+    /// Path of the mutation endpoint; must match the webhook configuration's `clientConfig`.
+    pub path: String,
     pub inject: InjectConfig,
     pub tls: TlsSource,
+    /// Where to count reviews; `None` counts nothing.
+    pub metrics: Option<Metrics>,
+}
+
+impl WebhookConfig {
+    /// A config serving `/mutate` without metrics.
+    pub fn new(listen: SocketAddr, inject: InjectConfig, tls: TlsSource) -> WebhookConfig {
+        WebhookConfig { listen, path: "/mutate".into(), inject, tls, metrics: None }
+    }
 }
 
 /// A TLS handshake slower than this is dropped, so idle sockets cannot pile up.
@@ -42,6 +54,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 struct AppState {
     client: Client,
     inject: InjectConfig,
+    metrics: Option<Metrics>,
 }
 
 /// Serves the webhook until `shutdown` completes. Returns once the listener is bound and the certificate loaded
@@ -63,13 +76,19 @@ pub async fn serve_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     cfg.inject.validate().map_err(|problems| Error::Config(problems.join("; ")))?;
+    if !cfg.path.starts_with('/') || cfg.path == "/healthz" {
+        return Err(Error::Config(format!("webhook path {:?} must start with / and not be /healthz", cfg.path)));
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
 
-    let resolver = Arc::new(Resolver::default());
+    let resolver = Arc::new(match &cfg.metrics {
+        Some(metrics) => Resolver::with_expiry_gauge(metrics.certificate_expiry.clone()),
+        None => Resolver::default(),
+    });
     let mut certs = tokio::task::JoinSet::new();
     match cfg.tls.clone() {
         TlsSource::Directory(dir) => {
@@ -77,20 +96,28 @@ pub async fn serve_on(
             certs.spawn(tls::watch_dir(dir, resolver.clone(), stopped(stop_rx.clone())));
         }
         TlsSource::Generated(generated) => {
-            // The first pass decides whether startup works; later ones only log.
-            tls::sync_once(&client, &generated, &resolver).await?;
+            // Without a certificate there is nothing to serve; a caBundle not yet published (the webhook
+            // configuration may be created after the operator starts) is retried in the background.
+            let first_wait = match tls::sync_once(&client, &generated, &resolver).await {
+                Ok(_) => generated.check_interval,
+                Err(e) if resolver.is_ready() => {
+                    tracing::warn!(error = %e, "serving the webhook certificate, but publishing its CA failed");
+                    generated.check_interval.min(tls::RETRY)
+                }
+                Err(e) => return Err(e),
+            };
             let (client, resolver, stop) = (client.clone(), resolver.clone(), stopped(stop_rx.clone()));
             certs.spawn(async move {
-                tls::maintain_secret(client, generated, resolver, stop).await;
+                tls::maintain_secret(client, generated, resolver, first_wait, stop).await;
                 Ok(())
             });
         }
     }
     let acceptor = TlsAcceptor::from(tls::server_config(resolver)?);
     let app = Router::new()
-        .route("/mutate", post(mutate))
+        .route(&cfg.path, post(mutate))
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(Arc::new(AppState { client, inject: cfg.inject }));
+        .with_state(Arc::new(AppState { client, inject: cfg.inject, metrics: cfg.metrics }));
     tracing::info!(addr = ?listener.local_addr().ok(), "admission webhook listening");
 
     let mut connections = tokio::task::JoinSet::new();
@@ -154,13 +181,26 @@ async fn mutate(State(state): State<Arc<AppState>>, Json(review): Json<Admission
         Ok(request) => request,
         Err(e) => return Json(AdmissionResponse::invalid(e.to_string()).into_review()).into_response(),
     };
-    match admit(&state, &request).await {
-        Ok(response) => Json(response.into_review()).into_response(),
+    let started = Instant::now();
+    let (outcome, response) = match admit(&state, &request).await {
+        Ok(response) => {
+            let outcome = match (response.allowed, response.patch.is_some()) {
+                (false, _) => Outcome::Refused,
+                (true, true) => Outcome::Injected,
+                (true, false) => Outcome::Skipped,
+            };
+            (outcome, Json(response.into_review()).into_response())
+        }
         Err(e) => {
             tracing::warn!(error = %e, uid = %request.uid, "admission review failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+            (Outcome::Error, (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response())
         }
+    };
+    if let Some(metrics) = &state.metrics {
+        metrics.reviews.with_label_values(&[outcome.label()]).inc();
+        metrics.review_duration.observe(started.elapsed().as_secs_f64());
     }
+    response
 }
 
 async fn admit(state: &AppState, request: &AdmissionRequest<Pod>) -> Result<AdmissionResponse> {

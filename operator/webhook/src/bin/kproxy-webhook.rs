@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -57,6 +58,18 @@ struct Args {
     /// Limit the registered webhook to these namespaces (default: all but kube-system and kube-node-lease).
     #[arg(long = "only-namespace")]
     only_namespaces: Vec<String>,
+    /// PEM CA to register as caBundle (with --tls-dir; generated certificates publish their own CA).
+    #[arg(long)]
+    ca_bundle_file: Option<PathBuf>,
+    /// Lifetime of a generated serving certificate, in seconds.
+    #[arg(long, default_value_t = 365 * 24 * 3600)]
+    cert_validity_seconds: u64,
+    /// Renew a generated certificate when less than this many seconds are left.
+    #[arg(long, default_value_t = 30 * 24 * 3600)]
+    renew_before_seconds: u64,
+    /// Seconds between re-reads of the certificate Secret.
+    #[arg(long, default_value_t = 600)]
+    check_interval_seconds: u64,
 }
 
 #[tokio::main]
@@ -68,6 +81,10 @@ async fn main() -> Result<()> {
     if let Some(url) = &args.register_url {
         let mut registration = Registration::new(&args.webhook_configuration, Endpoint::Url(url.clone()));
         registration.failure_policy = args.failure_policy.clone();
+        if let Some(path) = &args.ca_bundle_file {
+            let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            registration.ca_bundle = Some(pem);
+        }
         if !args.only_namespaces.is_empty() {
             registration.namespace_selector = Some(LabelSelector {
                 match_expressions: Some(vec![LabelSelectorRequirement {
@@ -91,25 +108,26 @@ async fn main() -> Result<()> {
                 secret_name: args.secret,
                 sans,
                 webhook_configuration: Some(args.webhook_configuration),
-                lifetimes: Lifetimes::default(),
-                check_interval: std::time::Duration::from_secs(600),
+                lifetimes: Lifetimes {
+                    cert: Duration::from_secs(args.cert_validity_seconds),
+                    renew_before: Duration::from_secs(args.renew_before_seconds),
+                    ..Lifetimes::default()
+                },
+                check_interval: Duration::from_secs(args.check_interval_seconds),
             })
         }
     };
-    let cfg = WebhookConfig {
-        listen: args.listen,
-        inject: InjectConfig {
-            image: args.image,
-            resources: Resources {
-                cpu: Some(args.cpu),
-                memory: Some(args.memory),
-                cpu_limit: args.cpu_limit,
-                memory_limit: Some(args.memory_limit),
-            },
-            ..InjectConfig::default()
+    let inject = InjectConfig {
+        image: args.image,
+        resources: Resources {
+            cpu: Some(args.cpu),
+            memory: Some(args.memory),
+            cpu_limit: args.cpu_limit,
+            memory_limit: Some(args.memory_limit),
         },
-        tls,
+        ..InjectConfig::default()
     };
+    let cfg = WebhookConfig::new(args.listen, inject, tls);
     let shutdown = async {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(term) => term,

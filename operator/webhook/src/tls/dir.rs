@@ -59,3 +59,72 @@ pub async fn watch_dir(dir: PathBuf, resolver: Arc<Resolver>, shutdown: impl Fut
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::cert::{Lifetimes, Material};
+
+    /// Writes `m` the way kubelet projects a Secret: files in a fresh directory, `..data` swapped atomically to it,
+    /// and `tls.crt`/`tls.key` as links through `..data`.
+    fn project(dir: &Path, m: &Material, generation: u32) {
+        let data = dir.join(format!("..{generation}"));
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("tls.crt"), &m.cert).unwrap();
+        std::fs::write(data.join("tls.key"), &m.key).unwrap();
+        let tmp = dir.join("..data_tmp");
+        symlink(data.file_name().unwrap(), &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join("..data")).unwrap();
+        for file in ["tls.crt", "tls.key"] {
+            if !dir.join(file).exists() {
+                symlink(Path::new("..data").join(file), dir.join(file)).unwrap();
+            }
+        }
+    }
+
+    fn der(m: &Material) -> Vec<u8> {
+        certified_key(m.cert.as_bytes(), m.key.as_bytes()).unwrap().cert[0].as_ref().to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_rotated_secret_is_served_without_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let first = Material::generate(&["127.0.0.1".into()], Lifetimes::default(), now).unwrap();
+        let second = first.renew_cert(&["127.0.0.1".into()], Lifetimes::default(), now).unwrap();
+        project(dir.path(), &first, 1);
+        let resolver = Arc::new(Resolver::default());
+        assert!(load_dir(dir.path(), &resolver).unwrap());
+        assert!(!load_dir(dir.path(), &resolver).unwrap(), "an unchanged certificate is not reinstalled");
+        assert_eq!(resolver.current_der(), Some(der(&first)));
+
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let watcher = tokio::spawn(watch_dir(dir.path().to_path_buf(), resolver.clone(), async {
+            let _ = stop_rx.await;
+        }));
+        // Give the watch a moment to be established before the swap.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        project(dir.path(), &second, 2);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while resolver.current_der() != Some(der(&second)) {
+            assert!(Instant::now() < deadline, "the new certificate was not picked up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = stop_tx.send(());
+        watcher.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_key_not_matching_the_certificate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let a = Material::generate(&["x".into()], Lifetimes::default(), now).unwrap();
+        let b = Material::generate(&["x".into()], Lifetimes::default(), now).unwrap();
+        std::fs::write(dir.path().join("tls.crt"), &a.cert).unwrap();
+        std::fs::write(dir.path().join("tls.key"), &b.key).unwrap();
+        assert!(load_dir(dir.path(), &Resolver::default()).is_err());
+    }
+}

@@ -2,6 +2,7 @@
 
 mod dir;
 mod secret;
+mod validity;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +15,9 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 pub use dir::{load_dir, watch_dir};
+pub(crate) use secret::RETRY;
 pub use secret::{GeneratedTls, maintain_secret, sync_once};
+pub use validity::not_after;
 
 use crate::cert::Lifetimes;
 use crate::{Error, Result};
@@ -56,11 +59,21 @@ pub fn service_dns_names(service: &str, namespace: &str) -> Vec<String> {
 #[derive(Debug, Default)]
 pub struct Resolver {
     current: ArcSwapOption<CertifiedKey>,
+    /// Set to the served certificate's notAfter on every change.
+    expiry: Option<prometheus::Gauge>,
 }
 
 impl Resolver {
+    /// A resolver that reports the served certificate's expiry on `gauge`.
+    pub fn with_expiry_gauge(gauge: prometheus::Gauge) -> Resolver {
+        Resolver { current: ArcSwapOption::empty(), expiry: Some(gauge) }
+    }
+
     /// Installs a new certificate; connections already established keep theirs.
     pub fn set(&self, key: CertifiedKey) {
+        if let (Some(gauge), Some(expiry)) = (&self.expiry, key.cert.first().and_then(|c| not_after(c))) {
+            gauge.set(expiry.unix_timestamp() as f64);
+        }
         self.current.store(Some(Arc::new(key)));
     }
 

@@ -43,28 +43,32 @@ const CERT_NOT_AFTER: &str = "kproxy.dev/cert-not-after";
 const SANS: &str = "kproxy.dev/sans";
 /// Writes lost to another replica are retried this often before the pass gives up until the next tick.
 const ATTEMPTS: usize = 5;
+/// Wait after a failed pass (API server unreachable, webhook configuration not created yet).
+pub(crate) const RETRY: Duration = Duration::from_secs(5);
 
-/// Keeps the certificate current until `shutdown`: the first pass runs before this returns its future's first
-/// poll completes, later ones every `check_interval` (sooner after a failure).
+/// Keeps the certificate current until `shutdown`, after a first pass the caller ran: the next pass comes after
+/// `first_wait`, later ones every `check_interval` (sooner after a failure).
 pub async fn maintain_secret(
     client: Client,
     cfg: GeneratedTls,
     resolver: Arc<Resolver>,
+    first_wait: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let mut wait = first_wait;
     loop {
-        let wait = match sync_once(&client, &cfg, &resolver).await {
-            Ok(_) => cfg.check_interval,
-            Err(e) => {
-                tracing::warn!(error = %e, secret = %cfg.secret_name, "webhook certificate sync failed; retrying");
-                cfg.check_interval.min(Duration::from_secs(5))
-            }
-        };
         tokio::select! {
             _ = &mut shutdown => return,
             _ = tokio::time::sleep(wait) => {}
         }
+        wait = match sync_once(&client, &cfg, &resolver).await {
+            Ok(_) => cfg.check_interval,
+            Err(e) => {
+                tracing::warn!(error = %e, secret = %cfg.secret_name, "webhook certificate sync failed; retrying");
+                cfg.check_interval.min(RETRY)
+            }
+        };
     }
 }
 
