@@ -7,7 +7,7 @@ pub mod kubelet;
 pub mod sidecar;
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -230,17 +230,39 @@ pub fn run_with_timeout(cmd: &mut Command, input: Option<&[u8]>, timeout: Durati
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
-    if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin.write_all(data).context("writing stdin")?;
-    }
+    // stdin is fed and stdout/stderr drained on their own threads: a child whose output outgrows the pipe buffer
+    // (helm template, kubectl -o json of many objects) would otherwise block forever and never exit.
+    let (data, stdin) = (input.map(<[u8]>::to_vec), child.stdin.take());
+    let feeder = std::thread::spawn(move || match (data, stdin) {
+        (Some(data), Some(mut stdin)) => stdin.write_all(&data),
+        _ => Ok(()),
+    });
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let deadline = Instant::now() + timeout;
-    while child.try_wait()?.is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
         if Instant::now() >= deadline {
             let _ = child.kill();
-            let out = child.wait_with_output()?;
-            bail!("{cmd:?} timed out after {timeout:?}; stderr: {}", String::from_utf8_lossy(&out.stderr));
+            let _ = child.wait();
+            let stderr = stderr.join().unwrap_or_default();
+            bail!("{cmd:?} timed out after {timeout:?}; stderr: {}", String::from_utf8_lossy(&stderr));
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(child.wait_with_output()?)
+    };
+    // A child that exits without reading all of stdin breaks the pipe; its exit status already says what happened.
+    let _ = feeder.join();
+    Ok(Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() })
+}
+
+fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut buf);
+        }
+        buf
+    })
 }

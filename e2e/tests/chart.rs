@@ -126,39 +126,30 @@ impl Drop for Namespace<'_> {
     }
 }
 
-/// The ServiceMonitor and PodMonitor CRDs from the prometheus-operator module, installed for real (idempotent).
-fn install_prometheus_crds(env: &Env) {
-    let dir = env.var("KPROXY_PROM_CRDS");
-    env.run(
-        env.command("kubectl").args([
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager=kproxy-e2e",
-            "-f",
-            dir,
-        ]),
-        Duration::from_secs(120),
-    )
-    .unwrap();
-    wait_established(env, &["servicemonitors.monitoring.coreos.com", "podmonitors.monitoring.coreos.com"]);
+/// Installs CRDs for real (server-side, so concurrent tests applying the same ones do not conflict).
+fn install_crds(env: &Env, path: &str, names: &[&str]) -> Result<()> {
+    env.kubectl(&["apply", "--server-side", "--force-conflicts", "--field-manager=kproxy-e2e", "-f", path])?;
+    let mut args = vec!["wait", "--for=condition=Established", "--timeout=60s"];
+    let names: Vec<String> = names.iter().map(|c| format!("crd/{c}")).collect();
+    args.extend(names.iter().map(String::as_str));
+    env.kubectl(&args)?;
+    Ok(())
 }
 
-fn wait_established(env: &Env, crds: &[&str]) {
-    let mut args = vec!["wait", "--for=condition=Established", "--timeout=60s"];
-    let names: Vec<String> = crds.iter().map(|c| format!("crd/{c}")).collect();
-    args.extend(names.iter().map(String::as_str));
-    env.kubectl(&args).unwrap();
+/// The ServiceMonitor and PodMonitor CRDs from the prometheus-operator module.
+fn install_prometheus_crds(env: &Env) {
+    let names = ["servicemonitors.monitoring.coreos.com", "podmonitors.monitoring.coreos.com"];
+    install_crds(env, env.var("KPROXY_PROM_CRDS"), &names).unwrap();
 }
 
 /// cert-manager's Issuer and Certificate CRDs from its Go module, installed for real; `Err` says why they are not
 /// available (no Go toolchain or module proxy), in which case the cert-manager objects are left out.
 fn install_cert_manager_crds(env: &Env) -> Result<()> {
     let root = workspace_root();
-    let scratch = tempfile_dir()?;
     let mut go = env.command("go");
     go.args(["mod", "download", "-json", CERT_MANAGER_MODULE])
-        .current_dir(&scratch)
+        // Outside any go.mod, so the module is fetched by itself.
+        .current_dir(std::env::temp_dir())
         .env("GOMODCACHE", root.join(".cache/go/mod"))
         .env("GOFLAGS", "-modcacherw")
         .env("GOTOOLCHAIN", "local");
@@ -168,29 +159,13 @@ fn install_cert_manager_crds(env: &Env) -> Result<()> {
     }
     let info: Value = serde_json::from_slice(&out.stdout)?;
     let dir = PathBuf::from(info["Dir"].as_str().context("go mod download gave no Dir")?).join("deploy/crds");
-    for crd in ["cert-manager.io_issuers.yaml", "cert-manager.io_certificates.yaml"] {
-        let path = dir.join(crd);
-        let path = path.to_str().context("module path is not UTF-8")?;
-        env.run(
-            env.command("kubectl").args([
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "--field-manager=kproxy-e2e",
-                "-f",
-                path,
-            ]),
-            Duration::from_secs(120),
-        )?;
+    for (file, name) in [
+        ("cert-manager.io_issuers.yaml", "issuers.cert-manager.io"),
+        ("cert-manager.io_certificates.yaml", "certificates.cert-manager.io"),
+    ] {
+        install_crds(env, dir.join(file).to_str().context("module path is not UTF-8")?, &[name])?;
     }
-    wait_established(env, &["issuers.cert-manager.io", "certificates.cert-manager.io"]);
     Ok(())
-}
-
-fn tempfile_dir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(unique("kproxy-chart"));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 /// Renders, applies as a server dry run, and checks that every rendered object came back accepted.
@@ -427,4 +402,27 @@ fn only_opted_in_pods_reach_the_webhook() {
     })
     .unwrap();
     assert_eq!(pod["spec"]["containers"].as_array().map(Vec::len), Some(1), "the pod changed without a webhook: {pod}");
+}
+
+/// The policy NOTES.txt tells a new user to apply is one the CRD accepts.
+#[test]
+fn notes_example_policy_is_accepted() {
+    let Some(env) = env() else { return };
+    let crd = workspace_root().join("crds/kafkaproxypolicies.yaml");
+    install_crds(env, crd.to_str().unwrap(), &["kafkaproxypolicies.kproxy.dev"]).unwrap();
+    let ns = Namespace::create(env, "chart-notes");
+    let out = helm(env, &["install", "kproxy", CHART, "--namespace", &ns.name, "--dry-run=client"]).unwrap();
+    let text = output_text(&out);
+    assert!(out.status.success(), "helm install --dry-run failed:\n{text}");
+    let notes = &text[text.find("NOTES:").expect("helm printed no NOTES")..];
+    let start =
+        notes.find("kubectl apply -f -\n").expect("NOTES show no policy to apply") + "kubectl apply -f -\n".len();
+    let len = notes[start..].find("\n  POLICY").expect("the NOTES policy has no end");
+    let policy: String = notes[start..start + len]
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
+        .collect::<String>()
+        .replace("namespace: shop", &format!("namespace: {}", ns.name));
+    let out = kubectl_stdin(env, &["apply", "--dry-run=server", "-f", "-"], &policy).unwrap();
+    assert!(out.status.success(), "the NOTES policy is refused:\n{policy}\n{}", output_text(&out));
 }
