@@ -1,0 +1,248 @@
+//! Shared harness of the webhook e2e tests: a webhook process registered for one namespace, a namespace with a
+//! policy, pod manifests and what to look for in stored pods.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use kproxy_e2e::{Env, free_port, run_with_timeout, unique, wait_for, workspace_root};
+use serde_json::Value;
+
+pub const IMAGE: &str = "kproxy-sidecar:e2e";
+
+/// One webhook process and (when it registered one) its MutatingWebhookConfiguration; both go away on drop.
+pub struct Webhook<'a> {
+    env: &'a Env,
+    child: Option<Child>,
+    pub port: u16,
+    pub configuration: String,
+    pub log: PathBuf,
+}
+
+impl<'a> Webhook<'a> {
+    /// Starts a webhook for `namespace` that generates its certificate, registers itself with `failure_policy`,
+    /// and waits until the API server actually calls it.
+    pub fn start(env: &'a Env, namespace: &str, failure_policy: &str) -> Result<Webhook<'a>> {
+        let webhook = Webhook::spawn(env, namespace, &["--failure-policy", failure_policy], true)?;
+        webhook.wait_injecting(namespace)?;
+        Ok(webhook)
+    }
+
+    /// Starts the webhook binary with `extra` arguments; `register` points the namespace's webhook configuration
+    /// at this process. Does not wait.
+    pub fn spawn(env: &'a Env, namespace: &str, extra: &[&str], register: bool) -> Result<Webhook<'a>> {
+        let port = free_port();
+        let configuration = format!("{namespace}-kproxy");
+        let log = PathBuf::from(env.log_dir()).join(format!("webhook-{namespace}-{port}.log"));
+        let log_file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let listen = format!("127.0.0.1:{port}");
+        let url = format!("https://127.0.0.1:{port}/mutate");
+        let mut cmd = env.command(&webhook_binary().to_string_lossy());
+        cmd.args(["--listen", &listen, "--image", IMAGE, "--namespace", namespace, "--secret", "kproxy-webhook-tls"])
+            .args(["--san", "127.0.0.1", "--webhook-configuration", &configuration, "--only-namespace", namespace])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file);
+        if register {
+            cmd.args(["--register-url", &url]);
+        }
+        let child = cmd.spawn().context("starting kproxy-webhook")?;
+        Ok(Webhook { env, child: Some(child), port, configuration, log })
+    }
+
+    /// Waits until the API server injects pods of `namespace` (it picks up webhook configurations asynchronously).
+    pub fn wait_injecting(&self, namespace: &str) -> Result<()> {
+        wait_for(&format!("the webhook to inject (log: {})", self.log.display()), Duration::from_secs(60), || {
+            Ok(dry_run_injects(self.env, namespace)?.then_some(()))
+        })
+    }
+
+    /// Whether the process still runs (a certificate change must not need a restart).
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Stops the process (as a crash or rollout would) but leaves the registration in place.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Webhook<'_> {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = self.env.kubectl(&["delete", "mutatingwebhookconfiguration", &self.configuration, "--wait=false"]);
+    }
+}
+
+/// Whether a server-side dry run of an annotated pod comes back with the sidecar.
+pub fn dry_run_injects(env: &Env, namespace: &str) -> Result<bool> {
+    let pod = pod_manifest("probe", &[("kproxy.dev/inject", "true"), ("kproxy.dev/policy", "payments")]);
+    let out = kubectl_stdin(env, &["create", "-n", namespace, "--dry-run=server", "-o", "json", "-f", "-"], &pod)?;
+    if !out.status.success() {
+        return Ok(false);
+    }
+    let pod: Value = serde_json::from_slice(&out.stdout)?;
+    Ok(has_sidecar(&pod))
+}
+
+/// The webhook binary; `make test` builds every binary before the e2e tests.
+pub fn webhook_binary() -> PathBuf {
+    kproxy_e2e::binary("kproxy-webhook")
+}
+
+/// A namespace with the CRD installed, its default ServiceAccount present (pods are refused without it) and a
+/// policy `payments` selecting `app=payments`; deleted on drop.
+pub struct Namespace<'a> {
+    env: &'a Env,
+    pub name: String,
+}
+
+impl<'a> Namespace<'a> {
+    pub fn create(env: &'a Env, prefix: &str) -> Namespace<'a> {
+        install_crd(env).unwrap();
+        let name = unique(prefix);
+        env.kubectl(&["create", "namespace", &name]).unwrap();
+        let ns = Namespace { env, name };
+        wait_for("the default ServiceAccount", Duration::from_secs(60), || {
+            Ok(env.kubectl(&["get", "serviceaccount", "default", "-n", &ns.name]).ok())
+        })
+        .unwrap();
+        ns.apply_policy("payments", "app: payments");
+        ns
+    }
+
+    pub fn apply_policy(&self, name: &str, match_labels: &str) {
+        let manifest = format!(
+            r#"apiVersion: kproxy.dev/v1alpha1
+kind: KafkaProxyPolicy
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  podSelector: {{matchLabels: {{{match_labels}}}}}
+  clusters:
+    - name: east
+      bootstrapServers: ["127.0.0.1:9093"]
+      sasl: {{mechanism: SCRAM-SHA-512, secretRef: {{name: {name}-kafka}}}}
+"#,
+            ns = self.name
+        );
+        self.env.kubectl_apply(&manifest).unwrap();
+    }
+
+    /// `kubectl apply` of a pod; Err carries kubectl's message (what a user sees).
+    pub fn apply_pod(&self, manifest: &str) -> Result<(), String> {
+        let out =
+            kubectl_stdin(self.env, &["apply", "-n", &self.name, "-f", "-"], manifest).map_err(|e| e.to_string())?;
+        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
+    }
+
+    pub fn get(&self, kind: &str, name: &str) -> Value {
+        let out = self.env.kubectl(&["get", kind, name, "-n", &self.name, "-o", "json"]).unwrap();
+        serde_json::from_str(&out).unwrap()
+    }
+}
+
+impl Drop for Namespace<'_> {
+    fn drop(&mut self) {
+        let _ = self.env.kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
+    }
+}
+
+/// Applies the generated CRD (the same YAML the chart ships) server-side, so concurrent tests do not conflict.
+pub fn install_crd(env: &Env) -> Result<()> {
+    let path = workspace_root().join("crds/kafkaproxypolicies.yaml");
+    let path = path.to_string_lossy();
+    env.kubectl(&["apply", "--server-side", "--force-conflicts", "--field-manager", "kproxy-e2e", "-f", &path])?;
+    env.kubectl(&["wait", "--for", "condition=established", "--timeout=60s", "crd/kafkaproxypolicies.kproxy.dev"])?;
+    Ok(())
+}
+
+pub fn kubectl_stdin(env: &Env, args: &[&str], input: &str) -> Result<std::process::Output> {
+    run_with_timeout(env.command("kubectl").args(args), Some(input.as_bytes()), Duration::from_secs(60))
+}
+
+pub fn pod_manifest(name: &str, annotations: &[(&str, &str)]) -> String {
+    pod_manifest_labelled(name, "payments", annotations)
+}
+
+pub fn pod_manifest_labelled(name: &str, app: &str, annotations: &[(&str, &str)]) -> String {
+    let annotations: Vec<String> = annotations.iter().map(|(k, v)| format!("{k}: {v:?}")).collect();
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: {app}}}
+  annotations: {{{}}}
+spec:
+  containers:
+    - name: app
+      image: app:1
+      env: [{{name: APP_MODE, value: e2e}}]
+"#,
+        annotations.join(", ")
+    )
+}
+
+pub fn init_containers(pod: &Value) -> Vec<Value> {
+    pod["spec"]["initContainers"].as_array().cloned().unwrap_or_default()
+}
+
+pub fn has_sidecar(pod: &Value) -> bool {
+    init_containers(pod).iter().any(|c| c["name"] == "kproxy")
+}
+
+pub fn kproxy_count(pod: &Value) -> usize {
+    let init = init_containers(pod);
+    let containers = pod["spec"]["containers"].as_array().cloned().unwrap_or_default();
+    init.iter().chain(containers.iter()).filter(|c| c["name"] == "kproxy").count()
+}
+
+pub fn volume_names(pod: &Value) -> Vec<String> {
+    let volumes = pod["spec"]["volumes"].as_array().cloned().unwrap_or_default();
+    volumes.iter().filter_map(|v| v["name"].as_str().map(String::from)).collect()
+}
+
+/// Everything a user expects of an injected pod, checked on what the API server stored.
+pub fn assert_injected(pod: &Value, policy: &str) {
+    assert_eq!(pod["metadata"]["annotations"]["kproxy.dev/injected"], policy, "{pod:#}");
+    let init = init_containers(pod);
+    let sidecar = &init[0];
+    assert_eq!(sidecar["name"], "kproxy", "the sidecar must be the first init container: {pod:#}");
+    assert_eq!(sidecar["restartPolicy"], "Always");
+    assert_eq!(sidecar["image"], IMAGE);
+    assert_eq!(
+        sidecar["args"],
+        serde_json::json!(["--config", "/etc/kproxy/config", "--secrets-dir", "/etc/kproxy/secrets"])
+    );
+    assert_eq!(sidecar["ports"][0]["name"], "kproxy-admin");
+    assert_eq!(sidecar["ports"][0]["containerPort"], 9102);
+    assert_eq!(sidecar["startupProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(sidecar["livenessProbe"]["httpGet"]["path"], "/healthz");
+    let sc = &sidecar["securityContext"];
+    assert_eq!((sc["runAsNonRoot"].as_bool(), sc["readOnlyRootFilesystem"].as_bool()), (Some(true), Some(true)));
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(sidecar["resources"]["requests"]["memory"], "64Mi");
+
+    let volumes = pod["spec"]["volumes"].as_array().unwrap();
+    let config = volumes.iter().find(|v| v["name"] == "kproxy-config").expect("config volume");
+    assert_eq!(config["configMap"]["name"], format!("{policy}-kproxy"));
+    let secret = volumes.iter().find(|v| v["secret"]["secretName"] == format!("{policy}-kafka"));
+    assert!(secret.is_some(), "the policy's Secret must be mounted: {volumes:#?}");
+    let mounts = sidecar["volumeMounts"].as_array().unwrap();
+    assert!(mounts.iter().all(|m| m["readOnly"] == true), "{mounts:#?}");
+    assert!(mounts.iter().any(|m| m["mountPath"] == format!("/etc/kproxy/secrets/{policy}-kafka")));
+
+    let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
+    assert!(env.iter().any(|e| e["name"] == "APP_MODE"), "the app's own env is kept: {env:#?}");
+    assert!(env.iter().any(|e| e["name"] == "KAFKA_BOOTSTRAP_SERVERS" && e["value"] == "127.0.0.1:9092"), "{env:#?}");
+}
