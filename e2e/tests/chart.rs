@@ -8,7 +8,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use kproxy_e2e::{Env, env, run_with_timeout, unique, wait_for, workspace_root};
+use kproxy_e2e::{Env, binary, env, run_with_timeout, unique, wait_for, workspace_root};
 use serde_json::Value;
 
 const CHART: &str = "charts/kproxy";
@@ -247,7 +247,7 @@ fn default_chart_is_accepted_by_the_api_server() {
     let deployment = find(&accepted, "Deployment");
     assert_eq!(deployment["spec"]["replicas"], 2);
     let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
-    assert!(args.contains("--leader-elect"), "leader election is not on: {args}");
+    assert!(args.contains("--lease-name="), "no leader-election Lease: {args}");
     let webhook = &find(&accepted, "MutatingWebhookConfiguration")["webhooks"][0];
     assert_eq!(webhook["failurePolicy"], "Fail");
     assert!(webhook["matchConditions"].to_string().contains("kproxy.dev/inject"), "{webhook}");
@@ -425,4 +425,29 @@ fn notes_example_policy_is_accepted() {
         .replace("namespace: shop", &format!("namespace: {}", ns.name));
     let out = kubectl_stdin(env, &["apply", "--dry-run=server", "-f", "-"], &policy).unwrap();
     assert!(out.status.success(), "the NOTES policy is refused:\n{policy}\n{}", output_text(&out));
+}
+
+/// Every flag the chart's Deployment passes is one the operator binary accepts, in both certificate modes, so the
+/// chart cannot ship a Deployment whose pods exit on an unknown flag.
+#[test]
+fn operator_accepts_every_flag_the_chart_passes() {
+    let Some(env) = env() else { return };
+    let help =
+        env.run(&mut std::process::Command::new(binary("kproxy-operator")).arg("--help"), Duration::from_secs(30));
+    let help = String::from_utf8_lossy(&help.unwrap().stdout).into_owned();
+    for sets in [&[][..], &["webhook.certificate.mode=cert-manager", "operator.watchNamespace=shop"]] {
+        let manifest =
+            render(env, "kproxy", "kproxy-system", sets, &["--show-only", "templates/deployment.yaml"]).unwrap();
+        let flags: BTreeSet<&str> = manifest
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("- --"))
+            .map(|f| f.split('=').next().unwrap_or(f))
+            .collect();
+        assert!(flags.len() > 5, "no operator flags found in:\n{manifest}");
+        let unknown: Vec<&&str> = flags
+            .iter()
+            .filter(|f| !help.contains(&format!("--{f} ")) && !help.contains(&format!("--{f}\n")))
+            .collect();
+        assert!(unknown.is_empty(), "the chart passes flags kproxy-operator does not know: {unknown:?}\n{help}");
+    }
 }
