@@ -432,8 +432,7 @@ fn notes_example_policy_is_accepted() {
 #[test]
 fn operator_accepts_every_flag_the_chart_passes() {
     let Some(env) = env() else { return };
-    let help =
-        env.run(&mut std::process::Command::new(binary("kproxy-operator")).arg("--help"), Duration::from_secs(30));
+    let help = env.run(std::process::Command::new(binary("kproxy-operator")).arg("--help"), Duration::from_secs(30));
     let help = String::from_utf8_lossy(&help.unwrap().stdout).into_owned();
     for sets in [&[][..], &["webhook.certificate.mode=cert-manager", "operator.watchNamespace=shop"]] {
         let manifest =
