@@ -49,7 +49,11 @@ impl Client {
 
     /// ApiVersions v3 (v0 when refused), as clients open every connection; returns each key's version range.
     pub async fn api_versions(&mut self) -> Result<HashMap<i16, (i16, i16)>> {
-        let mut body = self.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()).await?;
+        // Brokers refuse v3 without a client software name and version (INVALID_REQUEST).
+        let v3 = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str(CLIENT_ID))
+            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+        let mut body = self.call(ApiKey::ApiVersions, 3, &v3).await?;
         let mut resp = ApiVersionsResponse::decode(&mut body, 3).map_err(|e| Error::protocol("api versions", e))?;
         if resp.error_code == 35 {
             let mut body = self.call(ApiKey::ApiVersions, 0, &ApiVersionsRequest::default()).await?;

@@ -1,0 +1,86 @@
+"""kproxy's benchmark suite (run by scripts/bench.sh = `make bench`): direct vs through the sidecar.
+
+Expects release binaries in target/release and the environment of `.cache/env.sh` (KPROXY_KAFKA_EAST,
+KPROXY_KAFKA_LIBS). BENCH_QUICK=1 runs one short round of everything; BENCH_ONLY=group,group runs a subset.
+"""
+
+import argparse
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import report
+import suites
+from procs import COMMANDS, ROOT, Upstream, log
+
+GROUPS = ["proxy_alone", "memory", "startup", "reload", "instructions", "kafka"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK") == "1")
+    ap.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks"))
+    ap.add_argument("--markdown", default=str(ROOT / "BENCHMARKS.md"))
+    args = ap.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < 25000:
+        log(f"open-file limit is {hard}: 10,000 idle connections need about 2 x 10,000 descriptors")
+
+    plan = suites.Plan(args.quick)
+    only = [g for g in args.only.split(",") if g] or GROUPS
+    results = suites.Results()
+    work = Path(tempfile.mkdtemp(prefix="kproxy-bench-"))
+    broker = os.environ.get("KPROXY_KAFKA_EAST")
+    started = time.time()
+    upstream = Upstream().start()
+    try:
+        for group in only:
+            t0 = time.time()
+            log(f"== {group}")
+            try:
+                if group == "kafka":
+                    if not broker or not os.environ.get("KPROXY_KAFKA_LIBS"):
+                        results.note("KPROXY_KAFKA_EAST / KPROXY_KAFKA_LIBS not set: Kafka tool figures skipped")
+                        continue
+                    suites.kafka_tools(results, plan, work, broker)
+                elif group == "proxy_alone":
+                    suites.proxy_alone(results, plan, work, upstream)
+                elif group == "memory":
+                    suites.memory(results, plan, work, upstream)
+                elif group == "startup":
+                    if broker:
+                        suites.startup(results, plan, work, broker, "real broker")
+                    else:
+                        suites.startup(results, plan, work, upstream.addr, "benchmark responder")
+                elif group == "reload":
+                    suites.reload(results, plan, work, upstream)
+                elif group == "instructions":
+                    suites.instructions(results, plan, work, upstream)
+                else:
+                    raise SystemExit(f"unknown group {group}; known: {', '.join(GROUPS)}")
+            except Exception as e:  # one broken group must not lose the others' figures
+                results.note(f"{group} failed: {type(e).__name__}: {e}")
+            log(f"== {group} took {time.time() - t0:.0f} s")
+    finally:
+        upstream.stop()
+    plan_desc = {"mode": "quick" if plan.quick else "full", "rounds": plan.rounds, "groups": only,
+                 "seconds": round(time.time() - started)}
+    tgt = report.write(Path(args.out), ROOT, results.rows, results.notes, results.profile, COMMANDS, plan_desc,
+                       Path(args.markdown))
+    for t in tgt:
+        log(f"{'met   ' if t['met'] else 'MISSED'} {t['target']}: {t['measured']}")
+    log(f"wrote {args.markdown} and {args.out}/ in {time.time() - started:.0f} s (work files: {work})")
+    if os.environ.get("BENCH_KEEP_WORK") != "1":
+        shutil.rmtree(work, ignore_errors=True)
+    failed = [n for n in results.notes if " failed: " in n]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
