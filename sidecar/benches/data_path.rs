@@ -157,12 +157,13 @@ fn filter_decision(c: &mut Criterion) {
     )
     .unwrap();
     let snapshot = Snapshot::new(config, "bench", 1);
+    let state = filter::State::new(&prometheus::Registry::new()).unwrap();
     let frame = produce_frame(16 * 1024);
     let header = Header::peek(&frame).unwrap();
     c.bench_function("filter decision (produce, 16 KiB batch)", |b| {
         b.iter(|| {
             let request = Request::new(header, ApiKey::Produce, black_box(&frame));
-            black_box(filter::check(&request, &snapshot))
+            black_box(filter::check(&request, &snapshot, &state))
         })
     });
     c.bench_function("request body decode for a policy (produce, 16 KiB batch)", |b| {

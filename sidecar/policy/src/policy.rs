@@ -27,8 +27,14 @@ impl Policy {
         if let Some(unknown) = routes.clusters().find(|c| !names.contains(c)) {
             return Err(Error::Invalid(format!("route names unknown cluster {unknown:?}")));
         }
+        let _ = routes;
+        Ok(Self::from_config(config))
+    }
+
+    /// Compiles a config that already passed `SidecarConfig::validate` (which checks every reference).
+    pub fn from_config(config: &SidecarConfig) -> Self {
         let acl = config.acls.as_ref().map(Authorizer::compile).unwrap_or_else(Authorizer::allow_all);
-        Ok(Self { acl, routes })
+        Self { acl, routes: Routes::compile(config) }
     }
 
     /// Whether the ACLs need this request's body decoded.

@@ -35,7 +35,8 @@ impl Versions {
         let mut ranges = vec![None; KEYS];
         for theirs in &broker.api_keys {
             let Ok(api) = ApiKey::try_from(theirs.api_key) else { continue };
-            if NOT_FORWARDED.contains(&api) {
+            // APIs the policy cannot authorize are refused, so they are not offered either.
+            if NOT_FORWARDED.contains(&api) || !kproxy_policy::authorizable(api) {
                 continue;
             }
             let ours = api.valid_versions();

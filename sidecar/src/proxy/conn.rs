@@ -35,6 +35,8 @@ struct Pending {
     started: Instant,
     up: Arc<Upstream>,
     body: Body,
+    /// What the policy owes the response (denied entries to merge, throttling).
+    after: filter::After,
 }
 
 enum Body {
@@ -55,8 +57,10 @@ pub async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, target: T
     let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel(app.settings.limits.max_in_flight);
     let dead = CancellationToken::new();
-    let writer = tokio::spawn(write_loop(app.clone(), wr, rx, dead.clone(), peer));
-    if let Err(reason) = read_loop(&app, rd, &tx, &target, &dead, peer).await {
+    // Quotas hold the connection's next request (KIP-219): the writer sets it, the reader waits it out.
+    let hold = Arc::new(filter::Hold::default());
+    let writer = tokio::spawn(write_loop(app.clone(), wr, rx, dead.clone(), peer, hold.clone()));
+    if let Err(reason) = read_loop(&app, rd, &tx, &target, &dead, peer, &hold).await {
         tracing::warn!(%peer, ?target, %reason, "closing client connection");
     }
     drop(tx);
@@ -103,10 +107,12 @@ async fn read_loop(
     target: &Target,
     dead: &CancellationToken,
     peer: SocketAddr,
+    hold: &filter::Hold,
 ) -> Result<(), String> {
     let limits = &app.settings.limits;
     let mut current: Option<Route> = None;
     loop {
+        hold.wait().await;
         let read = protocol::read_frame(
             &mut rd,
             &app.buffers,
@@ -157,7 +163,7 @@ async fn read_loop(
         if api == ApiKey::ApiVersions {
             let (version, body) = versions.answer(header.api_version).map_err(|e| e.to_string())?;
             let body = Body::Local(local(&body, version));
-            send(tx, Pending { header, api, started, up, body }).await?;
+            send(tx, Pending { header, api, started, up, body, after: Default::default() }).await?;
             continue;
         }
         if !versions.allows(header.api_key, header.api_version) {
@@ -166,15 +172,18 @@ async fn read_loop(
                 return Err(format!("{api:?} v{} is not supported", header.api_version));
             };
             let body = Body::Local(local(&body, header.api_version));
-            send(tx, Pending { header, api, started, up, body }).await?;
+            send(tx, Pending { header, api, started, up, body, after: Default::default() }).await?;
             continue;
         }
         let snapshot = app.config.load_full();
-        match filter::check(&filter::Request::new(header, api, &frame), &snapshot) {
+        let (verdict, after) = filter::check(&filter::Request::new(header, api, &frame), &snapshot, &app.filters);
+        let mut rewritten = None;
+        match verdict {
             Verdict::Forward => {}
+            Verdict::ForwardRewritten(new) => rewritten = Some(new),
             Verdict::RespondLocally(body) => {
                 let body = Body::Local(local(&body, header.api_version));
-                send(tx, Pending { header, api, started, up, body }).await?;
+                send(tx, Pending { header, api, started, up, body, after }).await?;
                 continue;
             }
             Verdict::Close(reason) => {
@@ -182,8 +191,12 @@ async fn read_loop(
                 return Err(reason);
             }
         }
-        let expects = protocol::expects_response(&frame, &header);
         let mut frame = frame;
+        if let Some(new) = rewritten {
+            frame.replace_with(&new);
+        }
+        let expects = protocol::expects_response(&frame, &header);
+        let mut after = Some(after);
         // A closed connection gives the frame back: retry once on a fresh one.
         for attempt in 0..2 {
             let conn = if protocol::is_long_poll(&frame, &header) {
@@ -196,7 +209,8 @@ async fn read_loop(
             };
             match conn.send(frame, expects) {
                 Ok(Some(rx)) => {
-                    send(tx, Pending { header, api, started, up, body: Body::Upstream(rx) }).await?;
+                    let after = after.take().unwrap_or_default();
+                    send(tx, Pending { header, api, started, up, body: Body::Upstream(rx), after }).await?;
                     break;
                 }
                 Ok(None) => {
@@ -220,6 +234,7 @@ async fn write_loop(
     mut rx: mpsc::Receiver<Pending>,
     dead: CancellationToken,
     peer: SocketAddr,
+    hold: Arc<filter::Hold>,
 ) {
     let timeout = app.settings.limits.request_timeout;
     while let Some(p) = rx.recv().await {
@@ -240,6 +255,18 @@ async fn write_loop(
             },
         };
         let version = p.header.api_version;
+        match filter::respond(&app.filters, p.after, p.api, version, &mut frame) {
+            Ok(throttle) if throttle.is_zero() => {}
+            // KIP-219 clients pause themselves on throttle_time_ms and the connection is held; older ones
+            // expect the response itself to be late.
+            Ok(throttle) if kproxy_policy::quota::client_throttles(p.api, version) => hold.set(throttle),
+            Ok(throttle) => tokio::time::sleep(throttle).await,
+            Err(e) => {
+                app.metrics.requests.with_label_values(&[api_name(p.api), "error"]).inc();
+                tracing::warn!(%peer, error = %e, "cannot apply the policy to a response; closing client connection");
+                break;
+            }
+        }
         if result == "forwarded" && rewrite::needs_rewrite(p.api, version) {
             let mut rewriter = app.brokers.rewriter(p.up.name());
             if let Err(e) = rewrite::rewrite(&mut frame, p.api, version, &mut rewriter) {

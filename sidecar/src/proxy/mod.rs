@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-pub use conn::Target;
+pub use conn::{Target, api_name};
 
 use crate::broker_map::{BrokerMap, NewListener};
 use crate::buffer::Pool;
@@ -37,6 +37,8 @@ pub struct App {
     pub brokers: BrokerMap,
     /// The config in force; each request loads it once.
     pub config: ArcSwap<Snapshot>,
+    /// Policy state that outlives requests and reloads (quota measurements, topic ids, compiled policy).
+    pub filters: crate::filter::State,
     /// Upstream clusters by name, swapped as a whole on reload.
     pub clusters: ArcSwap<HashMap<String, Arc<Upstream>>>,
     /// Set once the bootstrap cluster answered a metadata request.
@@ -56,6 +58,7 @@ pub struct Running {
 impl App {
     pub fn new(settings: Settings, snapshot: Snapshot) -> Result<Arc<App>> {
         let metrics = Arc::new(Metrics::new()?);
+        let filters = crate::filter::State::new(&metrics.registry)?;
         let buffers = Pool::new(settings.limits.buffer_pool_bytes);
         let brokers = BrokerMap::new(settings.advertised_host.clone(), settings.broker_port_base);
         let connections = Arc::new(Semaphore::new(settings.limits.max_connections));
@@ -64,6 +67,7 @@ impl App {
             buffers,
             brokers,
             config: ArcSwap::from_pointee(Snapshot::new(snapshot.config.clone(), "", 0)),
+            filters,
             clusters: ArcSwap::default(),
             ready: AtomicBool::new(false),
             connections,
