@@ -18,8 +18,10 @@ fn annotated_pods_get_the_sidecar() {
     let ns = Namespace::create(env, "wh-inject");
     let _webhook = Webhook::start(env, &ns.name, "Fail").unwrap();
 
-    ns.apply_pod(&pod_manifest("payments-0", &[("kproxy.dev/inject", "true")])).unwrap();
+    let warnings = ns.apply_pod(&pod_manifest("payments-0", &[("kproxy.dev/inject", "true")])).unwrap();
     assert_injected(&ns.get("pod", "payments-0"), "payments");
+    // No operator renders the policy in this test, and kubectl tells the user so.
+    assert!(warnings.contains("Warning:") && warnings.contains("KafkaProxyPolicy payments"), "{warnings}");
 
     // A Deployment's pod template: the controller manager creates the pod, the webhook injects it.
     let deployment = format!(
@@ -146,7 +148,7 @@ fn failure_policy_decides_while_the_webhook_is_down() {
         let result = ns.apply_pod(&pod_manifest("annotated", &[("kproxy.dev/inject", "true")]));
         match (annotated_admitted, result) {
             (false, Err(err)) => assert!(err.contains("failed calling webhook"), "{policy}: {err}"),
-            (true, Ok(())) => assert_eq!(kproxy_count(&ns.get("pod", "annotated")), 0),
+            (true, Ok(_)) => assert_eq!(kproxy_count(&ns.get("pod", "annotated")), 0),
             (_, other) => panic!("failurePolicy {policy}: unexpected outcome {other:?}"),
         }
         // Pods that did not opt in never wait on the webhook, whatever the failure policy.

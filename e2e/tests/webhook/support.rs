@@ -137,11 +137,12 @@ spec:
         self.env.kubectl_apply(&manifest).unwrap();
     }
 
-    /// `kubectl apply` of a pod; Err carries kubectl's message (what a user sees).
-    pub fn apply_pod(&self, manifest: &str) -> Result<(), String> {
+    /// `kubectl apply` of a pod: Ok carries kubectl's warnings, Err its error (what a user sees either way).
+    pub fn apply_pod(&self, manifest: &str) -> Result<String, String> {
         let out =
             kubectl_stdin(self.env, &["apply", "-n", &self.name, "-f", "-"], manifest).map_err(|e| e.to_string())?;
-        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if out.status.success() { Ok(stderr) } else { Err(stderr) }
     }
 
     pub fn get(&self, kind: &str, name: &str) -> Value {

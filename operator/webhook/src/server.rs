@@ -57,8 +57,8 @@ struct AppState {
     metrics: Option<Metrics>,
 }
 
-/// Serves the webhook until `shutdown` completes. Returns once the listener is bound and the certificate loaded
-/// only through its effects; errors at startup (bad config, port taken, unreadable certificate) are returned.
+/// Serves the webhook until `shutdown` completes, then drains in-flight reviews. Startup failures (invalid
+/// config, port taken, no certificate obtainable) are returned at once, so a misconfigured operator exits visibly.
 pub async fn serve(
     client: Client,
     cfg: WebhookConfig,
@@ -226,7 +226,10 @@ async fn admit(state: &AppState, request: &AdmissionRequest<Pod>) -> Result<Admi
         Ok(Some(injected)) => {
             let patch = inject::patch(pod, &injected)?;
             tracing::info!(%namespace, pod = %pod_name, policy = %policy.name_any(), "injecting kproxy sidecar");
-            Ok(response.with_patch(patch).map_err(|e| Error::Config(e.to_string()))?)
+            let mut response = response.with_patch(patch).map_err(|e| Error::Config(e.to_string()))?;
+            let warnings = inject::warnings(pod, policy);
+            response.warnings = (!warnings.is_empty()).then_some(warnings);
+            Ok(response)
         }
         Err(Error::Refused(refusal)) => Ok(refused(response, &namespace, &pod_name, &refusal)),
         Err(e) => Err(e),

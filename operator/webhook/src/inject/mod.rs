@@ -153,6 +153,36 @@ pub fn patch(before: &Pod, after: &Pod) -> Result<Patch> {
     Ok(Patch(ops))
 }
 
+/// Things the user should know about an injected pod that do not stop it: returned as admission warnings, which
+/// kubectl prints.
+pub fn warnings(pod: &Pod, policy: &KafkaProxyPolicy) -> Vec<String> {
+    let mut out = Vec::new();
+    let name = policy.name_any();
+    match policy.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == kproxy_api::crd::READY)) {
+        Some(ready) if ready.status == "True" => {}
+        Some(ready) => out.push(format!(
+            "KafkaProxyPolicy {name} is not Ready ({}): the sidecar starts once its ConfigMap is rendered",
+            ready.message
+        )),
+        None => out.push(format!("KafkaProxyPolicy {name} has not been rendered yet; the sidecar waits for it")),
+    }
+    for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+        let own = c.env.iter().flatten().find(|e| e.name == BOOTSTRAP_ENV);
+        match own.and_then(|e| e.value.as_deref()) {
+            Some(value) if value != BOOTSTRAP_ADDR => out.push(format!(
+                "container {:?} sets {BOOTSTRAP_ENV}={value}, which bypasses the kproxy sidecar",
+                c.name
+            )),
+            _ if own.is_none() && c.env_from.as_ref().is_some_and(|e| !e.is_empty()) => out.push(format!(
+                "container {:?} gets {BOOTSTRAP_ENV}={BOOTSTRAP_ADDR}, overriding any value from envFrom",
+                c.name
+            )),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Whether the pod asks for a sidecar it does not have yet: the cheap check done before any API call.
 pub fn requested(pod: &Pod) -> Result<bool, Refusal> {
     Ok(wants_injection(pod.annotations())? && !is_injected(pod))

@@ -330,3 +330,34 @@ fn operator_config_is_validated() {
     };
     assert_eq!(bad.validate().unwrap_err().len(), 2);
 }
+
+#[test]
+fn warnings_name_what_bypasses_or_is_not_ready() {
+    let mut p = policy("payments", LabelSelector::default(), &[]);
+    let mut input = annotated();
+    let spec = input.spec.as_mut().unwrap();
+    spec.containers[0].env =
+        Some(vec![EnvVar { name: BOOTSTRAP_ENV.into(), value: Some("kafka:9092".into()), ..Default::default() }]);
+    spec.containers.push(Container {
+        name: "from-configmap".into(),
+        env_from: Some(vec![k8s_openapi::api::core::v1::EnvFromSource::default()]),
+        ..Default::default()
+    });
+    let w = warnings(&input, &p);
+    assert_eq!(w.len(), 3, "{w:?}");
+    assert!(w[0].contains("has not been rendered"));
+    assert!(w[1].contains("\"app\"") && w[1].contains("bypasses"));
+    assert!(w[2].contains("from-configmap") && w[2].contains("envFrom"));
+
+    let ready = |status: &str| {
+        serde_json::from_value(serde_json::json!({"conditions": [{
+            "type": "Ready", "status": status, "reason": "Rendered", "message": "Secret payments-kafka not found",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }]}))
+        .unwrap()
+    };
+    p.status = Some(ready("True"));
+    assert!(warnings(&annotated(), &p).is_empty());
+    p.status = Some(ready("False"));
+    assert!(warnings(&annotated(), &p)[0].contains("Secret payments-kafka not found"));
+}
