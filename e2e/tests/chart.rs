@@ -2,181 +2,16 @@
 //! kube-apiserver accepts every object the chart renders (with the Prometheus Operator's and cert-manager's CRDs
 //! installed from their Go modules), and the webhook it registers is only ever called for opted-in pods.
 
+#[path = "chart/support.rs"]
+mod support;
+
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use kproxy_e2e::{Env, binary, env, run_with_timeout, unique, wait_for, workspace_root};
+use kproxy_e2e::{binary, env, unique, wait_for, workspace_root};
 use serde_json::Value;
-
-const CHART: &str = "charts/kproxy";
-/// cert-manager's CRDs, read from its Go module (the module ships them as plain YAML under deploy/crds).
-const CERT_MANAGER_MODULE: &str = "github.com/cert-manager/cert-manager@v1.21.2";
-const MONITORS: &[&str] = &[
-    "serviceMonitor.enabled=true",
-    "serviceMonitor.labels.release=kube-prometheus-stack",
-    "podMonitor.enabled=true",
-    "podMonitor.labels.release=kube-prometheus-stack",
-];
-
-/// (kind, name) of an object, the way both the chart output and the API server's answer are compared.
-type ObjectId = (String, String);
-
-fn output_text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-fn helm(env: &Env, args: &[&str]) -> Result<Output> {
-    let mut cmd = env.command("helm");
-    cmd.args(args).current_dir(workspace_root());
-    run_with_timeout(&mut cmd, None, Duration::from_secs(120))
-}
-
-fn kubectl_stdin(env: &Env, args: &[&str], input: &str) -> Result<Output> {
-    run_with_timeout(env.command("kubectl").args(args), Some(input.as_bytes()), Duration::from_secs(120))
-}
-
-/// The API server's version, so the chart is rendered for the cluster it is applied to.
-fn server_version(env: &Env) -> Result<String> {
-    let v: Value = serde_json::from_str(&env.kubectl(&["version", "-o", "json"])?)?;
-    v["serverVersion"]["gitVersion"].as_str().map(str::to_owned).context("kubectl version has no serverVersion")
-}
-
-/// `helm template` of the chart into `namespace` with `--set` values; CRDs included.
-fn render(env: &Env, release: &str, namespace: &str, sets: &[&str], extra: &[&str]) -> Result<String> {
-    let version = server_version(env)?;
-    let mut args = vec!["template", release, CHART, "--namespace", namespace, "--include-crds", "--kube-version"];
-    args.push(&version);
-    for set in sets {
-        args.extend(["--set", set]);
-    }
-    args.extend(extra);
-    let out = helm(env, &args)?;
-    if !out.status.success() {
-        bail!("helm {args:?} failed:\n{}", output_text(&out));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The objects of a rendered manifest: each document's top-level `kind` and `metadata.name`.
-fn rendered_objects(manifest: &str) -> BTreeSet<ObjectId> {
-    manifest
-        .split("\n---")
-        .filter_map(|doc| {
-            let kind = doc.lines().find_map(|l| l.strip_prefix("kind: "))?;
-            let meta = doc.lines().skip_while(|l| *l != "metadata:").skip(1);
-            let name = meta.take_while(|l| l.starts_with(' ')).find_map(|l| l.strip_prefix("  name: "))?;
-            Some((kind.trim().to_string(), name.trim().trim_matches('"').to_string()))
-        })
-        .collect()
-}
-
-/// Server-side apply (optionally a server dry run, which runs validation and admission without storing anything);
-/// returns the objects as the API server answered them.
-fn apply(env: &Env, manifest: &str, dry_run: bool) -> Result<Vec<Value>> {
-    let mut args =
-        vec!["apply", "--server-side", "--force-conflicts", "--field-manager=kproxy-chart-e2e", "-o", "json"];
-    if dry_run {
-        args.push("--dry-run=server");
-    }
-    args.extend(["-f", "-"]);
-    let out = kubectl_stdin(env, &args, manifest)?;
-    if !out.status.success() {
-        bail!("the API server refused the chart's objects:\n{}", output_text(&out));
-    }
-    let answer: Value = serde_json::from_slice(&out.stdout).context("kubectl apply -o json")?;
-    Ok(match answer["kind"].as_str() {
-        Some("List") => answer["items"].as_array().cloned().unwrap_or_default(),
-        _ => vec![answer],
-    })
-}
-
-fn ids(objects: &[Value]) -> BTreeSet<ObjectId> {
-    objects
-        .iter()
-        .map(|o| {
-            (o["kind"].as_str().unwrap_or("").to_string(), o["metadata"]["name"].as_str().unwrap_or("").to_string())
-        })
-        .collect()
-}
-
-fn find<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
-    objects.iter().find(|o| o["kind"] == kind).unwrap_or_else(|| panic!("no {kind} among the applied objects"))
-}
-
-/// A namespace of this test's own, deleted (asynchronously) when the test ends however it ends.
-struct Namespace<'a> {
-    env: &'a Env,
-    name: String,
-}
-
-impl<'a> Namespace<'a> {
-    fn create(env: &'a Env, prefix: &str) -> Namespace<'a> {
-        let name = unique(prefix);
-        env.kubectl(&["create", "namespace", &name]).unwrap();
-        Namespace { env, name }
-    }
-}
-
-impl Drop for Namespace<'_> {
-    fn drop(&mut self) {
-        let _ = self.env.kubectl(&["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"]);
-    }
-}
-
-/// Installs CRDs for real (server-side, so concurrent tests applying the same ones do not conflict).
-fn install_crds(env: &Env, path: &str, names: &[&str]) -> Result<()> {
-    env.kubectl(&["apply", "--server-side", "--force-conflicts", "--field-manager=kproxy-e2e", "-f", path])?;
-    let mut args = vec!["wait", "--for=condition=Established", "--timeout=60s"];
-    let names: Vec<String> = names.iter().map(|c| format!("crd/{c}")).collect();
-    args.extend(names.iter().map(String::as_str));
-    env.kubectl(&args)?;
-    Ok(())
-}
-
-/// The ServiceMonitor and PodMonitor CRDs from the prometheus-operator module.
-fn install_prometheus_crds(env: &Env) {
-    let names = ["servicemonitors.monitoring.coreos.com", "podmonitors.monitoring.coreos.com"];
-    install_crds(env, env.var("KPROXY_PROM_CRDS"), &names).unwrap();
-}
-
-/// cert-manager's Issuer and Certificate CRDs from its Go module, installed for real; `Err` says why they are not
-/// available (no Go toolchain or module proxy), in which case the cert-manager objects are left out.
-fn install_cert_manager_crds(env: &Env) -> Result<()> {
-    let root = workspace_root();
-    let mut go = env.command("go");
-    go.args(["mod", "download", "-json", CERT_MANAGER_MODULE])
-        // Outside any go.mod, so the module is fetched by itself.
-        .current_dir(std::env::temp_dir())
-        .env("GOMODCACHE", root.join(".cache/go/mod"))
-        .env("GOFLAGS", "-modcacherw")
-        .env("GOTOOLCHAIN", "local");
-    let out = run_with_timeout(&mut go, None, Duration::from_secs(300))?;
-    if !out.status.success() {
-        bail!("go mod download {CERT_MANAGER_MODULE} failed: {}", output_text(&out));
-    }
-    let info: Value = serde_json::from_slice(&out.stdout)?;
-    let dir = PathBuf::from(info["Dir"].as_str().context("go mod download gave no Dir")?).join("deploy/crds");
-    for (file, name) in [
-        ("cert-manager.io_issuers.yaml", "issuers.cert-manager.io"),
-        ("cert-manager.io_certificates.yaml", "certificates.cert-manager.io"),
-    ] {
-        install_crds(env, dir.join(file).to_str().context("module path is not UTF-8")?, &[name])?;
-    }
-    Ok(())
-}
-
-/// Renders, applies as a server dry run, and checks that every rendered object came back accepted.
-fn assert_accepted(env: &Env, namespace: &str, sets: &[&str]) -> Vec<Value> {
-    let release = unique("kp");
-    let manifest = render(env, &release, namespace, sets, &[]).unwrap();
-    let rendered = rendered_objects(&manifest);
-    let accepted = apply(env, &manifest, true).unwrap();
-    assert_eq!(ids(&accepted), rendered, "the API server's answer differs from what the chart rendered");
-    accepted
-}
+use support::*;
 
 #[test]
 fn helm_lint_is_clean() {
@@ -323,41 +158,6 @@ fn dashboard_queries_only_metrics_the_sidecar_exports() {
     assert!(missing.is_empty(), "the dashboard queries metrics the sidecar does not export: {missing:?}");
 }
 
-fn pod_manifest(namespace: &str, name: &str, annotations: &[(&str, &str)]) -> String {
-    let annotations: serde_json::Map<String, Value> =
-        annotations.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect();
-    serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
-        "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]},
-    })
-    .to_string()
-}
-
-/// Creates a pod; `Ok(pod)` when admitted, `Err(message)` when refused.
-fn create_pod(env: &Env, namespace: &str, annotations: &[(&str, &str)]) -> Result<Value, String> {
-    let manifest = pod_manifest(namespace, &unique("pod"), annotations);
-    let out = kubectl_stdin(env, &["create", "-o", "json", "-f", "-"], &manifest).map_err(|e| format!("{e:#}"))?;
-    if out.status.success() {
-        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
-    } else {
-        Err(output_text(&out))
-    }
-}
-
-/// Deletes the test's MutatingWebhookConfiguration however the test ends.
-struct WebhookConfiguration<'a> {
-    env: &'a Env,
-    name: String,
-}
-
-impl Drop for WebhookConfiguration<'_> {
-    fn drop(&mut self) {
-        let _ = self.env.kubectl(&["delete", "mutatingwebhookconfiguration", &self.name, "--ignore-not-found"]);
-    }
-}
-
 /// The chart's webhook registered for real (scoped to one namespace, with no operator behind it): pods that did
 /// not opt in are admitted without the webhook being called; opted-in pods follow the configured failurePolicy.
 #[test]
@@ -449,4 +249,39 @@ fn operator_accepts_every_flag_the_chart_passes() {
             .collect();
         assert!(unknown.is_empty(), "the chart passes flags kproxy-operator does not know: {unknown:?}\n{help}");
     }
+}
+
+/// `helm upgrade` re-renders the webhook configuration; it carries the caBundle the operator wrote, so even an
+/// upgrade that replaces the object (`--force`) does not refuse opted-in pods until the operator writes it again.
+#[test]
+fn upgrade_keeps_the_ca_bundle_the_operator_wrote() {
+    let Some(env) = env() else { return };
+    let ns = Namespace::create(env, "chart-upgrade");
+    let release = unique("kpu");
+    let scope = format!("webhook.namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name={}", ns.name);
+    let sets = [scope.as_str(), "webhook.namespaceSelector.matchExpressions=null", "webhook.failurePolicy=Ignore"];
+    // --dry-run=server lets the chart look up the live object, as `helm upgrade` does.
+    let extra = ["--show-only", "templates/mutatingwebhook.yaml", "--dry-run=server"];
+    let first = apply(env, &render(env, &release, &ns.name, &sets, &extra).unwrap(), false).unwrap();
+    let name = find(&first, "MutatingWebhookConfiguration")["metadata"]["name"].as_str().unwrap().to_string();
+    let _registered = WebhookConfiguration { env, name: name.clone() };
+    assert!(first[0]["webhooks"][0]["clientConfig"]["caBundle"].is_null(), "a fresh install has no caBundle yet");
+
+    // What the operator does once its CA exists (any real PEM CA serves the purpose).
+    let bundle = env.run(env.command("base64").args(["-w0", env.var("KPROXY_KAFKA_CA")]), Duration::from_secs(10));
+    let bundle = String::from_utf8(bundle.unwrap().stdout).unwrap();
+    let patch = format!(r#"[{{"op":"add","path":"/webhooks/0/clientConfig/caBundle","value":"{bundle}"}}]"#);
+    env.kubectl(&["patch", "mutatingwebhookconfiguration", &name, "--type=json", "-p", &patch]).unwrap();
+
+    let upgraded = render(env, &release, &ns.name, &sets, &extra).unwrap();
+    assert!(
+        upgraded.contains(&format!("caBundle: {bundle}")),
+        "the re-rendered configuration has no caBundle:\n{upgraded}"
+    );
+    let after = apply(env, &upgraded, false).unwrap();
+    assert_eq!(
+        after[0]["webhooks"][0]["clientConfig"]["caBundle"],
+        bundle.as_str(),
+        "the upgrade dropped the caBundle"
+    );
 }
