@@ -29,14 +29,13 @@ pub const READY: &str = "Ready";
     status = "KafkaProxyPolicyStatus",
     derive = "PartialEq",
     printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name": "Clusters", "type": "string", "jsonPath": ".spec.clusters[*].name"}"#,
+    printcolumn = r#"{"name": "Clusters", "type": "string", "jsonPath": ".status.clusters"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[cfg_attr(test, kube(cel))]
 #[x_kube(validation = Rule::new("self.clusters.all(c, self.clusters.exists_one(d, d.name == c.name))")
     .message("cluster names must be unique: two entries in spec.clusters have the same name")
-    .field_path(".clusters")
-    .reason(Reason::FieldValueDuplicate))]
+    .field_path(".clusters"))]
 #[x_kube(validation = Rule::new("!has(self.defaultCluster) || self.clusters.exists(c, c.name == self.defaultCluster)")
     .message(Message::Expression("'defaultCluster ' + self.defaultCluster + ' is not the name of any entry in spec.clusters'".into()))
     .field_path(".defaultCluster"))]
@@ -210,6 +209,9 @@ pub struct KafkaProxyPolicyStatus {
     /// `sha256:<hex>` of the rendered config in that ConfigMap; sidecars show the same on `/metrics`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
+    /// The policy's cluster names, comma-separated, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clusters: Option<String>,
     /// `Ready`: True once the ConfigMap holds this generation and every referenced Secret exists.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

@@ -4,6 +4,7 @@
 //! failure; when a developer runs `cargo test` without `make env-up`, the test says so and returns.
 
 pub mod kubelet;
+pub mod operator;
 pub mod sidecar;
 
 use std::collections::HashMap;

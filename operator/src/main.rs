@@ -1,6 +1,7 @@
 //! kproxy-operator binary: parses flags, starts tracing, runs the controller (while leading) and the admin
 //! endpoints until SIGTERM or Ctrl-C, then drains and releases the leader Lease.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +49,8 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_tracing(args.log_json);
+    // Several TLS backends can end up linked in; pick one explicitly (a second install is a harmless no-op).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if args.renew_interval_seconds >= args.lease_duration_seconds {
         anyhow::bail!("--renew-interval-seconds must be below --lease-duration-seconds");
     }
@@ -127,7 +130,7 @@ fn default_identity() -> String {
 
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stdout().is_terminal());
     if json { builder.json().init() } else { builder.init() }
 }
 

@@ -58,6 +58,7 @@ pub fn build(policy: &KafkaProxyPolicy, desired: &Desired) -> KafkaProxyPolicySt
         observed_generation: generation,
         config_map_name: desired.config_map_name.clone(),
         config_hash: desired.config_hash.clone(),
+        clusters: Some(policy.spec.clusters.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(",")),
         conditions: vec![Condition {
             type_: READY.to_string(),
             status: status.to_string(),
