@@ -12,6 +12,7 @@ demo:
 ## Regenerates crds/*.yaml (and the chart's copy) from the Rust types.
 crds:
 	cargo run -q -p kproxy-api --bin crdgen > crds/kafkaproxypolicies.yaml
+	cp crds/kafkaproxypolicies.yaml charts/kproxy/crds/kafkaproxypolicies.yaml
 	$(MAKE) --no-print-directory chart-crds
 
 ## Benchmarks: direct vs through the sidecar, written to BENCHMARKS.md.

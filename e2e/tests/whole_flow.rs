@@ -17,12 +17,13 @@ struct Operator(Child);
 impl Operator {
     fn start(env: &Env, ns: &str) -> Operator {
         let log = Path::new(env.log_dir()).join(format!("{ns}-operator.log"));
+        let log = std::fs::File::create(&log).unwrap();
         let child = env
             .command(binary("kproxy-operator").to_str().unwrap())
             .args(["--admin-addr", &format!("127.0.0.1:{}", free_port()), "--namespace", ns])
             .args(["--lease-namespace", ns, "--lease-name", "kproxy-operator"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .unwrap();
         Operator(child)
