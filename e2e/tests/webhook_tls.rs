@@ -92,7 +92,14 @@ fn a_generated_certificate_is_renewed_without_a_restart() {
     let Some(env) = env() else { return };
     let ns = Namespace::create(env, "wh-renew");
     // Certificates live two minutes and are renewed once less than 110 s are left: every ~10 s.
-    let args = ["--cert-validity-seconds", "120", "--renew-before-seconds", "110", "--check-interval-seconds", "2"];
+    let args = [
+        "--webhook-cert-validity-seconds",
+        "120",
+        "--webhook-renew-before-seconds",
+        "110",
+        "--webhook-check-interval-seconds",
+        "2",
+    ];
     let mut webhook = Webhook::spawn(env, &ns.name, &args, true).unwrap();
     webhook.wait_injecting(&ns.name).unwrap();
     let before = served_leaf(webhook.port).unwrap();
@@ -156,7 +163,7 @@ fn a_mounted_certificate_directory_is_reloaded_without_a_restart() {
 
     let (certs_arg, ca_arg) = (certs.to_string_lossy().into_owned(), ca_file.to_string_lossy().into_owned());
     let mut webhook =
-        Webhook::spawn(env, &ns.name, &["--tls-dir", &certs_arg, "--ca-bundle-file", &ca_arg], true).unwrap();
+        Webhook::spawn(env, &ns.name, &["--webhook-cert-dir", &certs_arg, "--ca-bundle-file", &ca_arg], true).unwrap();
     webhook.wait_injecting(&ns.name).unwrap();
     assert!(same_pem(&served_leaf(webhook.port).unwrap(), &first));
 

@@ -41,8 +41,9 @@ impl<'a> Webhook<'a> {
         let listen = format!("127.0.0.1:{port}");
         let url = format!("https://127.0.0.1:{port}/mutate");
         let mut cmd = env.command(&webhook_binary().to_string_lossy());
-        cmd.args(["--listen", &listen, "--image", IMAGE, "--namespace", namespace, "--secret", "kproxy-webhook-tls"])
-            .args(["--san", "127.0.0.1", "--webhook-configuration", &configuration, "--only-namespace", namespace])
+        cmd.args(["--webhook-addr", &listen, "--sidecar-image", IMAGE, "--webhook-namespace", namespace])
+            .args(["--webhook-san", "127.0.0.1", "--webhook-configuration", &configuration])
+            .args(["--only-namespace", namespace])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -3,6 +3,7 @@
 
 pub mod annotation;
 pub mod cert;
+pub mod cli;
 pub mod inject;
 pub mod metrics;
 pub mod quantity;

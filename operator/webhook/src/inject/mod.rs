@@ -38,7 +38,7 @@ pub struct InjectConfig {
 impl Default for InjectConfig {
     fn default() -> Self {
         InjectConfig {
-            image: "ghcr.io/kproxy-dev/kproxy-sidecar:latest".into(),
+            image: crate::cli::DEFAULT_SIDECAR_IMAGE.into(),
             image_pull_policy: None,
             admin_port: 9102,
             resources: Resources::default(),
