@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use kproxy_e2e::{binary, env, unique, wait_for, workspace_root};
+use kproxy_e2e::{binary, env, run_with_timeout, unique, wait_for, workspace_root};
 use serde_json::Value;
 use support::*;
 
@@ -284,4 +284,62 @@ fn upgrade_keeps_the_ca_bundle_the_operator_wrote() {
         bundle.as_str(),
         "the upgrade dropped the caBundle"
     );
+}
+
+/// The chart's RBAC, applied for real and asked through impersonation: the operator's ServiceAccount may do what
+/// the controller, the leader election and the webhook certificate need, and nothing else.
+#[test]
+fn operator_rbac_is_least_privilege() {
+    let Some(env) = env() else { return };
+    let ns = Namespace::create(env, "chart-rbac");
+    let release = unique("kpr");
+    let extra = ["--show-only", "templates/rbac.yaml", "--show-only", "templates/serviceaccount.yaml"];
+    let applied = apply(env, &render(env, &release, &ns.name, &[], &extra).unwrap(), false).unwrap();
+    let cluster_role = find(&applied, "ClusterRole")["metadata"]["name"].as_str().unwrap().to_string();
+    let _cleanup = ClusterScoped {
+        env,
+        objects: vec![format!("clusterrole/{cluster_role}"), format!("clusterrolebinding/{cluster_role}")],
+    };
+    let sa = find(&applied, "ServiceAccount")["metadata"]["name"].as_str().unwrap().to_string();
+    let user = format!("system:serviceaccount:{}:{sa}", ns.name);
+    let webhook = format!("mutatingwebhookconfigurations/{release}-kproxy-injector");
+    let lease = format!("leases.coordination.k8s.io/{release}-kproxy-leader");
+    let secret = format!("secrets/{release}-kproxy-webhook-tls");
+    let can = |args: &[&str]| -> bool {
+        let mut cmd = env.command("kubectl");
+        cmd.args(["auth", "can-i", "--as", &user]).args(args);
+        let out = run_with_timeout(&mut cmd, None, Duration::from_secs(30)).unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    let other = "default";
+    let allowed: Vec<Vec<&str>> = vec![
+        vec!["watch", "kafkaproxypolicies.kproxy.dev", "--all-namespaces"],
+        vec!["patch", "kafkaproxypolicies.kproxy.dev", "--subresource=status", "-n", other],
+        vec!["create", "configmaps", "-n", other],
+        vec!["patch", "configmaps", "-n", other],
+        vec!["delete", "configmaps", "-n", other],
+        vec!["create", "events.events.k8s.io", "-n", other],
+        vec!["update", &webhook],
+        vec!["create", "leases.coordination.k8s.io", "-n", &ns.name],
+        vec!["update", &lease, "-n", &ns.name],
+        vec!["create", "secrets", "-n", &ns.name],
+        vec!["update", &secret, "-n", &ns.name],
+    ];
+    let refused: Vec<Vec<&str>> = vec![
+        vec!["update", "kafkaproxypolicies.kproxy.dev", "-n", other],
+        vec!["get", "secrets", "-n", other],
+        vec!["list", "secrets", "-n", &ns.name],
+        vec!["get", "secrets/some-application-secret", "-n", &ns.name],
+        vec!["update", "mutatingwebhookconfigurations/someone-elses-webhook"],
+        vec!["delete", &webhook],
+        vec!["create", "mutatingwebhookconfigurations"],
+        vec!["update", &lease, "-n", other],
+        vec!["create", "pods", "-n", other],
+        vec!["update", "configmaps", "-n", other],
+        vec!["get", "nodes"],
+    ];
+    let too_little: Vec<String> = allowed.iter().filter(|a| !can(a)).map(|a| a.join(" ")).collect();
+    let too_much: Vec<String> = refused.iter().filter(|a| can(a)).map(|a| a.join(" ")).collect();
+    assert!(too_little.is_empty(), "the operator may not: {too_little:?}");
+    assert!(too_much.is_empty(), "the operator may, but should not: {too_much:?}");
 }

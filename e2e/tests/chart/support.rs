@@ -210,3 +210,17 @@ impl Drop for WebhookConfiguration<'_> {
         let _ = self.env.kubectl(&["delete", "mutatingwebhookconfiguration", &self.name, "--ignore-not-found"]);
     }
 }
+
+/// Cluster-scoped objects a test created for real (`kind/name`), deleted however the test ends.
+pub struct ClusterScoped<'a> {
+    pub env: &'a Env,
+    pub objects: Vec<String>,
+}
+
+impl Drop for ClusterScoped<'_> {
+    fn drop(&mut self) {
+        for object in &self.objects {
+            let _ = self.env.kubectl(&["delete", object, "--ignore-not-found"]);
+        }
+    }
+}
