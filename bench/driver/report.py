@@ -75,6 +75,9 @@ def cases(summary, group):
     return seen
 
 
+NOT_MEASURED = "_Not measured in this run._"
+
+
 def compare_table(summary, group, metrics, a="direct", b="sidecar"):
     lines = [f"| case | figure | {a} | {b} | {b} / {a} |", "| --- | --- | --- | --- | --- |"]
     for c in cases(summary, group):
@@ -84,15 +87,15 @@ def compare_table(summary, group, metrics, a="direct", b="sidecar"):
                 continue
             ratio = f"{sb['median'] / sa['median']:.3f}" if sa and sb and sa["median"] else "–"
             lines.append(f"| {c} | {label} | {cell(sa)} | {cell(sb)} | {ratio} |")
-    return "\n".join(lines)
+    return "\n".join(lines) if len(lines) > 2 else NOT_MEASURED
 
 
-def single_table(summary, group, target="sidecar"):
+def single_table(summary, group, target="sidecar", metrics=None):
     lines = ["| case | figure | median (min–max) | rounds |", "| --- | --- | --- | --- |"]
     for (g, c, m, t), s in summary.items():
-        if g == group and t == target:
+        if g == group and t == target and (metrics is None or m in metrics):
             lines.append(f"| {c} | {m} | {cell(s)} | {s['n']} |")
-    return "\n".join(lines)
+    return "\n".join(lines) if len(lines) > 2 else NOT_MEASURED
 
 
 def med(summary, group, case, metric, target):
@@ -228,7 +231,7 @@ def write(out_dir, root, rows, notes, profile, commands, plan_desc, md_path):
         "",
         "Sidecar CPU while forwarding these runs (millicores per MB/s of payload, the broker on the same cores):",
         "",
-        single_table(summary, "producer"),
+        single_table(summary, "producer", metrics={"sidecar_millicores_per_mb_s"}),
         "",
         "### Fixed rate at half the direct maximum",
         "",
@@ -263,7 +266,9 @@ def write(out_dir, root, rows, notes, profile, commands, plan_desc, md_path):
         compare_table(summary, "proxy_alone", [("requests_per_s", "requests/s"), ("mb_per_s", "MB/s"),
                                                ("p50_us", "p50 µs"), ("p99_us", "p99 µs")]),
         "",
-        single_table(summary, "proxy_alone"),
+        single_table(summary, "proxy_alone", metrics={
+            "requests_per_core_s", "mb_per_core_s", "cpu_s_per_gb", "millicores_per_mb_s", "cores_used",
+            "rss_under_load_kib", "buffer_pool_max_bytes"}),
         "",
         "### Instructions per request (callgrind)",
         "",

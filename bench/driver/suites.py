@@ -3,6 +3,7 @@
 import itertools
 import json
 import os
+import re
 import statistics
 import subprocess
 import threading
@@ -204,8 +205,8 @@ def instructions(results, plan, work, upstream):
             sidecar.start()
             try:
                 sidecar.wait_ready(timeout=120)
-                conns = ["--connections", 1, "--in-flight", 8]
-                load(["produce", "--bootstrap", sidecar.listen, "--requests", n] + args + conns, timeout=900)
+                shape = without(args, "--connections", "--in-flight") + ["--connections", 1, "--in-flight", 8]
+                load(["produce", "--bootstrap", sidecar.listen, "--requests", n] + shape, timeout=900)
             finally:
                 sidecar.stop()
             totals[n] = callgrind_total(out)
@@ -216,6 +217,12 @@ def instructions(results, plan, work, upstream):
         log(f"callgrind {case}: {per_request:.0f} instructions per request")
 
 
+def without(args, *flags):
+    """`args` (flag, value pairs) less the given flags."""
+    pairs = zip(args[::2], args[1::2])
+    return [x for flag, value in pairs if flag not in flags for x in (flag, value)]
+
+
 def callgrind_total(path):
     for line in Path(path).read_text().splitlines():
         if line.startswith(("totals:", "summary:")):
@@ -224,13 +231,16 @@ def callgrind_total(path):
 
 
 def callgrind_top(path, n=15):
+    """The functions with the highest self cost: (instructions, percent, function) from callgrind_annotate."""
     out = subprocess.run(["callgrind_annotate", "--inclusive=no", str(path)], capture_output=True, text=True)
     rows = []
     for line in out.stdout.splitlines():
-        parts = line.strip().split(None, 2)
-        if len(parts) >= 2 and parts[0].replace(",", "").isdigit() and "(" in parts[1]:
-            pct = parts[1].strip("()%")
-            rows.append((int(parts[0].replace(",", "")), pct, parts[2] if len(parts) > 2 else ""))
+        m = re.match(r"^\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(.*)$", line)
+        if not m or "PROGRAM TOTALS" in line:
+            continue
+        where = re.sub(r"\s+\[[^\]]*\]$", "", m.group(3))
+        function = where.split(":", 1)[1] if ":" in where else where
+        rows.append((int(m.group(1).replace(",", "")), m.group(2), function))
     return rows[:n]
 
 
@@ -343,7 +353,7 @@ def reload(results, plan, work, upstream):
                 if r["total_sent"] != r["total_responses"] or r["failed_connections"] or r["errors"]:
                     results.note(f"reload under load ({variant}): {r['total_sent']} sent, {r['total_responses']} "
                                  f"answered, {r['errors']} errors, first failure {r['first_failure']}")
-                dip = reload_dip(r["timeline"], reload_times)
+                dip = reload_dip(r["timeline"], reload_times, plan.warmup_s)
                 if dip is not None:
                     results.add("reload_under_load", case, variant, rnd, "worst_bucket_near_reload_ratio", dip,
                                 "ratio")
@@ -352,18 +362,22 @@ def reload(results, plan, work, upstream):
         sidecar.stop()
 
 
-def reload_dip(timeline, reload_ms):
-    """Lowest 100 ms bucket right after a reload, over the median bucket of the measured part of the run."""
-    if not timeline or not reload_ms:
+def reload_dip(timeline, reload_ms, warmup_s):
+    """The worst 100 ms bucket right after a reload (or, with no reloads, anywhere after the warm-up) over the
+    median bucket of the measured part of the run; the no-reload value is the noise floor to compare with."""
+    if not timeline:
         return None
     buckets = timeline["responses"][:-1]
     start, width = timeline["start_unix_ms"], timeline["bucket_ms"]
-    steady = buckets[len(buckets) // 5:]
+    first = int(warmup_s * 1000 // width) + 1
+    steady = buckets[first:]
     if not steady:
         return None
     median = statistics.median(steady)
+    if not reload_ms:
+        return min(steady) / median if median else None
     near = []
     for t in reload_ms:
         i = int((t - start) // width)
-        near.extend(buckets[j] for j in (i, i + 1) if 0 <= j < len(buckets))
+        near.extend(buckets[j] for j in (i, i + 1) if first <= j < len(buckets))
     return min(near) / median if near and median else None
