@@ -224,3 +224,42 @@ impl Drop for ClusterScoped<'_> {
         }
     }
 }
+
+/// A kubeconfig that authenticates as a ServiceAccount (a fresh token for it), against the test API server.
+pub fn service_account_kubeconfig(env: &Env, namespace: &str, sa: &str, path: &std::path::Path) -> Result<()> {
+    let admin: Value = serde_json::from_str(&env.kubectl(&["config", "view", "--raw", "--minify", "-o", "json"])?)?;
+    let cluster = &admin["clusters"][0]["cluster"];
+    let token = env.kubectl(&["-n", namespace, "create", "token", sa, "--duration=1h"])?;
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": cluster}],
+        "users": [{"name": sa, "user": {"token": token.trim()}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "test", "user": sa, "namespace": namespace}}],
+        "current-context": "sa",
+    });
+    std::fs::write(path, config.to_string()).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The operator's command-line flags as the chart's Deployment passes them, with the `$(VAR)` references kubelet
+/// would expand replaced from `vars`.
+pub fn deployment_args(manifest: &str, vars: &[(&str, &str)]) -> Vec<String> {
+    manifest
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- --"))
+        .map(|flag| {
+            let flag = flag.trim_matches('"');
+            vars.iter().fold(format!("--{flag}"), |arg, (name, value)| arg.replace(&format!("$({name})"), value))
+        })
+        .collect()
+}
+
+/// A child process killed when the test ends however it ends.
+pub struct Process(pub std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
