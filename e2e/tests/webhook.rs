@@ -155,3 +155,22 @@ fn failure_policy_decides_while_the_webhook_is_down() {
         ns.apply_pod(&pod_manifest("plain", &[])).unwrap();
     }
 }
+
+#[test]
+fn the_sidecar_meets_the_restricted_pod_security_standard() {
+    let Some(env) = env() else { return };
+    let ns = Namespace::create(env, "wh-restricted");
+    // Pod Security admission validates after the webhook mutated the pod, so it judges the sidecar too.
+    env.kubectl(&["label", "namespace", &ns.name, "pod-security.kubernetes.io/enforce=restricted"]).unwrap();
+    let _webhook = Webhook::start(env, &ns.name, "Fail").unwrap();
+    let manifest = pod_manifest("hardened", &[("kproxy.dev/inject", "true")]);
+    let warnings = ns.apply_pod(&manifest).unwrap();
+    assert!(!warnings.contains("violate"), "{warnings}");
+    assert_injected(&ns.get("pod", "hardened"), "payments");
+    // The standard is really enforced here: the same pod with one setting relaxed is refused.
+    let relaxed = pod_manifest("relaxed", &[("kproxy.dev/inject", "true")])
+        .replace("allowPrivilegeEscalation: false", "allowPrivilegeEscalation: true");
+    let err = ns.apply_pod(&relaxed).unwrap_err();
+    assert!(err.contains("violates PodSecurity") && err.contains("allowPrivilegeEscalation"), "{err}");
+    assert!(!err.contains("\"kproxy\""), "the sidecar must not be among the violators: {err}");
+}

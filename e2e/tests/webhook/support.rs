@@ -175,6 +175,7 @@ pub fn pod_manifest(name: &str, annotations: &[(&str, &str)]) -> String {
     pod_manifest_labelled(name, "payments", annotations)
 }
 
+/// A pod that meets the restricted Pod Security Standard on its own, so any violation would be the sidecar's.
 pub fn pod_manifest_labelled(name: &str, app: &str, annotations: &[(&str, &str)]) -> String {
     let annotations: Vec<String> = annotations.iter().map(|(k, v)| format!("{k}: {v:?}")).collect();
     format!(
@@ -185,10 +186,12 @@ metadata:
   labels: {{app: {app}}}
   annotations: {{{}}}
 spec:
+  securityContext: {{runAsNonRoot: true, seccompProfile: {{type: RuntimeDefault}}}}
   containers:
     - name: app
       image: app:1
       env: [{{name: APP_MODE, value: e2e}}]
+      securityContext: {{allowPrivilegeEscalation: false, capabilities: {{drop: [ALL]}}}}
 "#,
         annotations.join(", ")
     )
