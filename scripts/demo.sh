@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 demo_dir="$root/.cache/demo"
 ns=kproxy-demo
+topic="demo.orders.$(date +%s)"  # fresh each run, so earlier runs' records never show up
 pids=()
 started_env=0
 
@@ -46,7 +47,7 @@ target/debug/kproxy-operator --admin-addr "127.0.0.1:$op_admin" --lease-namespac
   --lease-name kproxy-demo >"$demo_dir/operator.log" 2>&1 &
 pids+=($!)
 
-policy() { # $1 = effect for topic demo.orders
+policy() { # $1 = effect for the demo topic
   cat <<YAML
 apiVersion: kproxy.dev/v1alpha1
 kind: KafkaProxyPolicy
@@ -59,13 +60,13 @@ spec:
   acls:
     defaultAction: Allow
     rules:
-      - resource: {type: Topic, name: demo.orders}
+      - resource: {type: Topic, name: $topic}
         operations: [Write]
         effect: $1
 YAML
 }
 
-say "Applying a policy that allows writes to demo.orders"
+say "Applying a policy that allows writes to $topic"
 policy Allow | tee "$demo_dir/policy.yaml"
 kubectl apply -f "$demo_dir/policy.yaml"
 
@@ -116,19 +117,20 @@ pids+=($!)
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$sc_admin/readyz" >/dev/null && break; sleep 0.1; done
 curl -fs "http://127.0.0.1:$sc_admin/readyz" && echo " (sidecar ready)"
 
-say "A client (kcat) keeps ONE connection open and produces a record every second through the sidecar"
+say "A client (librdkafka) keeps ONE connection open and produces a record every second through the sidecar"
 mkfifo "$demo_dir/producer.in"
-kcat -b "127.0.0.1:$sc_listen" -t demo.orders -P -X message.timeout.ms=5000 -X retries=0 \
+"$KPROXY_PYTHON" e2e/clients/line_producer.py "127.0.0.1:$sc_listen" "$topic" \
   <"$demo_dir/producer.in" >"$demo_dir/producer.out" 2>"$demo_dir/producer.err" &
 pids+=($!)
 exec 7>"$demo_dir/producer.in"
 for i in 1 2 3; do echo "order-$i" >&7; sleep 1; done
-sleep 2
-echo "consumed through the sidecar:"
-kcat -b "127.0.0.1:$sc_listen" -t demo.orders -C -o beginning -e -q
-echo "client errors so far: $(wc -l <"$demo_dir/producer.err")"
+sleep 1
+echo "the client's delivery reports:"
+cat "$demo_dir/producer.out"
+echo "consumed back through the sidecar:"
+kcat -b "127.0.0.1:$sc_listen" -t "$topic" -C -o beginning -e -q
 
-say "Editing the policy live: writes to demo.orders are now denied"
+say "Editing the policy live: writes to $topic are now denied"
 policy Deny >"$demo_dir/policy.yaml"
 kubectl apply -f "$demo_dir/policy.yaml"
 wait_ready
@@ -143,15 +145,14 @@ curl -fs "http://127.0.0.1:$sc_admin/metrics" | grep -E '^kproxy_config_(info|ge
 
 say "The same client connection produces again"
 for i in 4 5; do echo "order-$i" >&7; sleep 1; done
-sleep 3
-echo "client errors (from the same connection, no reconnect):"
-cat "$demo_dir/producer.err"
-echo
+sleep 2
+echo "the client's delivery reports (same connection, no reconnect):"
+cat "$demo_dir/producer.out"
 echo "client connections accepted by the sidecar over the whole demo:"
 curl -fs "http://127.0.0.1:$sc_admin/metrics" | grep -E '^kproxy_client_connections_accepted_total'
 
 say "Where to look"
 echo "sidecar metrics:  curl http://127.0.0.1:$sc_admin/metrics   (kproxy_requests_total, kproxy_acl_denied_total, ...)"
 echo "operator metrics: curl http://127.0.0.1:$op_admin/metrics   (kproxy_operator_reconciles_total, ...)"
-echo "logs:             $demo_dir/{operator,sidecar,producer}.log"
+echo "logs:             $demo_dir/{operator.log,sidecar.log,producer.out}"
 exec 7>&-
