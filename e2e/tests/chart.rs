@@ -456,3 +456,40 @@ fn operator_runs_under_the_charts_service_account() {
     let forbidden: Vec<String> = log_text().lines().filter(|l| l.contains("forbidden")).map(str::to_owned).collect();
     assert!(forbidden.is_empty(), "the operator was refused by the chart's RBAC:\n{}", forbidden.join("\n"));
 }
+
+/// The images build what CI builds: each Dockerfile's `cargo build` is the one `make test` runs, and the build
+/// context keeps every workspace member and the lock file (cargo needs them all even for one package).
+#[test]
+fn images_build_what_ci_builds() {
+    let root = workspace_root();
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_else(|e| panic!("reading {p}: {e}"));
+    let ci = read("scripts/test.sh");
+    for (dockerfile, package) in [("Dockerfile.sidecar", "kproxy-sidecar"), ("Dockerfile.operator", "kproxy-operator")]
+    {
+        let text = read(dockerfile);
+        let build = format!("cargo build --release --locked -p {package}");
+        assert!(text.contains(&build), "{dockerfile} does not run `{build}`");
+        assert!(
+            ci.lines().any(|l| l.starts_with("cargo build --release --locked") && l.contains(&format!("-p {package}"))),
+            "scripts/test.sh does not run the release build of {package} that {dockerfile} runs"
+        );
+        assert!(text.contains("USER 65532:65532"), "{dockerfile} does not run as the unprivileged user");
+    }
+    let ignored: Vec<String> = read(".dockerignore")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.trim_end_matches('/').to_string())
+        .collect();
+    let manifest = read("Cargo.toml");
+    let members = manifest.lines().find_map(|l| l.strip_prefix("members = ")).expect("workspace members");
+    let members: Vec<&str> =
+        members.trim_matches(|c| c == '[' || c == ']').split(',').map(|m| m.trim().trim_matches('"')).collect();
+    for needed in members.iter().copied().chain(["Cargo.toml", "Cargo.lock"]) {
+        let top = needed.split('/').next().unwrap_or(needed);
+        assert!(
+            !ignored.iter().any(|i| i == needed || i == top),
+            ".dockerignore leaves {needed} out of the build context"
+        );
+    }
+}
