@@ -1,4 +1,11 @@
 //! kproxy sidecar injection: the pure pod mutation, the admission webhook server and its certificates.
+//!
+//! A pod annotated `kproxy.dev/inject: "true"` gets the kproxy native sidecar ([`inject()`]), configured by the
+//! KafkaProxyPolicy named by `kproxy.dev/policy` or else the single one whose podSelector matches
+//! ([`policy_for`]). [`serve`] answers the API server's admission reviews over HTTPS with the resulting JSON patch
+//! or a refusal that says what to change; [`tls`] provides its certificate (generated and shared through a Secret,
+//! or mounted from cert-manager) and swaps it on rotation without a restart; [`registration`] describes which pods
+//! the API server sends at all. [`cli::WebhookArgs`] holds the flags the operator and the chart use.
 #![forbid(unsafe_code)]
 
 pub mod annotation;
