@@ -13,6 +13,9 @@ use kproxy_e2e::{Env, env};
 use kproxy_upstream::{Context, Error, Stream, connect, open, reauthenticate};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+#[path = "upstream_security/mechanisms.rs"]
+mod mechanisms;
+
 /// Generous for a loaded CI machine, yet far below "hangs".
 const TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -338,5 +341,43 @@ fn a_sidecar_with_an_untrusted_ca_fails_cleanly_and_says_why() -> Result<()> {
     assert!(kcat_metadata(env, &sidecar.listen).is_err());
     let log = sidecar.log();
     assert!(log.contains("untrusted CA") && log.contains(addr), "sidecar log:\n{log}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_mechanism_and_reauthentication_against_a_broker_that_enables_them() -> Result<()> {
+    let Some(env) = env() else { return Ok(()) };
+    let broker = mechanisms::Broker::start(env)?;
+    let dir = tempfile::tempdir()?;
+    let ctx = Context::new(dir.path()).with_timeout(TIMEOUT);
+    broker.ready(&ctx, dir.path()).await?;
+    let addr = broker.sasl_ssl.as_str();
+    for mechanism in
+        [SaslMechanism::Plain, SaslMechanism::ScramSha256, SaslMechanism::ScramSha512, SaslMechanism::OauthBearer]
+    {
+        let cluster = broker.cluster(dir.path(), mechanism)?;
+        let (_, session) = mechanisms::authenticated(&cluster, addr, &ctx).await?;
+        let lifetime = session.lifetime().context("the broker grants a session lifetime")?;
+        assert!(lifetime <= Duration::from_millis(mechanisms::REAUTH_MS), "{mechanism:?}: {lifetime:?}");
+        if mechanism != SaslMechanism::OauthBearer {
+            std::fs::write(dir.path().join("password"), "not-the-password")?;
+            let text = fails_fast(connect(&cluster, addr, &ctx)).await.to_string();
+            assert!(text.contains("wrong username or password"), "{mechanism:?}: {text}");
+        } else {
+            std::fs::write(dir.path().join("token"), "not.a.jwt")?;
+            let text = fails_fast(connect(&cluster, addr, &ctx)).await.to_string();
+            assert!(text.contains("OAUTHBEARER") && text.contains("rejected the token"), "{text}");
+        }
+        eprintln!("{mechanism:?}: authenticated (session lifetime {lifetime:?}); bad credentials refused");
+    }
+    // KIP-368: the session is renewed on the same connection before the broker would cut it.
+    let scram = broker.cluster(dir.path(), SaslMechanism::ScramSha256)?;
+    let oauth = broker.cluster(dir.path(), SaslMechanism::OauthBearer)?;
+    let (a, b) = tokio::join!(
+        mechanisms::renew_past_the_first_session(&scram, addr, &ctx),
+        mechanisms::renew_past_the_first_session(&oauth, addr, &ctx)
+    );
+    a.context("SCRAM-SHA-256 re-authentication")?;
+    b.context("OAUTHBEARER re-authentication")?;
     Ok(())
 }
