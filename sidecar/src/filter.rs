@@ -62,6 +62,8 @@ pub struct State {
     acl_denied: IntCounterVec,
     throttle_seconds: CounterVec,
     rate: GaugeVec,
+    /// Cluster health and route switches.
+    pub routing: crate::routing::Routing,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -88,6 +90,7 @@ impl State {
             rate.with_label_values(&[kind.label()]);
         }
         Ok(State {
+            routing: crate::routing::Routing::new(registry)?,
             compiled: ArcSwapOption::empty(),
             quotas: Mutex::new(Quotas::default()),
             topic_ids: RwLock::new(TopicIds::default()),
@@ -98,7 +101,7 @@ impl State {
     }
 
     /// The compiled policy of a snapshot, compiled once per config (quota limits follow it).
-    fn policy(&self, snapshot: &Snapshot) -> Arc<(String, Policy)> {
+    pub fn policy(&self, snapshot: &Snapshot) -> Arc<(String, Policy)> {
         if let Some(current) = self.compiled.load_full()
             && current.0 == snapshot.hash
         {

@@ -11,6 +11,7 @@ pub mod pool;
 pub mod protocol;
 pub mod proxy;
 pub mod reload;
+pub mod routing;
 pub mod settings;
 
 /// Errors of the sidecar library.

@@ -37,6 +37,8 @@ struct Pending {
     body: Body,
     /// What the policy owes the response (denied entries to merge, throttling).
     after: filter::After,
+    /// Metadata answers of the other routed clusters, merged into this one.
+    fanout: Vec<(Arc<Upstream>, oneshot::Receiver<Buf>)>,
 }
 
 enum Body {
@@ -85,6 +87,16 @@ async fn route(app: &Arc<App>, target: &Target) -> Result<Route, String> {
                     Err(e) => {
                         last = e.to_string();
                         up.bootstrap_failed();
+                    }
+                }
+            }
+            // With routes, another cluster can still serve metadata while the default one is down.
+            let snapshot = app.config.load_full();
+            if crate::routing::routed(&snapshot) {
+                for other in crate::routing::fanout(app, &snapshot, up.name()) {
+                    let pool = other.bootstrap_pool();
+                    if let Ok(lease) = pool.lease().await {
+                        return Ok(Route { up: other, pool, lease });
                     }
                 }
             }
@@ -163,7 +175,7 @@ async fn read_loop(
         if api == ApiKey::ApiVersions {
             let (version, body) = versions.answer(header.api_version).map_err(|e| e.to_string())?;
             let body = Body::Local(local(&body, version));
-            send(tx, Pending { header, api, started, up, body, after: Default::default() }).await?;
+            send(tx, Pending { header, api, started, up, body, after: Default::default(), fanout: Vec::new() }).await?;
             continue;
         }
         if !versions.allows(header.api_key, header.api_version) {
@@ -172,7 +184,7 @@ async fn read_loop(
                 return Err(format!("{api:?} v{} is not supported", header.api_version));
             };
             let body = Body::Local(local(&body, header.api_version));
-            send(tx, Pending { header, api, started, up, body, after: Default::default() }).await?;
+            send(tx, Pending { header, api, started, up, body, after: Default::default(), fanout: Vec::new() }).await?;
             continue;
         }
         let snapshot = app.config.load_full();
@@ -183,7 +195,7 @@ async fn read_loop(
             Verdict::ForwardRewritten(new) => rewritten = Some(new),
             Verdict::RespondLocally(body) => {
                 let body = Body::Local(local(&body, header.api_version));
-                send(tx, Pending { header, api, started, up, body, after }).await?;
+                send(tx, Pending { header, api, started, up, body, after, fanout: Vec::new() }).await?;
                 continue;
             }
             Verdict::Close(reason) => {
@@ -197,6 +209,36 @@ async fn read_loop(
         }
         let expects = protocol::expects_response(&frame, &header);
         let mut after = Some(after);
+        let mut fanout = Vec::new();
+        if crate::routing::routed(&snapshot) {
+            if api == ApiKey::Metadata {
+                let requests = crate::routing::metadata_requests(app, &snapshot, &frame, header.api_version)
+                    .map_err(|e| e.to_string())?;
+                for (cluster, request) in requests {
+                    if cluster == up.name() {
+                        frame.replace_with(&request);
+                    } else if let Some(other) = app.upstream(&cluster)
+                        && let Some(rx) = crate::routing::send_copy(app, &other, &request).await
+                    {
+                        fanout.push((other, rx));
+                    }
+                }
+            } else if api == ApiKey::FindCoordinator
+                && let Ok(body) = filter::Request::new(header, api, &frame).body()
+                && let Some(cluster) = crate::routing::coordinator_cluster(app, &snapshot, &body)
+                && cluster != up.name()
+                && let Some(there) = app.upstream(&cluster)
+            {
+                // The group's (or transaction's) coordinator lives in the cluster its route picks.
+                let lease = there.bootstrap_pool().lease().await.map_err(|e| e.to_string())?;
+                let rx = lease.conn.send(frame, true).map_err(|_| "upstream connection closed".to_string())?;
+                let rx = rx.ok_or("no reply expected")?;
+                let after = after.take().unwrap_or_default();
+                let body = Body::Upstream(rx);
+                send(tx, Pending { header, api, started, up: there, body, after, fanout }).await?;
+                continue;
+            }
+        }
         // A closed connection gives the frame back: retry once on a fresh one.
         for attempt in 0..2 {
             let conn = if protocol::is_long_poll(&frame, &header) {
@@ -210,7 +252,8 @@ async fn read_loop(
             match conn.send(frame, expects) {
                 Ok(Some(rx)) => {
                     let after = after.take().unwrap_or_default();
-                    send(tx, Pending { header, api, started, up, body: Body::Upstream(rx), after }).await?;
+                    let fanout = std::mem::take(&mut fanout);
+                    send(tx, Pending { header, api, started, up, body: Body::Upstream(rx), after, fanout }).await?;
                     break;
                 }
                 Ok(None) => {
@@ -255,6 +298,16 @@ async fn write_loop(
             },
         };
         let version = p.header.api_version;
+        let merged = result == "forwarded" && p.api == ApiKey::Metadata && crate::routing::routed(&app.config.load());
+        if merged {
+            let snapshot = app.config.load_full();
+            if let Err(e) = crate::routing::merge(&app, &snapshot, version, (p.up.clone(), &mut frame), p.fanout).await
+            {
+                app.metrics.requests.with_label_values(&[api_name(p.api), "error"]).inc();
+                tracing::warn!(%peer, error = %e, "cannot merge Metadata of the routed clusters; closing client connection");
+                break;
+            }
+        }
         match filter::respond(&app.filters, p.after, p.api, version, &mut frame) {
             Ok(throttle) if throttle.is_zero() => {}
             // KIP-219 clients pause themselves on throttle_time_ms and the connection is held; older ones
@@ -267,7 +320,7 @@ async fn write_loop(
                 break;
             }
         }
-        if result == "forwarded" && rewrite::needs_rewrite(p.api, version) {
+        if result == "forwarded" && !merged && rewrite::needs_rewrite(p.api, version) {
             let mut rewriter = app.brokers.rewriter(p.up.name());
             if let Err(e) = rewrite::rewrite(&mut frame, p.api, version, &mut rewriter) {
                 app.metrics.requests.with_label_values(&[api_name(p.api), "error"]).inc();

@@ -85,6 +85,7 @@ impl App {
         let admin = crate::admin::start(self.clone()).await?;
         tokio::spawn(accept_loop(self.clone(), listener, Target::Bootstrap));
         tokio::spawn(probe(self.clone()));
+        crate::routing::spawn_probes(self.clone());
         tracing::info!(%listen, %admin, "kproxy sidecar serving");
         Ok(Running { app: self.clone(), listen, admin })
     }

@@ -1,0 +1,233 @@
+//! Routes in the data path: one cluster as the client sees it, several behind it.
+//!
+//! Metadata is asked of every cluster a route uses and the answers merged (each topic from the cluster its route
+//! picks now, brokers of all under virtual ids); a group's or transaction's coordinator is looked up in its
+//! cluster. Cluster health is probed in the background; when a route's cluster becomes unreachable its topics
+//! are answered from the first reachable fallback, so clients move there on their next metadata refresh (which
+//! the failing connections to the old leader trigger), and back when the cluster returns.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, RequestKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use kproxy_policy::route::{self, Health, Kind, Switches};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use tokio::sync::oneshot;
+
+use crate::buffer::Buf;
+use crate::cluster::Upstream;
+use crate::proxy::App;
+use crate::reload::Snapshot;
+use crate::{Error, Result, protocol};
+
+/// Metadata version of the health probe.
+const PROBE_VERSION: i16 = 9;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Cluster health and the route switches it caused.
+pub struct Routing {
+    health: Mutex<Health>,
+    switches: Mutex<Switches>,
+    switches_total: IntCounterVec,
+    reachable: IntGaugeVec,
+}
+
+impl Routing {
+    pub fn new(registry: &Registry) -> Result<Self> {
+        let switches_total = IntCounterVec::new(
+            Opts::new(route::METRIC_SWITCHES, "Routes switched to a fallback or back to their primary cluster"),
+            &["direction"],
+        )?;
+        let reachable = IntGaugeVec::new(
+            Opts::new(route::METRIC_CLUSTER_REACHABLE, "1 while a cluster is reachable, 0 while it is not"),
+            &["cluster"],
+        )?;
+        registry.register(Box::new(switches_total.clone()))?;
+        registry.register(Box::new(reachable.clone()))?;
+        for d in ["fallback", "primary"] {
+            switches_total.with_label_values(&[d]);
+        }
+        Ok(Routing {
+            health: Mutex::new(Health::new(Duration::from_secs(5))),
+            switches: Mutex::new(Switches::default()),
+            switches_total,
+            reachable,
+        })
+    }
+
+    pub fn health(&self) -> Health {
+        lock(&self.health).clone()
+    }
+
+    /// Records a probe result and logs and counts every route that switched because of it.
+    fn observe(&self, snapshot: &Snapshot, routes: &route::Routes, cluster: &str, ok: bool, now: Instant) {
+        let mut health = lock(&self.health);
+        health.set_unreachable_after(Duration::from_millis(snapshot.config.failover.unreachable_after_ms));
+        let transition = if ok { health.success(cluster) } else { health.failure(cluster, now) };
+        self.reachable.with_label_values(&[cluster]).set(i64::from(health.reachable(cluster)));
+        if let Some(t) = transition {
+            tracing::warn!(cluster = %t.cluster, reachable = t.reachable, "cluster reachability changed");
+        }
+        for s in lock(&self.switches).observe(routes, &health) {
+            self.switches_total.with_label_values(&[s.direction()]).inc();
+            tracing::warn!(route = s.route, from = %s.from, to = %s.to, direction = s.direction(), "route switched");
+        }
+    }
+}
+
+/// Whether this config routes at all (more than one cluster in play).
+pub fn routed(snapshot: &Snapshot) -> bool {
+    !snapshot.config.routes.is_empty() && snapshot.config.clusters.len() > 1
+}
+
+/// The clusters besides `own` whose Metadata answers are merged into one: every cluster of the config.
+pub fn fanout(app: &App, snapshot: &Snapshot, own: &str) -> Vec<Arc<Upstream>> {
+    snapshot.config.clusters.iter().filter(|c| c.name != own).filter_map(|c| app.upstream(&c.name)).collect()
+}
+
+/// The Metadata request each cluster is asked: only the topics routed to it, so that no cluster auto-creates a
+/// topic that lives elsewhere. All-topics requests go to every cluster unchanged.
+pub fn metadata_requests(
+    app: &App,
+    snapshot: &Snapshot,
+    frame: &[u8],
+    version: i16,
+) -> Result<Vec<(String, BytesMut)>> {
+    let api = ApiKey::Metadata;
+    let at = protocol::request_body_offset(frame, api, version)
+        .ok_or_else(|| Error::Protocol("Metadata request too short".into()))?;
+    let mut body = &frame[at..];
+    let request = MetadataRequest::decode(&mut body, version).map_err(|e| Error::protocol("decoding Metadata", e))?;
+    let compiled = app.filters.policy(snapshot);
+    let health = app.filters.routing.health();
+    let mut out = Vec::new();
+    for cluster in &snapshot.config.clusters {
+        let mut mine = request.clone();
+        if let Some(topics) = &mut mine.topics {
+            topics.retain(|t| match &t.name {
+                Some(name) => compiled.1.routes.cluster(Kind::Topic, name, &health) == cluster.name,
+                None => true,
+            });
+        }
+        let mut bytes = BytesMut::with_capacity(frame.len());
+        bytes.extend_from_slice(&frame[..at]);
+        mine.encode(&mut bytes, version).map_err(|e| Error::protocol("encoding Metadata", e))?;
+        let len = (bytes.len() - 4) as i32;
+        bytes[..4].copy_from_slice(&len.to_be_bytes());
+        out.push((cluster.name.clone(), bytes));
+    }
+    Ok(out)
+}
+
+/// Sends a copy of a Metadata request to another cluster; `None` when it cannot be reached (it then simply
+/// contributes nothing, which is what failover needs).
+pub async fn send_copy(app: &App, up: &Arc<Upstream>, frame: &[u8]) -> Option<oneshot::Receiver<Buf>> {
+    let lease = match up.bootstrap_pool().lease().await {
+        Ok(l) => l,
+        Err(e) => {
+            up.bootstrap_failed();
+            tracing::debug!(cluster = up.name(), error = %e, "metadata fan-out: cluster unreachable");
+            return None;
+        }
+    };
+    let mut copy = app.buffers.get(frame.len());
+    copy.extend_from_slice(frame);
+    lease.conn.send(copy, true).ok().flatten()
+}
+
+/// Merges the Metadata answers (own first) into `own_frame`: addresses rewritten per cluster, topics by route.
+pub async fn merge(
+    app: &Arc<App>,
+    snapshot: &Snapshot,
+    version: i16,
+    own: (Arc<Upstream>, &mut Buf),
+    others: Vec<(Arc<Upstream>, oneshot::Receiver<Buf>)>,
+) -> Result<()> {
+    let api = ApiKey::Metadata;
+    let (own_up, own_frame) = own;
+    let mut parts = vec![(own_up.name().to_string(), decode_rewritten(app, &own_up, own_frame, version)?)];
+    for (up, rx) in others {
+        match tokio::time::timeout(Duration::from_secs(5), rx).await {
+            Ok(Ok(mut frame)) => parts.push((up.name().to_string(), decode_rewritten(app, &up, &mut frame, version)?)),
+            _ => tracing::debug!(cluster = up.name(), "metadata fan-out: no answer"),
+        }
+    }
+    let compiled = app.filters.policy(snapshot);
+    let health = app.filters.routing.health();
+    let merged = route::merge_metadata(
+        parts.iter().map(|(c, r)| (c.as_str(), r.clone())).collect(),
+        &compiled.1.routes,
+        &health,
+    );
+    let mut body = BytesMut::new();
+    merged.encode(&mut body, version).map_err(|e| Error::protocol("encoding merged Metadata", e))?;
+    let correlation_id = protocol::response_correlation(own_frame).unwrap_or_default();
+    protocol::response_frame(own_frame, api, version, correlation_id, &body);
+    Ok(())
+}
+
+fn decode_rewritten(app: &Arc<App>, up: &Upstream, frame: &mut Buf, version: i16) -> Result<MetadataResponse> {
+    let api = ApiKey::Metadata;
+    let mut rewriter = app.brokers.rewriter(up.name());
+    protocol::rewrite::rewrite(frame, api, version, &mut rewriter)?;
+    app.serve_brokers(rewriter.new_listeners);
+    let at = protocol::response_body_offset(frame, api, version)
+        .ok_or_else(|| Error::Protocol("Metadata response too short".into()))?;
+    let mut body = &frame[at..];
+    MetadataResponse::decode(&mut body, version).map_err(|e| Error::protocol("decoding Metadata", e))
+}
+
+/// The cluster a FindCoordinator request must be answered by: the one its group's or transaction's route uses now.
+pub fn coordinator_cluster(app: &App, snapshot: &Snapshot, body: &RequestKind) -> Option<String> {
+    let RequestKind::FindCoordinator(r) = body else { return None };
+    let kind = if r.key_type == 1 { Kind::TransactionalId } else { Kind::Group };
+    let key = r.coordinator_keys.first().map(|k| k.as_str()).unwrap_or(r.key.as_str());
+    let compiled = app.filters.policy(snapshot);
+    let health = app.filters.routing.health();
+    Some(compiled.1.routes.cluster(kind, key, &health).to_string())
+}
+
+/// Probes every cluster every `probeIntervalMs` and keeps the health (and so the routes) current.
+pub fn spawn_probes(app: Arc<App>) {
+    tokio::spawn(async move {
+        loop {
+            let snapshot = app.config.load_full();
+            let interval = Duration::from_millis(snapshot.config.failover.probe_interval_ms.max(100));
+            if routed(&snapshot) {
+                let routes = kproxy_policy::route::Routes::compile(&snapshot.config);
+                for cluster in &snapshot.config.clusters {
+                    let ok = match app.upstream(&cluster.name) {
+                        Some(up) => probe(&app, &up).await.is_ok(),
+                        None => false,
+                    };
+                    app.filters.routing.observe(&snapshot, &routes, &cluster.name, ok, Instant::now());
+                }
+            }
+            tokio::select! {
+                _ = app.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    });
+}
+
+async fn probe(app: &App, up: &Arc<Upstream>) -> Result<()> {
+    let lease = tokio::time::timeout(Duration::from_secs(2), up.bootstrap_pool().lease())
+        .await
+        .map_err(|_| Error::Protocol("connect timed out".into()))??;
+    let mut frame = app.buffers.get(64);
+    let request = MetadataRequest::default().with_topics(Some(vec![]));
+    protocol::request_frame(&mut frame, ApiKey::Metadata, PROBE_VERSION, 0, &request)?;
+    let rx = lease.conn.send(frame, true).map_err(|_| Error::Protocol("connection closed".into()))?;
+    let rx = rx.ok_or_else(|| Error::Protocol("no reply expected".into()))?;
+    tokio::time::timeout(Duration::from_secs(2), rx)
+        .await
+        .map_err(|_| Error::Protocol("probe timed out".into()))?
+        .map_err(|_| Error::Protocol("connection lost".into()))?;
+    Ok(())
+}
