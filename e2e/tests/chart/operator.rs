@@ -1,0 +1,205 @@
+//! The chart and the real operator binary together: every flag the chart passes is one it knows, and the chart's
+//! RBAC is exactly what it needs (impersonated `can-i` both ways, and the operator run under the ServiceAccount).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use kproxy_e2e::{binary, env, free_port, run_with_timeout, unique, wait_for, workspace_root};
+use serde_json::Value;
+
+use super::support::*;
+
+/// Every flag the chart's Deployment passes is one the operator binary accepts, in both certificate modes, so the
+/// chart cannot ship a Deployment whose pods exit on an unknown flag.
+#[test]
+fn operator_accepts_every_flag_the_chart_passes() {
+    let Some(env) = env() else { return };
+    let help = env.run(std::process::Command::new(binary("kproxy-operator")).arg("--help"), Duration::from_secs(30));
+    let help = String::from_utf8_lossy(&help.unwrap().stdout).into_owned();
+    for sets in [&[][..], &["webhook.certificate.mode=cert-manager", "operator.watchNamespace=shop"]] {
+        let manifest =
+            render(env, "kproxy", "kproxy-system", sets, &["--show-only", "templates/deployment.yaml"]).unwrap();
+        let flags: BTreeSet<&str> = manifest
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("- --"))
+            .map(|f| f.split('=').next().unwrap_or(f))
+            .collect();
+        assert!(flags.len() > 5, "no operator flags found in:\n{manifest}");
+        let unknown: Vec<&&str> = flags
+            .iter()
+            .filter(|f| !help.contains(&format!("--{f} ")) && !help.contains(&format!("--{f}\n")))
+            .collect();
+        assert!(unknown.is_empty(), "the chart passes flags kproxy-operator does not know: {unknown:?}\n{help}");
+    }
+}
+
+/// The chart's RBAC, applied for real and asked through impersonation: the operator's ServiceAccount may do what
+/// the controller, the leader election and the webhook certificate need, and nothing else.
+#[test]
+fn operator_rbac_is_least_privilege() {
+    let Some(env) = env() else { return };
+    let ns = Namespace::create(env, "chart-rbac");
+    let release = unique("kpr");
+    let extra = ["--show-only", "templates/rbac.yaml", "--show-only", "templates/serviceaccount.yaml"];
+    let applied = apply(env, &render(env, &release, &ns.name, &[], &extra).unwrap(), false).unwrap();
+    let cluster_role = find(&applied, "ClusterRole")["metadata"]["name"].as_str().unwrap().to_string();
+    let _cleanup = ClusterScoped {
+        env,
+        objects: vec![format!("clusterrole/{cluster_role}"), format!("clusterrolebinding/{cluster_role}")],
+    };
+    let sa = find(&applied, "ServiceAccount")["metadata"]["name"].as_str().unwrap().to_string();
+    let user = format!("system:serviceaccount:{}:{sa}", ns.name);
+    let webhook = format!("mutatingwebhookconfigurations/{release}-kproxy-injector");
+    let lease = format!("leases.coordination.k8s.io/{release}-kproxy-leader");
+    let secret = format!("secrets/{release}-kproxy-webhook-tls");
+    let can = |args: &[&str]| -> bool {
+        let mut cmd = env.command("kubectl");
+        cmd.args(["auth", "can-i", "--as", &user]).args(args);
+        let out = run_with_timeout(&mut cmd, None, Duration::from_secs(30)).unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    let other = "default";
+    let allowed: Vec<Vec<&str>> = vec![
+        vec!["watch", "kafkaproxypolicies.kproxy.dev", "--all-namespaces"],
+        vec!["patch", "kafkaproxypolicies.kproxy.dev", "--subresource=status", "-n", other],
+        vec!["create", "configmaps", "-n", other],
+        vec!["patch", "configmaps", "-n", other],
+        vec!["delete", "configmaps", "-n", other],
+        vec!["create", "events.events.k8s.io", "-n", other],
+        vec!["update", &webhook],
+        vec!["create", "leases.coordination.k8s.io", "-n", &ns.name],
+        vec!["update", &lease, "-n", &ns.name],
+        vec!["get", "secrets", "-n", other],
+        vec!["watch", "secrets", "--all-namespaces"],
+        vec!["create", "secrets", "-n", &ns.name],
+        vec!["update", &secret, "-n", &ns.name],
+    ];
+    let refused: Vec<Vec<&str>> = vec![
+        vec!["update", "kafkaproxypolicies.kproxy.dev", "-n", other],
+        vec!["create", "secrets", "-n", other],
+        vec!["update", "secrets", "-n", other],
+        vec!["delete", "secrets", "-n", other],
+        vec!["update", "secrets/some-application-secret", "-n", &ns.name],
+        vec!["delete", &secret, "-n", &ns.name],
+        vec!["update", "mutatingwebhookconfigurations/someone-elses-webhook"],
+        vec!["delete", &webhook],
+        vec!["create", "mutatingwebhookconfigurations"],
+        vec!["update", &lease, "-n", other],
+        vec!["create", "pods", "-n", other],
+        vec!["update", "configmaps", "-n", other],
+        vec!["get", "nodes"],
+    ];
+    let too_little: Vec<String> = allowed.iter().filter(|a| !can(a)).map(|a| a.join(" ")).collect();
+    let too_much: Vec<String> = refused.iter().filter(|a| can(a)).map(|a| a.join(" ")).collect();
+    assert!(too_little.is_empty(), "the operator may not: {too_little:?}");
+    assert!(too_much.is_empty(), "the operator may, but should not: {too_much:?}");
+}
+
+/// The real operator, run with the chart's flags as the chart's ServiceAccount (a token, not the admin): its
+/// RBAC is enough to generate and share the webhook certificate, publish the CA into the chart's webhook
+/// configuration, hold the Lease, and render a policy into its ConfigMap with a Ready status.
+#[test]
+fn operator_runs_under_the_charts_service_account() {
+    let Some(env) = env() else { return };
+    let ns = Namespace::create(env, "chart-sa");
+    let release = unique("kpo");
+    let scope = format!("webhook.namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name={}", ns.name);
+    let watch = format!("operator.watchNamespace={}", ns.name);
+    let sets =
+        [scope.as_str(), "webhook.namespaceSelector.matchExpressions=null", "webhook.failurePolicy=Ignore", &watch];
+    let mut extra = vec![];
+    for template in ["rbac", "serviceaccount", "mutatingwebhook", "deployment"] {
+        extra.extend(["--show-only".to_string(), format!("templates/{template}.yaml")]);
+    }
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let manifest = render(env, &release, &ns.name, &sets, &extra).unwrap();
+    let (objects, deployment): (Vec<&str>, Vec<&str>) =
+        manifest.split("\n---").partition(|doc| !doc.contains("\nkind: Deployment"));
+    let applied = apply(env, &objects.join("\n---"), false).unwrap();
+    let webhook = find(&applied, "MutatingWebhookConfiguration")["metadata"]["name"].as_str().unwrap().to_string();
+    let role = find(&applied, "ClusterRole")["metadata"]["name"].as_str().unwrap().to_string();
+    let _cleanup = ClusterScoped {
+        env,
+        objects: vec![
+            format!("mutatingwebhookconfiguration/{webhook}"),
+            format!("clusterrole/{role}"),
+            format!("clusterrolebinding/{role}"),
+        ],
+    };
+    let sa = find(&applied, "ServiceAccount")["metadata"]["name"].as_str().unwrap().to_string();
+    let kubeconfig = std::env::temp_dir().join(format!("{}.kubeconfig", ns.name));
+    service_account_kubeconfig(env, &ns.name, &sa, &kubeconfig).unwrap();
+
+    let admin_port = free_port();
+    let args: Vec<String> = deployment_args(deployment.concat().as_str(), &[("POD_NAMESPACE", &ns.name)])
+        .into_iter()
+        .map(|a| match a.split_once('=') {
+            Some(("--admin-addr", _)) => format!("--admin-addr=127.0.0.1:{admin_port}"),
+            Some(("--webhook-addr", _)) => format!("--webhook-addr=127.0.0.1:{}", free_port()),
+            _ => a,
+        })
+        .collect();
+    let log = std::path::PathBuf::from(env.log_dir()).join(format!("operator-{}.log", ns.name));
+    let out = std::fs::File::create(&log).unwrap();
+    let mut cmd = env.command(binary("kproxy-operator").to_str().unwrap());
+    cmd.args(&args)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAMESPACE", &ns.name)
+        .env("POD_NAME", format!("{release}-0"))
+        .env("RUST_LOG", "info,kube=warn")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
+    let _operator = Process(cmd.spawn().unwrap());
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let ca = wait_for("the operator to publish its CA", Duration::from_secs(60), || {
+        let config: Value =
+            serde_json::from_str(&env.kubectl(&["get", "mutatingwebhookconfiguration", &webhook, "-o", "json"])?)?;
+        Ok(config["webhooks"][0]["clientConfig"]["caBundle"].as_str().filter(|b| !b.is_empty()).map(str::to_owned))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\noperator log:\n{}", log_text()));
+    let secret = env
+        .kubectl(&["-n", &ns.name, "get", "secret", &format!("{release}-kproxy-webhook-tls"), "-o", "json"])
+        .unwrap();
+    let secret: Value = serde_json::from_str(&secret).unwrap();
+    assert_eq!(secret["data"]["ca.crt"].as_str(), Some(ca.as_str()), "the published CA is not the shared Secret's");
+
+    // The policy names a Secret, so the operator has to read it before calling the policy Ready.
+    env.kubectl(&[
+        "-n",
+        &ns.name,
+        "create",
+        "secret",
+        "generic",
+        "payments-kafka",
+        "--from-literal=username=u",
+        "--from-literal=password=p",
+    ])
+    .unwrap();
+    let policy = format!(
+        "apiVersion: kproxy.dev/v1alpha1\nkind: KafkaProxyPolicy\nmetadata: {{name: payments, namespace: {}}}\n\
+         spec:\n  podSelector: {{matchLabels: {{app: payments}}}}\n  clusters:\n    - name: dc-east\n      \
+         bootstrapServers: [\"{}\"]\n      sasl: {{mechanism: SCRAM-SHA-512, secretRef: {{name: payments-kafka}}}}\n  \
+         defaultCluster: dc-east\n",
+        ns.name,
+        env.var("KPROXY_KAFKA_EAST_SASL")
+    );
+    let crd = workspace_root().join("crds/kafkaproxypolicies.yaml");
+    install_crds(env, crd.to_str().unwrap(), &["kafkaproxypolicies.kproxy.dev"]).unwrap();
+    env.kubectl_apply(&policy).unwrap();
+    let config_map = wait_for("the policy to be Ready", Duration::from_secs(60), || {
+        let policy: Value =
+            serde_json::from_str(&env.kubectl(&["-n", &ns.name, "get", "kpp", "payments", "-o", "json"])?)?;
+        let ready = policy["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        Ok(ready.then(|| policy["status"]["configMapName"].as_str().unwrap_or_default().to_string()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\noperator log:\n{}", log_text()));
+    env.kubectl(&["-n", &ns.name, "get", "configmap", &config_map]).unwrap();
+    let _ = std::fs::remove_file(&kubeconfig);
+    let forbidden: Vec<String> = log_text().lines().filter(|l| l.contains("forbidden")).map(str::to_owned).collect();
+    assert!(forbidden.is_empty(), "the operator was refused by the chart's RBAC:\n{}", forbidden.join("\n"));
+}
