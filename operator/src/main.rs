@@ -1,5 +1,5 @@
-//! kproxy-operator binary: parses flags, starts tracing, runs the controller (while leading) and the admin
-//! endpoints until SIGTERM or Ctrl-C, then drains and releases the leader Lease.
+//! kproxy-operator binary: parses flags, starts tracing, runs the controller (while leading), the admission webhook
+//! (on every replica) and the admin endpoints until SIGTERM or Ctrl-C, then drains and releases the leader Lease.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -12,6 +12,7 @@ use kproxy_operator::admin::{self, Health};
 use kproxy_operator::controller;
 use kproxy_operator::leader::{Elector, LeaseConfig};
 use kproxy_operator::metrics::Metrics;
+use kproxy_webhook::cli::WebhookArgs;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -43,6 +44,8 @@ struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "KPROXY_LOG_JSON")]
     log_json: bool,
+    #[command(flatten)]
+    webhook: WebhookArgs,
 }
 
 #[tokio::main]
@@ -64,7 +67,15 @@ async fn main() -> anyhow::Result<()> {
     info!(addr = %args.admin_addr, "admin endpoints listening");
     let admin_task = tokio::spawn(admin::serve(admin_listener, health.clone(), shutdown.clone().cancelled_owned()));
 
-    // Sidecar injection webhook: started here, next to the controller, once its flags are wired.
+    // Sidecar injection webhook: every replica serves it, leader or not, so the webhook Service can use any pod.
+    let webhook_metrics = kproxy_webhook::metrics::Metrics::new(&metrics.registry)?;
+    let webhook = match args.webhook.config(client.default_namespace(), Some(webhook_metrics))? {
+        Some(cfg) => {
+            info!(addr = %cfg.listen, "admission webhook listening");
+            Some(tokio::spawn(kproxy_webhook::serve(client.clone(), cfg, shutdown.clone().cancelled_owned())))
+        }
+        None => None,
+    };
 
     let lease = LeaseConfig {
         namespace: args.lease_namespace.unwrap_or_else(|| client.default_namespace().to_string()),
@@ -78,13 +89,29 @@ async fn main() -> anyhow::Result<()> {
     let elector = tokio::spawn(Elector::new(client.clone(), lease).run(leading_tx, health.clone(), shutdown.clone()));
     let leading = tokio::spawn(lead_while_elected(client, args.namespace, metrics, leading_rx, shutdown.clone()));
 
-    wait_for_signal().await;
+    // A webhook that cannot serve ends the process, so the pod restarts rather than looking healthy.
+    let mut webhook = webhook;
+    let webhook_result = tokio::select! {
+        _ = wait_for_signal() => None,
+        result = async { match webhook.as_mut() { Some(task) => task.await, None => std::future::pending().await } } => {
+            webhook = None;
+            Some(result)
+        }
+    };
     info!("shutting down");
     shutdown.cancel();
     // The controller drains before the Lease is released, so the next leader never overlaps with it.
     leading.await?;
     elector.await?;
     admin_task.await??;
+    let webhook_result = match (webhook_result, webhook) {
+        (Some(result), _) => Some(result),
+        (None, Some(task)) => Some(task.await),
+        (None, None) => None,
+    };
+    if let Some(result) = webhook_result {
+        result?.context("serving the admission webhook")?;
+    }
     info!("stopped");
     Ok(())
 }
