@@ -179,7 +179,20 @@ class Sidecar:
         return self.proc.pid
 
     def stop(self):
+        if self.prefix[:1] == ["strace"] and self.proc.poll() is None:
+            # SIGTERM to strace detaches it without its summary; the traced sidecar gets it instead, and strace
+            # writes the summary when it exits.
+            for child in children(self.proc.pid):
+                os.kill(child, signal.SIGTERM)
         stop(self.proc)
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
 
 
 class Upstream:

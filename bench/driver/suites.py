@@ -38,7 +38,9 @@ class Plan:
         self.quick = quick
         self.rounds = 1 if quick else int(os.environ.get("BENCH_ROUNDS", "3"))
         scale = 0.05 if quick else 1.0
+        # Upper bounds; each is cut to about `perf_s` seconds of sending by a calibration run on the machine.
         self.perf_records = {100: int(1_000_000 * scale), 1024: int(200_000 * scale), 10240: int(20_000 * scale)}
+        self.perf_s = 2.0 if quick else 8.0
         self.load_s = 1.5 if quick else 5.0
         self.warmup_s = 0.5 if quick else 1.0
         self.fixed_s = 2.0 if quick else 10.0
@@ -69,8 +71,9 @@ def kafka_tools(results, plan, work, broker):
         for topic in topics.values():
             kafka.create_topic(broker, topic, 1)
         targets = {"direct": broker, "sidecar": sidecar.listen}
+        counts = calibrate(plan, broker, topics)
         for rnd in range(plan.rounds):
-            for size, records in plan.perf_records.items():
+            for size, records in counts.items():
                 for acks in ("1", "all"):
                     for target, bootstrap in targets.items():
                         cpu0 = cpu_seconds(sidecar.pid)
@@ -100,7 +103,7 @@ def kafka_tools(results, plan, work, broker):
                                 "ms" if metric.endswith("ms") else "records/s")
                 log(f"producer fixed {rate}/s {target} round {rnd}: p99 {r['p99_ms']} ms")
         # Consumer: the 1 KiB topic holds every record produced above.
-        messages = plan.perf_records[1024]
+        messages = counts[1024]
         for rnd in range(plan.rounds):
             for target, bootstrap in targets.items():
                 r = kafka.consumer_perf(bootstrap, topics[1024], messages, f"kproxy-bench-{run_id}-{target}-{rnd}")
@@ -113,6 +116,18 @@ def kafka_tools(results, plan, work, broker):
         kafka.delete_topic(broker, f"kproxy-bench-{run_id}-loadgen")
     finally:
         sidecar.stop()
+
+
+def calibrate(plan, broker, topics):
+    """Record counts that take about `plan.perf_s` seconds each on this machine (a short direct run per size),
+    so the suite's length does not depend on how fast the machine is."""
+    counts = {}
+    for size, most in plan.perf_records.items():
+        probe = max(1000, most // 5)
+        r = kafka.producer_perf(broker, topics[size], probe, size, "1")
+        counts[size] = max(1000, min(most, int(r["records_per_s"] * plan.perf_s)))
+        log(f"calibration {size} B: {r['records_per_s']:.0f} records/s direct -> {counts[size]} records per run")
+    return counts
 
 
 def loadgen_latency(results, plan, broker, sidecar, topic):
@@ -215,6 +230,45 @@ def instructions(results, plan, work, upstream):
         per_request = (totals[n2] - totals[n1]) / (n2 - n1)
         results.add("instructions", case, "sidecar", 0, "instructions_per_request", per_request, "instructions")
         log(f"callgrind {case}: {per_request:.0f} instructions per request")
+    syscalls(results, plan, work, upstream)
+
+
+def syscalls(results, plan, work, upstream):
+    """System calls per request, the same difference method under `strace -f -c` (user-space instructions
+    are only part of the cost; the rest is the kernel's)."""
+    if subprocess.run(["which", "strace"], capture_output=True).returncode != 0:
+        results.note("strace is not installed: system calls per request skipped")
+        return
+    n1, n2 = plan.callgrind
+    for case, args in PROXY_CASES.items():
+        counts = {}
+        for n in (n1, n2):
+            out = work / "callgrind" / f"strace.{abs(hash(case))}.{n}.out"
+            sidecar = Sidecar(work / "callgrind", upstream.addr, prefix=["strace", "-f", "-c", "-o", str(out)])
+            sidecar.start()
+            try:
+                sidecar.wait_ready(timeout=60)
+                shape = without(args, "--connections", "--in-flight") + ["--connections", 1, "--in-flight", 8]
+                load(["produce", "--bootstrap", sidecar.listen, "--requests", n] + shape, timeout=900)
+            finally:
+                sidecar.stop()
+            counts[n] = strace_counts(out)
+        per_request = {k: (counts[n2].get(k, 0) - counts[n1].get(k, 0)) / (n2 - n1) for k in counts[n2]}
+        results.add("instructions", case, "sidecar", 0, "syscalls_per_request", per_request.pop("total", 0), "calls")
+        top = sorted(per_request.items(), key=lambda kv: -kv[1])[:5]
+        results.note(f"system calls per request ({case}): " + ", ".join(f"{k} {v:.2f}" for k, v in top))
+
+
+def strace_counts(path):
+    counts = {}
+    for line in Path(path).read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[0].replace(".", "").isdigit():
+            name = parts[-1]
+            calls = parts[3]
+            if calls.isdigit():
+                counts[name] = int(calls)
+    return counts
 
 
 def without(args, *flags):
