@@ -13,9 +13,10 @@ use kproxy_api::config::{Cluster, Sasl, SaslMechanism, Tls};
 use kproxy_e2e::{Env, free_port, workspace_root};
 use kproxy_upstream::{Context, Session, Stream, open, reauthenticate};
 
-/// Sessions end this long after authentication unless renewed.
+/// SCRAM-SHA-256 and OAUTHBEARER sessions end this long after authentication unless renewed; PLAIN and
+/// SCRAM-SHA-512 sessions do not expire, so a sidecar (whose pool reconnects rather than renews) serves them.
 pub const REAUTH_MS: u64 = 8_000;
-const USER: &str = "kproxy";
+pub const USER: &str = "kproxy";
 
 /// A single-node KRaft broker started for this test and stopped when dropped.
 pub struct Broker {
@@ -54,7 +55,8 @@ impl Broker {
              listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
              listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
              listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;\n\
-             connections.max.reauth.ms={REAUTH_MS}\n\
+             listener.name.sasl_ssl.scram-sha-256.connections.max.reauth.ms={REAUTH_MS}\n\
+             listener.name.sasl_ssl.oauthbearer.connections.max.reauth.ms={REAUTH_MS}\n\
              ssl.keystore.type=PKCS12\nssl.keystore.location={keystore}\nssl.keystore.password={store_password}\n\
              ssl.key.password={store_password}\nlog.dirs={data}\nnum.partitions=1\n\
              offsets.topic.replication.factor=1\noffsets.topic.num.partitions=1\n\
