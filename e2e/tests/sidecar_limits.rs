@@ -112,3 +112,19 @@ fn broken_frames_close_only_their_own_connection() {
     let log = sidecar.log_text();
     assert!(log.contains("closing client connection"), "the reasons are logged");
 }
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish_then_exits_cleanly() {
+    let Some(env) = env() else { return };
+    let mut sidecar = Sidecar::start(env, &config("east", env.kafka_east()), &["--shutdown-grace-secs", "5"]).unwrap();
+    let mut s = TcpStream::connect(&sidecar.listen).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // A request in flight when SIGTERM arrives still gets its answer.
+    s.write_all(&metadata_request(77)).unwrap();
+    sidecar.signal("TERM").unwrap();
+    let (id, _) = read_response(&mut s).unwrap();
+    assert_eq!(id, 77);
+    assert!(closed_within(&mut s, Duration::from_secs(10)), "the connection is closed after draining");
+    assert!(sidecar.wait_exit(Duration::from_secs(15)).unwrap(), "exit status is success");
+    assert!(TcpStream::connect(&sidecar.listen).is_err(), "no longer accepting");
+}
