@@ -100,3 +100,35 @@ pub async fn check_secrets(api: &Api<Secret>, policy: &KafkaProxyPolicy) -> Resu
         None
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use kproxy_api::crd::KafkaProxyPolicySpec;
+
+    use super::*;
+
+    #[test]
+    fn configmap_is_named_labelled_annotated_and_owned_by_its_policy() {
+        let spec: KafkaProxyPolicySpec =
+            serde_json::from_value(serde_json::json!({"clusters": [{"name": "e", "bootstrapServers": ["h:1"]}]}))
+                .unwrap();
+        let mut policy = KafkaProxyPolicy::new("payments", spec);
+        policy.metadata.namespace = Some("shop".into());
+        assert!(build(&policy, "x", "h").is_err(), "an object without a uid cannot own anything");
+        policy.metadata.uid = Some("1234".into());
+        let cm = build(&policy, "clusters: []\n", "sha256:ab").unwrap();
+        assert_eq!(cm.metadata.name.as_deref(), Some("payments-kproxy"));
+        assert_eq!(cm.metadata.namespace.as_deref(), Some("shop"));
+        let labels = cm.metadata.labels.unwrap();
+        assert_eq!(labels.get(MANAGED_BY.0).map(String::as_str), Some(MANAGED_BY.1));
+        assert_eq!(labels.get(POLICY_LABEL).map(String::as_str), Some("payments"));
+        assert_eq!(cm.metadata.annotations.unwrap().get(HASH_ANNOTATION).map(String::as_str), Some("sha256:ab"));
+        let owner = &cm.metadata.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+            ("KafkaProxyPolicy", "payments", "1234")
+        );
+        assert_eq!(owner.controller, Some(true));
+        assert_eq!(cm.data.unwrap().get(CONFIG_FILE).map(String::as_str), Some("clusters: []\n"));
+    }
+}

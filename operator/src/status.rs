@@ -87,3 +87,59 @@ pub async fn write(
     api.patch_status(&policy.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::jiff::Timestamp;
+    use kproxy_api::crd::KafkaProxyPolicySpec;
+
+    use super::*;
+
+    fn policy() -> KafkaProxyPolicy {
+        let spec: KafkaProxyPolicySpec = serde_json::from_value(json!({"clusters": [
+            {"name": "east", "bootstrapServers": ["127.0.0.1:9092"]},
+            {"name": "west", "bootstrapServers": ["127.0.0.1:9093"]}
+        ]}))
+        .unwrap();
+        let mut p = KafkaProxyPolicy::new("p", spec);
+        p.metadata.generation = Some(4);
+        p
+    }
+
+    fn desired(reason: Reason) -> Desired {
+        Desired {
+            reason,
+            message: "m".into(),
+            config_map_name: Some("p-kproxy".into()),
+            config_hash: Some("sha256:00".into()),
+        }
+    }
+
+    #[test]
+    fn ready_status_carries_generation_configmap_hash_and_clusters() {
+        let status = build(&policy(), &desired(Reason::Rendered));
+        assert_eq!(status.observed_generation, Some(4));
+        assert_eq!(status.config_map_name.as_deref(), Some("p-kproxy"));
+        assert_eq!(status.config_hash.as_deref(), Some("sha256:00"));
+        assert_eq!(status.clusters.as_deref(), Some("east,west"));
+        let c = &status.conditions[0];
+        assert_eq!((c.type_.as_str(), c.status.as_str(), c.reason.as_str()), ("Ready", "True", "Rendered"));
+        assert_eq!(c.observed_generation, Some(4));
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_readiness_flips() {
+        let mut p = policy();
+        let mut old = build(&p, &desired(Reason::Rendered));
+        let long_ago = Time(Timestamp::UNIX_EPOCH);
+        old.conditions[0].last_transition_time = long_ago.clone();
+        p.status = Some(old);
+        let same = build(&p, &desired(Reason::Rendered));
+        assert_eq!(same.conditions[0].last_transition_time, long_ago, "unchanged truth keeps its time");
+        assert_eq!(Some(&same), p.status.as_ref(), "an unchanged outcome is an unchanged status");
+        let flipped = build(&p, &desired(Reason::SecretNotFound));
+        assert_ne!(flipped.conditions[0].last_transition_time, long_ago);
+        assert_eq!(flipped.conditions[0].status, "False");
+        assert_eq!(flipped.conditions[0].reason, "SecretNotFound");
+    }
+}
