@@ -188,6 +188,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_removed_cluster_serves_its_listeners_until_the_grace_period_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let two = format!("{ONE}- name: west\n  bootstrapServers: [\"127.0.0.1:3\"]\n");
+        publish(dir.path(), 0, &two);
+        let (config, text) = SidecarConfig::load(dir.path()).unwrap();
+        let mut settings = Settings::local(dir.path().to_path_buf());
+        settings.limits.removed_cluster_grace = Duration::from_millis(200);
+        let app = App::new(settings, Snapshot::new(config, &text, 1)).unwrap();
+        let west = app.upstream("west").unwrap();
+        publish(dir.path(), 1, ONE);
+        assert!(matches!(reload(&app), Outcome::Applied { .. }));
+        assert!(Arc::ptr_eq(&west, &app.upstream("west").unwrap()), "still served right after removal");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(app.upstream("west").is_none());
+        assert!(west.is_retired());
+    }
+
+    #[tokio::test]
     async fn a_data_swap_is_noticed_by_the_watcher() {
         let dir = tempfile::tempdir().unwrap();
         let app = app(dir.path());

@@ -45,6 +45,9 @@ pub struct Limits {
     pub upstream_long_poll_connections: usize,
     /// Idle buffers kept in the pool.
     pub buffer_pool_bytes: usize,
+    /// How long a cluster removed by a reload keeps serving its broker listeners: clients refresh metadata at
+    /// least every 5 minutes (metadata.max.age.ms), after which they no longer dial them.
+    pub removed_cluster_grace: Duration,
 }
 
 impl Default for Limits {
@@ -60,6 +63,7 @@ impl Default for Limits {
             upstream_connections: 4,
             upstream_long_poll_connections: 16,
             buffer_pool_bytes: 64 * 1024 * 1024,
+            removed_cluster_grace: Duration::from_secs(330),
         }
     }
 }

@@ -41,6 +41,9 @@ pub struct App {
     pub filters: crate::filter::State,
     /// Upstream clusters by name, swapped as a whole on reload.
     pub clusters: ArcSwap<HashMap<String, Arc<Upstream>>>,
+    /// Clusters removed by a reload that still serve their broker listeners until clients have refreshed
+    /// their metadata (which no longer lists them).
+    leaving: std::sync::Mutex<HashMap<String, Arc<Upstream>>>,
     /// Set once the bootstrap cluster answered a metadata request.
     pub ready: AtomicBool,
     /// One permit per client connection; all permits back means every connection is closed.
@@ -69,6 +72,7 @@ impl App {
             config: ArcSwap::from_pointee(Snapshot::new(snapshot.config.clone(), "", 0)),
             filters,
             clusters: ArcSwap::default(),
+            leaving: Default::default(),
             ready: AtomicBool::new(false),
             connections,
             shutdown: CancellationToken::new(),
@@ -92,7 +96,11 @@ impl App {
 
     /// The upstream cluster of that name in the current config.
     pub fn upstream(&self, name: &str) -> Option<Arc<Upstream>> {
-        self.clusters.load().get(name).cloned()
+        self.clusters.load().get(name).cloned().or_else(|| self.leaving().get(name).cloned())
+    }
+
+    fn leaving(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Upstream>>> {
+        self.leaving.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The cluster that serves the bootstrap listener (and everything unrouted).
@@ -117,7 +125,9 @@ impl App {
         let old = self.clusters.load_full();
         let mut next = HashMap::new();
         for cluster in &snapshot.config.clusters {
-            let kept = old.get(&cluster.name).filter(|u| u.cluster.same_connection(cluster)).cloned();
+            let returning = self.leaving().remove(&cluster.name);
+            let kept =
+                old.get(&cluster.name).or(returning.as_ref()).filter(|u| u.cluster.same_connection(cluster)).cloned();
             let up = kept.unwrap_or_else(|| {
                 Upstream::new(
                     cluster.clone(),
@@ -140,16 +150,44 @@ impl App {
         for (name, up) in old.iter() {
             match next.get(name) {
                 Some(now) if Arc::ptr_eq(now, up) => {}
-                replaced => {
-                    if replaced.is_none() {
-                        self.brokers.remove_cluster(name);
-                        self.metrics.broker_listeners.set(self.brokers.listeners() as i64);
-                    }
+                Some(_) => {
                     let up = up.clone();
                     tokio::spawn(async move { up.retire().await });
                 }
+                None => self.remove_later(name, up.clone()),
             }
         }
+    }
+
+    /// A removed cluster keeps serving its broker listeners for the grace period (clients still holding old
+    /// metadata reach it), then its listeners close and its pools drain, unless a reload brought it back.
+    fn remove_later(self: &Arc<Self>, name: &str, up: Arc<Upstream>) {
+        self.leaving().insert(name.to_string(), up.clone());
+        let (app, name) = (self.clone(), name.to_string());
+        let grace = self.settings.limits.removed_cluster_grace;
+        tracing::info!(cluster = %name, ?grace, "cluster removed; its broker listeners close after the grace period");
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = app.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(grace) => {}
+            }
+            {
+                let mut leaving = app.leaving();
+                if leaving.get(&name).is_some_and(|l| Arc::ptr_eq(l, &up)) {
+                    leaving.remove(&name);
+                }
+            }
+            let current = app.clusters.load().get(&name).cloned();
+            if current.is_none() {
+                let n = app.brokers.remove_cluster(&name);
+                app.metrics.broker_listeners.set(app.brokers.listeners() as i64);
+                tracing::info!(cluster = %name, brokers = n, "removed cluster's broker listeners closed");
+            }
+            // A reload that brought the cluster back with the same settings took this very pool over.
+            if !current.is_some_and(|c| Arc::ptr_eq(&c, &up)) {
+                up.retire().await;
+            }
+        });
     }
 
     /// Stops accepting, gives in-flight requests up to the grace period, then returns.
