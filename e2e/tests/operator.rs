@@ -89,20 +89,25 @@ fn wait_ready(env: &Env, ns: &str, name: &str, generation: i64) -> Result<String
     })
 }
 
-fn setup(prefix: &str) -> Result<Option<(&'static Env, String)>> {
+fn setup(prefix: &str) -> Result<Option<(&'static Env, String, Cleanup)>> {
     let Some(env) = env() else { return Ok(None) };
     install_crd(env)?;
     let ns = create_namespace(env, prefix)?;
-    Ok(Some((env, ns)))
+    Ok(Some((env, ns.clone(), Cleanup(env, ns))))
 }
 
-fn teardown(env: &Env, ns: &str) {
-    let _ = env.kubectl(&["delete", "namespace", ns, "--wait=false"]);
+/// Deletes the test's namespace when the test ends, passed or failed.
+struct Cleanup(&'static Env, String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = self.0.kubectl(&["delete", "namespace", &self.1, "--wait=false"]);
+    }
 }
 
 #[test]
 fn policy_becomes_configmap_and_status_and_follows_edits_and_deletion() -> Result<()> {
-    let Some((env, ns)) = setup("op-life")? else { return Ok(()) };
+    let Some((env, ns, _cleanup)) = setup("op-life")? else { return Ok(()) };
     let operator = Operator::start(env, &OperatorOptions::new(&ns, "life"))?;
 
     // Applied before its Secret exists: the ConfigMap is written, status says which Secret is missing.
@@ -152,13 +157,12 @@ fn policy_becomes_configmap_and_status_and_follows_edits_and_deletion() -> Resul
     wait_for("the policy gauge to drop", WAIT, || {
         Ok((operator.metric("kproxy_operator_policies{ready=\"true\"}")? == 0.0).then_some(()))
     })?;
-    teardown(env, &ns);
     Ok(())
 }
 
 #[test]
 fn apiserver_refuses_policies_the_schema_can_judge() -> Result<()> {
-    let Some((env, ns)) = setup("op-schema")? else { return Ok(()) };
+    let Some((env, ns, _cleanup)) = setup("op-schema")? else { return Ok(()) };
     let good = policy(&ns, "p", 100, "127.0.0.1:9093");
     let cases: [(&str, String, &[&str]); 5] = [
         ("negative quota", good.replace("producerByteRate: 100", "producerByteRate: -5"), &["producerByteRate"]),
@@ -194,13 +198,12 @@ fn apiserver_refuses_policies_the_schema_can_judge() -> Result<()> {
     let err = try_apply(env, &dup)?.expect_err("duplicate cluster names must be refused");
     assert!(err.contains("cluster names must be unique"), "{err}");
     assert!(try_apply(env, &good)?.is_ok(), "the good policy itself is accepted");
-    teardown(env, &ns);
     Ok(())
 }
 
 #[test]
 fn invalid_edit_keeps_the_last_good_configmap() -> Result<()> {
-    let Some((env, ns)) = setup("op-invalid")? else { return Ok(()) };
+    let Some((env, ns, _cleanup)) = setup("op-invalid")? else { return Ok(()) };
     create_secret(env, &ns)?;
     let _operator = Operator::start(env, &OperatorOptions::new(&ns, "invalid"))?;
     env.kubectl_apply(&policy(&ns, "payments", 1000, "127.0.0.1:9093"))?;
@@ -223,13 +226,12 @@ fn invalid_edit_keeps_the_last_good_configmap() -> Result<()> {
     env.kubectl_apply(&policy(&ns, "payments", 1000, "127.0.0.1:9095"))?;
     let text = wait_ready(env, &ns, "payments", 3)?;
     assert!(text.contains("127.0.0.1:9095"));
-    teardown(env, &ns);
     Ok(())
 }
 
 #[test]
 fn configmap_edits_and_deletion_are_undone() -> Result<()> {
-    let Some((env, ns)) = setup("op-drift")? else { return Ok(()) };
+    let Some((env, ns, _cleanup)) = setup("op-drift")? else { return Ok(()) };
     create_secret(env, &ns)?;
     let _operator = Operator::start(env, &OperatorOptions::new(&ns, "drift"))?;
     env.kubectl_apply(&policy(&ns, "payments", 1000, "127.0.0.1:9093"))?;
@@ -249,13 +251,12 @@ fn configmap_edits_and_deletion_are_undone() -> Result<()> {
         Ok((config_text(env, &ns, "payments")?.as_deref() == Some(good.as_str())).then_some(()))
     })?;
     eprintln!("deleted ConfigMap recreated after {:?}", started.elapsed());
-    teardown(env, &ns);
     Ok(())
 }
 
 #[test]
 fn standby_takes_over_when_the_leader_stops() -> Result<()> {
-    let Some((env, ns)) = setup("op-leader")? else { return Ok(()) };
+    let Some((env, ns, _cleanup)) = setup("op-leader")? else { return Ok(()) };
     create_secret(env, &ns)?;
     let a = Operator::start(env, &OperatorOptions::new(&ns, "replica-a"))?;
     let b = Operator::start(env, &OperatorOptions::new(&ns, "replica-b"))?;
@@ -292,6 +293,5 @@ fn standby_takes_over_when_the_leader_stops() -> Result<()> {
     assert!(old.log_text().contains("released the leader Lease"), "{}", old.log_text());
     env.kubectl_apply(&policy(&ns, "payments", 3000, "127.0.0.1:9093"))?;
     wait_ready(env, &ns, "payments", 3)?;
-    teardown(env, &ns);
     Ok(())
 }
