@@ -1,0 +1,34 @@
+//! Frame framing: whatever bytes a client or broker sends, reading frames ends in frames, a clean close or a
+//! `FrameError`, never a panic, and every frame is exactly its length prefix long.
+#![no_main]
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use kproxy_sidecar::buffer::Pool;
+use kproxy_sidecar::protocol::{self, MIN_REQUEST};
+use libfuzzer_sys::fuzz_target;
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap())
+}
+
+fuzz_target!(|data: &[u8]| {
+    let pool: Arc<Pool> = Pool::new(1 << 20);
+    runtime().block_on(async {
+        let mut input = data;
+        // Each read consumes at least one byte, so this ends.
+        loop {
+            let t = Duration::from_secs(1);
+            match protocol::read_frame(&mut input, &pool, 1 << 16, MIN_REQUEST, t, t).await {
+                Ok(Some(frame)) => {
+                    let len = i32::from_be_bytes(frame[..4].try_into().unwrap());
+                    assert_eq!(frame.len(), len as usize + 4);
+                    assert!(frame.len() >= 4 + MIN_REQUEST && frame.len() <= 4 + (1 << 16));
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+    });
+});
