@@ -72,6 +72,13 @@ def metric_sum(metrics, name):
     return sum(metrics.get(name, {}).values())
 
 
+def pool_bytes(metrics):
+    """The buffer pool's footprint: its own high-water gauge when it exports one, else idle + in use."""
+    states = metrics.get("kproxy_buffer_pool_bytes", {})
+    high = [v for labels, v in states.items() if "high" in labels]
+    return max(high) if high else sum(states.values())
+
+
 def stop(proc, timeout=15):
     """SIGTERM, then SIGKILL if it does not exit in time. Only ever our own child."""
     if proc is None or proc.poll() is not None:
@@ -245,7 +252,7 @@ class Sampler:
                 self.rss_max = max(self.rss_max, rss_kib(self.pid))
                 if self.sidecar is not None:
                     m = self.sidecar.metrics()
-                    self.pool_max = max(self.pool_max, metric_sum(m, "kproxy_buffer_pool_bytes"))
+                    self.pool_max = max(self.pool_max, pool_bytes(m))
             except (OSError, RuntimeError, ValueError):
                 pass
             self._stop.wait(self.every)

@@ -162,21 +162,34 @@ def targets(summary):
     return out
 
 
-def commands_section(commands):
+def command_shape(cmd):
+    """What makes a command a different kind of run: the tool, its class or mode, and its pacing."""
+    tool = os.path.basename(str(cmd[0]))
+    if tool == "java":
+        cls = str(cmd[4]).rsplit(".", 1)[-1]
+        return (tool, cls, "--throughput" in cmd and str(cmd[cmd.index("--throughput") + 1]) != "-1")
+    if tool in ("valgrind", "strace"):
+        return (tool,)
+    mode = str(cmd[1]) if len(cmd) > 1 and not str(cmd[1]).startswith("-") else ""
+    return (tool, mode, "--rate" in cmd, "--requests" in cmd)
+
+
+def commands_section(commands, root, work):
     shapes, seen = [], set()
     for cmd in commands:
+        key = command_shape(cmd)
+        if key in seen:
+            continue
+        seen.add(key)
         text = " ".join(shlex.quote(str(c)) for c in cmd)
-        key = " ".join(str(c) for c in cmd[:3])
-        if key not in seen:
-            seen.add(key)
-            shapes.append(text)
+        shapes.append(text.replace(f"{work}/", "$WORK/").replace(f"{root}/", ""))
     return "\n".join(f"    {s}" for s in shapes)
 
 
-def write(out_dir, root, rows, notes, profile, commands, plan_desc, md_path):
+def write(out_dir, root, work, rows, notes, profile, commands, plan_desc, md_path, info=None):
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(rows)
-    info = machine()
+    info = info or machine()
     tgt = targets(summary)
     with open(out_dir / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["group", "case", "target", "round", "metric", "value", "unit"])
@@ -186,6 +199,7 @@ def write(out_dir, root, rows, notes, profile, commands, plan_desc, md_path):
         "machine": info, "plan": plan_desc, "targets": tgt, "notes": notes,
         "summary": [{"group": g, "case": c, "metric": m, "target": t, **s} for (g, c, m, t), s in summary.items()],
         "rows": rows, "profile": [{"instructions": i, "percent": p, "function": f} for i, p, f in profile],
+        "work": str(work), "commands": [[str(c) for c in cmd] for cmd in commands],
     }, indent=1) + "\n")
 
     tp, p99 = {}, {}
@@ -319,7 +333,8 @@ def write(out_dir, root, rows, notes, profile, commands, plan_desc, md_path):
     ]
     if notes:
         md += ["## Notes from this run", ""] + [f"- {n}" for n in notes] + [""]
-    md += ["## Commands", "", "`make bench` (= `scripts/bench.sh`; `BENCH_QUICK=1` for one short round) ran, among",
-           "others of the same shapes:", "", commands_section(commands), ""]
+    md += ["## Commands", "", "`make bench` (= `scripts/bench.sh`; `BENCH_QUICK=1` for one short round) ran these,",
+           "and more of the same shapes with other sizes and targets:", "", commands_section(commands, root, work), "",
+           "`$WORK` is a temporary directory; ports are picked free at run time."]
     md_path.write_text("\n".join(md))
     return tgt
