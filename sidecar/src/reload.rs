@@ -102,7 +102,10 @@ pub fn spawn(app: Arc<App>) -> Result<()> {
     let fs_tx = tx.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
         Ok(event) => {
-            if event.paths.iter().any(|p| p.file_name().is_some_and(|n| names.iter().any(|w| w == n))) {
+            // Reading the config (ours included) raises access events; only changes count.
+            if !matches!(event.kind, notify::EventKind::Access(_))
+                && event.paths.iter().any(|p| p.file_name().is_some_and(|n| names.iter().any(|w| w == n)))
+            {
                 let _ = fs_tx.send("watch");
             }
         }
@@ -203,6 +206,28 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert!(app.upstream("west").is_none());
         assert!(west.is_retired());
+    }
+
+    #[tokio::test]
+    async fn a_plain_config_file_is_watched_without_reacting_to_its_own_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kproxy.yaml");
+        std::fs::write(&file, ONE).unwrap();
+        let (config, text) = SidecarConfig::load(&file).unwrap();
+        let app = App::new(Settings::local(file.clone()), Snapshot::new(config, &text, 1)).unwrap();
+        spawn(app.clone()).unwrap();
+        std::fs::write(dir.path().join(".tmp"), TWO).unwrap();
+        std::fs::rename(dir.path().join(".tmp"), &file).unwrap();
+        for _ in 0..200 {
+            if app.config.load().generation == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(app.config.load().generation, 2);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let unchanged = app.metrics.config_reloads.with_label_values(&["unchanged"]).get();
+        assert!(unchanged <= 1, "reading the config must not trigger reloads ({unchanged})");
     }
 
     #[tokio::test]
