@@ -113,6 +113,13 @@ impl State {
         compiled
     }
 
+    /// A topic's name from its id, as learnt from Metadata answers.
+    pub fn topic_name(&self, id: uuid::Uuid) -> Option<String> {
+        use kproxy_policy::TopicNames;
+        let ids = self.topic_ids.read().unwrap_or_else(|p| p.into_inner());
+        ids.topic_name(id).map(|n| n.as_str().to_string())
+    }
+
     fn record(&self, kind: Kind, client_id: &str, amount: u64, now: Instant) -> Duration {
         let mut quotas = lock(&self.quotas);
         if !quotas.limits(kind) {
@@ -193,10 +200,11 @@ pub fn check(request: &Request<'_>, snapshot: &Snapshot, state: &State) -> (Verd
     if request.api == ApiKey::Fetch {
         after.fetch_client = Some(client_id.to_string());
     }
+    after.learn_ids = request.api == ApiKey::Metadata;
     if !policy.decides(request.api) {
+        after.learn_ids &= crate::routing::has_failover(snapshot);
         return (Verdict::Forward, after);
     }
-    after.learn_ids = request.api == ApiKey::Metadata;
     let version = request.header.api_version;
     let mut body = match request.body() {
         Ok(body) => body,

@@ -192,6 +192,33 @@ pub fn coordinator_cluster(app: &App, snapshot: &Snapshot, body: &RequestKind) -
     Some(compiled.1.routes.cluster(kind, key, &health).to_string())
 }
 
+/// Whether some route has fallbacks, so Produce and Fetch must be checked for having been routed away.
+pub fn has_failover(snapshot: &Snapshot) -> bool {
+    routed(snapshot) && snapshot.config.routes.iter().any(|r| !r.failover.is_empty())
+}
+
+/// The NOT_LEADER_OR_FOLLOWER answer for a Produce or Fetch reaching `own` for a topic whose route moved away
+/// (after a failover or a failback), encoded at `version`.
+pub fn steer(app: &App, snapshot: &Snapshot, own: &str, body: &RequestKind, version: i16) -> Option<BytesMut> {
+    let compiled = app.filters.policy(snapshot);
+    let health = app.filters.routing.health();
+    let elsewhere = |name: &str| !name.is_empty() && compiled.1.routes.cluster(Kind::Topic, name, &health) != own;
+    let by_id = |id: uuid::Uuid| app.filters.topic_name(id).is_some_and(|n| elsewhere(&n));
+    let moved = match body {
+        RequestKind::Fetch(r) => {
+            r.topics.iter().any(|t| t.topic.is_empty() && !t.topic_id.is_nil() && by_id(t.topic_id))
+        }
+        RequestKind::Produce(r) => {
+            r.topic_data.iter().any(|t| t.name.is_empty() && !t.topic_id.is_nil() && by_id(t.topic_id))
+        }
+        _ => false,
+    };
+    let response = route::steer(body, |name| moved || elsewhere(name))?;
+    let mut out = BytesMut::new();
+    response.encode(&mut out, version).ok()?;
+    Some(out)
+}
+
 /// Probes every cluster every `probeIntervalMs` and keeps the health (and so the routes) current.
 pub fn spawn_probes(app: Arc<App>) {
     tokio::spawn(async move {

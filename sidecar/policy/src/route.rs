@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use kproxy_api::config::SidecarConfig;
 
 pub use failover::{Health, Switch, Switches, Transition};
-pub use merge::{cross_cluster, merge_metadata};
+pub use merge::{NOT_LEADER_OR_FOLLOWER, cross_cluster, merge_metadata, steer};
 
 /// Metric names the data path registers.
 pub const METRIC_SWITCHES: &str = "kproxy_route_switches_total";

@@ -106,8 +106,23 @@ async fn route(app: &Arc<App>, target: &Target) -> Result<Route, String> {
             let up = app.upstream(cluster).ok_or_else(|| format!("cluster {cluster} is no longer configured"))?;
             let addr = app.brokers.upstream(cluster, *node).ok_or_else(|| format!("broker {node} is unknown"))?;
             let pool = up.pool(&addr);
-            let lease = pool.lease().await.map_err(|e| e.to_string())?;
-            Ok(Route { up, pool, lease })
+            let error = match pool.lease().await {
+                Ok(lease) => return Ok(Route { up, pool, lease }),
+                Err(e) => e.to_string(),
+            };
+            // With routes, a client still holding this broker is served by another cluster while this one is
+            // down: its Metadata then shows where routes point now, and Produce/Fetch for topics routed away
+            // are answered NOT_LEADER_OR_FOLLOWER, which sends it there.
+            let snapshot = app.config.load_full();
+            if crate::routing::routed(&snapshot) {
+                for other in crate::routing::fanout(app, &snapshot, up.name()) {
+                    let pool = other.bootstrap_pool();
+                    if let Ok(lease) = pool.lease().await {
+                        return Ok(Route { up: other, pool, lease });
+                    }
+                }
+            }
+            Err(error)
         }
     }
 }
@@ -161,7 +176,9 @@ async fn read_loop(
             reject(app, "unknown_api");
             return Err(format!("unknown api key {}", header.api_key));
         };
-        if current.as_ref().is_none_or(|r| r.up.is_retired() || r.lease.conn.is_closed()) {
+        // A connection served by a fallback cluster tries its own broker again on every request.
+        let fallback = |r: &Route| matches!(target, Target::Broker { cluster, .. } if cluster != r.up.name());
+        if current.as_ref().is_none_or(|r| r.up.is_retired() || r.lease.conn.is_closed() || fallback(r)) {
             current = Some(route(app, target).await?);
         }
         let Some(route) = current.as_mut() else { return Err("no route".into()) };
@@ -223,6 +240,17 @@ async fn read_loop(
                         fanout.push((other, rx));
                     }
                 }
+            } else if (api == ApiKey::Produce || api == ApiKey::Fetch)
+                && expects
+                && crate::routing::has_failover(&snapshot)
+                && let Ok(body) = filter::Request::new(header, api, &frame).body()
+                && let Some(answer) = crate::routing::steer(app, &snapshot, up.name(), &body, header.api_version)
+            {
+                // The route moved: send the client back to Metadata, which now points at the other cluster.
+                let body = Body::Local(local(&answer, header.api_version));
+                let after = after.take().unwrap_or_default();
+                send(tx, Pending { header, api, started, up, body, after, fanout }).await?;
+                continue;
             } else if api == ApiKey::FindCoordinator
                 && let Ok(body) = filter::Request::new(header, api, &frame).body()
                 && let Some(cluster) = crate::routing::coordinator_cluster(app, &snapshot, &body)

@@ -105,3 +105,65 @@ pub fn cross_cluster(request: &RequestKind, routes: &Routes) -> Option<String> {
         _ => None,
     }
 }
+
+/// Kafka's NOT_LEADER_OR_FOLLOWER: the client refreshes its metadata and retries, which is how it follows a route
+/// that moved to another cluster.
+pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+
+/// When a Produce or Fetch names a topic whose route now uses another cluster than the one this connection
+/// reaches, the answer that sends the client back to Metadata: every partition NOT_LEADER_OR_FOLLOWER.
+pub fn steer(
+    request: &RequestKind,
+    elsewhere: impl Fn(&str) -> bool,
+) -> Option<kafka_protocol::messages::ResponseKind> {
+    use kafka_protocol::messages::{FetchResponse, ProduceResponse, ResponseKind, fetch_response, produce_response};
+    match request {
+        RequestKind::Produce(r) if r.topic_data.iter().any(|t| elsewhere(&t.name)) => {
+            let responses = r
+                .topic_data
+                .iter()
+                .map(|t| {
+                    let partitions = t
+                        .partition_data
+                        .iter()
+                        .map(|p| {
+                            produce_response::PartitionProduceResponse::default()
+                                .with_index(p.index)
+                                .with_error_code(NOT_LEADER_OR_FOLLOWER)
+                                .with_base_offset(-1)
+                        })
+                        .collect();
+                    produce_response::TopicProduceResponse::default()
+                        .with_name(t.name.clone())
+                        .with_topic_id(t.topic_id)
+                        .with_partition_responses(partitions)
+                })
+                .collect();
+            Some(ResponseKind::Produce(ProduceResponse::default().with_responses(responses)))
+        }
+        RequestKind::Fetch(r) if r.topics.iter().any(|t| elsewhere(&t.topic)) => {
+            let responses = r
+                .topics
+                .iter()
+                .map(|t| {
+                    let partitions = t
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            fetch_response::PartitionData::default()
+                                .with_partition_index(p.partition)
+                                .with_error_code(NOT_LEADER_OR_FOLLOWER)
+                                .with_high_watermark(-1)
+                        })
+                        .collect();
+                    fetch_response::FetchableTopicResponse::default()
+                        .with_topic(t.topic.clone())
+                        .with_topic_id(t.topic_id)
+                        .with_partitions(partitions)
+                })
+                .collect();
+            Some(ResponseKind::Fetch(FetchResponse::default().with_responses(responses)))
+        }
+        _ => None,
+    }
+}

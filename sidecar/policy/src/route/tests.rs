@@ -120,3 +120,18 @@ fn a_group_or_transaction_spanning_clusters_is_refused_with_a_reason() {
     );
     assert!(cross_cluster(&txn, &r).is_some());
 }
+
+#[test]
+fn a_produce_for_a_topic_routed_elsewhere_is_answered_not_leader() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let request = RequestKind::Produce(ProduceRequest::default().with_topic_data(vec![
+        TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("orders.eu")))
+            .with_partition_data(vec![PartitionProduceData::default().with_index(2)]),
+    ]));
+    assert!(super::steer(&request, |t| t == "audit").is_none());
+    let Some(ResponseKind::Produce(r)) = super::steer(&request, |t| t == "orders.eu") else { panic!() };
+    assert_eq!(r.responses[0].partition_responses[0].error_code, super::NOT_LEADER_OR_FOLLOWER);
+    let mut buf = bytes::BytesMut::new();
+    ResponseKind::Produce(r).encode(&mut buf, 9).unwrap();
+}
