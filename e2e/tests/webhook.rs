@@ -1,7 +1,7 @@
-//! Sidecar injection end to end: the real kube-apiserver calls the kproxy webhook over HTTPS (generated CA published
-//! into the webhook configuration's caBundle), and what kubectl stores is checked.
+//! Sidecar injection end to end: the real kube-apiserver calls the webhook the operator serves over HTTPS
+//! (generated CA published into the webhook configuration's caBundle), and what kubectl stores is checked.
 //!
-//! Each test has its own namespace and its own webhook process, registered for that namespace only.
+//! Each test has its own namespace and its own operator process; the webhook configuration covers that namespace only.
 
 #[path = "webhook/support.rs"]
 mod support;

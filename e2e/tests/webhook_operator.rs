@@ -53,33 +53,6 @@ impl Drop for Operator {
     }
 }
 
-/// The webhook configuration as the chart installs it: no caBundle yet, only this namespace, opted-in pods only.
-fn webhook_configuration(name: &str, ns: &str, port: u16) -> String {
-    format!(
-        r#"apiVersion: admissionregistration.k8s.io/v1
-kind: MutatingWebhookConfiguration
-metadata: {{name: {name}}}
-webhooks:
-  - name: inject.kproxy.dev
-    admissionReviewVersions: [v1]
-    sideEffects: None
-    failurePolicy: Fail
-    clientConfig: {{url: "https://127.0.0.1:{port}/mutate"}}
-    rules:
-      - {{apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [pods], scope: Namespaced}}
-    namespaceSelector:
-      matchExpressions: [{{key: kubernetes.io/metadata.name, operator: In, values: [{ns}]}}]
-    matchConditions:
-      - name: asks-for-kproxy
-        expression: >-
-          has(object.metadata.annotations) && 'kproxy.dev/inject' in object.metadata.annotations &&
-          object.metadata.annotations['kproxy.dev/inject'] != 'false'
-      - name: not-yet-injected
-        expression: "!has(object.metadata.annotations) || !('kproxy.dev/injected' in object.metadata.annotations)"
-"#
-    )
-}
-
 /// Value of an unlabelled sample or of one with exactly `labels`, e.g. `{result="injected"}`.
 fn sample(metrics: &str, name: &str, labels: &str) -> Option<f64> {
     let prefix = format!("{name}{labels} ");
@@ -98,7 +71,7 @@ fn the_operator_renders_the_policy_and_injects_pods_that_mount_it() {
     env.kubectl_apply(&secret).unwrap();
     let configuration = format!("{}-kproxy", ns.name);
     let port = free_port();
-    env.kubectl_apply(&webhook_configuration(&configuration, &ns.name, port)).unwrap();
+    env.kubectl_apply(&webhook_configuration(&configuration, &ns.name, port, "Fail", None)).unwrap();
     let _cleanup = DeleteOnDrop(env, configuration.clone());
 
     let operator = Operator::start(env, &ns.name, port, &configuration);

@@ -10,6 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use kproxy_e2e::{Env, env, run_with_timeout, wait_for};
 use support::*;
 
@@ -53,9 +55,8 @@ fn published_ca_bundle(env: &Env, configuration: &str, dir: &Path) -> Result<std
     if b64.trim().is_empty() {
         bail!("{configuration} has no caBundle");
     }
-    let out = run_with_timeout(Command::new("base64").arg("-d"), Some(b64.trim().as_bytes()), Duration::from_secs(10))?;
     let path = dir.join("ca-bundle.pem");
-    std::fs::write(&path, &out.stdout)?;
+    std::fs::write(&path, STANDARD.decode(b64.trim())?)?;
     Ok(path)
 }
 
@@ -64,8 +65,8 @@ fn replicas_share_one_generated_certificate() {
     let Some(env) = env() else { return };
     let ns = Namespace::create(env, "wh-replicas");
     // Started together, so both race to create the Secret.
-    let mut first = Webhook::spawn(env, &ns.name, &["--failure-policy", "Fail"], true).unwrap();
-    let second = Webhook::spawn(env, &ns.name, &[], false).unwrap();
+    let mut first = Webhook::spawn(env, &ns.name, Launch::default()).unwrap();
+    let second = Webhook::spawn(env, &ns.name, Launch { register: false, ..Launch::default() }).unwrap();
     first.wait_injecting(&ns.name).unwrap();
     let leaf = |port| wait_for("a served certificate", Duration::from_secs(60), || Ok(served_leaf(port).ok()));
     let (a, b) = (leaf(first.port).unwrap(), leaf(second.port).unwrap());
@@ -92,15 +93,13 @@ fn a_generated_certificate_is_renewed_without_a_restart() {
     let Some(env) = env() else { return };
     let ns = Namespace::create(env, "wh-renew");
     // Certificates live two minutes and are renewed once less than 110 s are left: every ~10 s.
-    let args = [
-        "--webhook-cert-validity-seconds",
-        "120",
-        "--webhook-renew-before-seconds",
-        "110",
-        "--webhook-check-interval-seconds",
-        "2",
+    let extra = [
+        "--webhook-cert-validity-seconds=120",
+        "--webhook-renew-before-seconds=110",
+        "--webhook-check-interval-seconds=2",
     ];
-    let mut webhook = Webhook::spawn(env, &ns.name, &args, true).unwrap();
+    let extra = extra.map(String::from).to_vec();
+    let mut webhook = Webhook::spawn(env, &ns.name, Launch { extra, ..Launch::default() }).unwrap();
     webhook.wait_injecting(&ns.name).unwrap();
     let before = served_leaf(webhook.port).unwrap();
     let after = wait_for("a renewed certificate", Duration::from_secs(90), || {
@@ -161,9 +160,14 @@ fn a_mounted_certificate_directory_is_reloaded_without_a_restart() {
     std::fs::write(&ca_file, &ca.pem).unwrap();
     let first = ca.issue_into(&certs);
 
-    let (certs_arg, ca_arg) = (certs.to_string_lossy().into_owned(), ca_file.to_string_lossy().into_owned());
-    let mut webhook =
-        Webhook::spawn(env, &ns.name, &["--webhook-cert-dir", &certs_arg, "--ca-bundle-file", &ca_arg], true).unwrap();
+    // The standalone binary registers itself here, with the CA it is given.
+    let launch = Launch {
+        operator: false,
+        ca_bundle: Some(ca.pem.clone()),
+        extra: vec![format!("--webhook-cert-dir={}", certs.display())],
+        ..Launch::default()
+    };
+    let mut webhook = Webhook::spawn(env, &ns.name, launch).unwrap();
     webhook.wait_injecting(&ns.name).unwrap();
     assert!(same_pem(&served_leaf(webhook.port).unwrap(), &first));
 

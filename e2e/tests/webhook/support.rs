@@ -8,10 +8,32 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use kproxy_e2e::{Env, free_port, run_with_timeout, unique, wait_for, workspace_root};
 use serde_json::Value;
 
 pub const IMAGE: &str = "kproxy-sidecar:e2e";
+
+/// How a webhook process is started.
+pub struct Launch {
+    /// Run the operator (the product, which serves the webhook next to its controller) rather than the standalone
+    /// `kproxy-webhook` binary (which can also register itself).
+    pub operator: bool,
+    pub failure_policy: &'static str,
+    /// Point the namespace's webhook configuration at this process.
+    pub register: bool,
+    /// PEM caBundle to register (for mounted certificates; generated ones publish their own CA).
+    pub ca_bundle: Option<String>,
+    /// More flags for the process.
+    pub extra: Vec<String>,
+}
+
+impl Default for Launch {
+    fn default() -> Self {
+        Launch { operator: true, failure_policy: "Fail", register: true, ca_bundle: None, extra: Vec::new() }
+    }
+}
 
 /// One webhook process and (when it registered one) its MutatingWebhookConfiguration; both go away on drop.
 pub struct Webhook<'a> {
@@ -23,36 +45,51 @@ pub struct Webhook<'a> {
 }
 
 impl<'a> Webhook<'a> {
-    /// Starts a webhook for `namespace` that generates its certificate, registers itself with `failure_policy`,
-    /// and waits until the API server actually calls it.
-    pub fn start(env: &'a Env, namespace: &str, failure_policy: &str) -> Result<Webhook<'a>> {
-        let webhook = Webhook::spawn(env, namespace, &["--failure-policy", failure_policy], true)?;
+    /// Starts the operator serving the webhook for `namespace` with generated certificates, registered with
+    /// `failure_policy`, and waits until the API server actually calls it.
+    pub fn start(env: &'a Env, namespace: &str, failure_policy: &'static str) -> Result<Webhook<'a>> {
+        let webhook = Webhook::spawn(env, namespace, Launch { failure_policy, ..Launch::default() })?;
         webhook.wait_injecting(namespace)?;
         Ok(webhook)
     }
 
-    /// Starts the webhook binary with `extra` arguments; `register` points the namespace's webhook configuration
-    /// at this process. Does not wait.
-    pub fn spawn(env: &'a Env, namespace: &str, extra: &[&str], register: bool) -> Result<Webhook<'a>> {
+    /// Starts a webhook process as `launch` says. Does not wait for it.
+    pub fn spawn(env: &'a Env, namespace: &str, launch: Launch) -> Result<Webhook<'a>> {
         let port = free_port();
         let configuration = format!("{namespace}-kproxy");
-        let log = PathBuf::from(env.log_dir()).join(format!("webhook-{namespace}-{port}.log"));
+        let program = if launch.operator { "kproxy-operator" } else { "kproxy-webhook" };
+        let log = PathBuf::from(env.log_dir()).join(format!("{namespace}-{program}-{port}.log"));
         let log_file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let listen = format!("127.0.0.1:{port}");
         let url = format!("https://127.0.0.1:{port}/mutate");
-        let mut cmd = env.command(&webhook_binary().to_string_lossy());
+        let mut cmd = env.command(&kproxy_e2e::binary(program).to_string_lossy());
         cmd.args(["--webhook-addr", &listen, "--sidecar-image", IMAGE, "--webhook-namespace", namespace])
             .args(["--webhook-san", "127.0.0.1", "--webhook-configuration", &configuration])
-            .args(["--only-namespace", namespace])
-            .args(extra)
+            .args(&launch.extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
-        if register {
-            cmd.args(["--register-url", &url]);
+        if launch.operator {
+            let admin = format!("127.0.0.1:{}", free_port());
+            cmd.args(["--admin-addr", &admin, "--namespace", namespace, "--lease-namespace", namespace]);
+            if launch.register {
+                let yaml =
+                    webhook_configuration(&configuration, namespace, port, launch.failure_policy, launch.ca_bundle);
+                env.kubectl_apply(&yaml)?;
+            }
+        } else {
+            cmd.args(["--only-namespace", namespace, "--failure-policy", launch.failure_policy]);
+            if let Some(pem) = &launch.ca_bundle {
+                let path = log.with_extension("ca.pem");
+                std::fs::write(&path, pem)?;
+                cmd.arg("--ca-bundle-file").arg(path);
+            }
+            if launch.register {
+                cmd.args(["--register-url", &url]);
+            }
         }
-        let child = cmd.spawn().context("starting kproxy-webhook")?;
+        let child = cmd.spawn().with_context(|| format!("starting {program}"))?;
         Ok(Webhook { env, child: Some(child), port, configuration, log })
     }
 
@@ -84,6 +121,41 @@ impl Drop for Webhook<'_> {
     }
 }
 
+/// The webhook configuration as the chart installs it, limited to one namespace: only opted-in pods reach the
+/// webhook; without `ca_bundle` the operator publishes its generated CA into it.
+pub fn webhook_configuration(
+    name: &str,
+    ns: &str,
+    port: u16,
+    failure_policy: &str,
+    ca_bundle: Option<String>,
+) -> String {
+    let ca_bundle = ca_bundle.map(|pem| format!(", caBundle: {}", STANDARD.encode(pem))).unwrap_or_default();
+    format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata: {{name: {name}}}
+webhooks:
+  - name: inject.kproxy.dev
+    admissionReviewVersions: [v1]
+    sideEffects: None
+    failurePolicy: {failure_policy}
+    clientConfig: {{url: "https://127.0.0.1:{port}/mutate"{ca_bundle}}}
+    rules:
+      - {{apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [pods], scope: Namespaced}}
+    namespaceSelector:
+      matchExpressions: [{{key: kubernetes.io/metadata.name, operator: In, values: [{ns}]}}]
+    matchConditions:
+      - name: asks-for-kproxy
+        expression: >-
+          has(object.metadata.annotations) && 'kproxy.dev/inject' in object.metadata.annotations &&
+          object.metadata.annotations['kproxy.dev/inject'] != 'false'
+      - name: not-yet-injected
+        expression: "!has(object.metadata.annotations) || !('kproxy.dev/injected' in object.metadata.annotations)"
+"#
+    )
+}
+
 /// Whether a server-side dry run of an annotated pod comes back with the sidecar.
 pub fn dry_run_injects(env: &Env, namespace: &str) -> Result<bool> {
     let pod = pod_manifest("probe", &[("kproxy.dev/inject", "true"), ("kproxy.dev/policy", "payments")]);
@@ -93,11 +165,6 @@ pub fn dry_run_injects(env: &Env, namespace: &str) -> Result<bool> {
     }
     let pod: Value = serde_json::from_slice(&out.stdout)?;
     Ok(has_sidecar(&pod))
-}
-
-/// The webhook binary; `make test` builds every binary before the e2e tests.
-pub fn webhook_binary() -> PathBuf {
-    kproxy_e2e::binary("kproxy-webhook")
 }
 
 /// A namespace with the CRD installed, its default ServiceAccount present (pods are refused without it) and a
