@@ -19,7 +19,7 @@ use crate::proxy::App;
 /// kubelet's atomically swapped symlink inside a mounted volume.
 const DATA_LINK: &str = "..data";
 /// Events closer together than this are one change (a swap emits create + rename + remove).
-const SETTLE: Duration = Duration::from_millis(25);
+const SETTLE: Duration = Duration::from_millis(5);
 
 /// One validated config, as served. Requests take an `Arc` of it once and keep it until they finish.
 #[derive(Debug)]
