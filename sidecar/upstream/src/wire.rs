@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
-use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{ApiVersionsRequest, RequestHeader, ResponseHeader, SaslHandshakeRequest};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -52,6 +52,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<'_, S> {
             Ok(Ok(Err(reason))) => return Err(Error::Protocol { addr: addr.to_string(), reason }),
             Ok(Ok(Ok(body))) => body,
         };
+        plausible(&body, R::KEY).map_err(|e| self.protocol(what, e))?;
         decode::<R::Response>(body, version, correlation_id).map_err(|e| self.protocol(what, e))
     }
 
@@ -69,6 +70,24 @@ fn not_kafka(what: &str, len: i32) -> String {
     } else {
         format!("{what} response claims {len} bytes; not a Kafka broker speaking this protocol?")
     }
+}
+
+/// Refuses a response whose array claims more elements than its bytes can hold, before decoding it:
+/// kafka-protocol 0.18 reserves room for a decoded array's length up front, so a hostile or confused peer could
+/// otherwise make one small frame ask for gigabytes and abort the process. Covers the two responses with arrays
+/// read here (ApiVersions v0 and SaslHandshake, whose array follows the v0 header and the error code).
+fn plausible(body: &[u8], api_key: i16) -> Result<(), String> {
+    let smallest = match api_key {
+        k if k == ApiVersionsRequest::KEY => 6,
+        k if k == SaslHandshakeRequest::KEY => 2,
+        _ => return Ok(()),
+    };
+    let Some(count) = body.get(6..10).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])) else { return Ok(()) };
+    let room = (body.len() - 10) / smallest;
+    if count > 0 && count as usize > room {
+        return Err(format!("the response claims {count} entries in {} bytes", body.len()));
+    }
+    Ok(())
 }
 
 /// A whole request frame: size, header, body.
@@ -133,6 +152,18 @@ mod tests {
         assert_eq!(response.error_code, 33);
         assert!(decode::<SaslHandshakeResponse>(body.clone(), 1, 8).unwrap_err().contains("correlation id 7"));
         assert!(decode::<SaslHandshakeResponse>(body.split_to(5), 1, 7).is_err());
+    }
+
+    #[test]
+    fn arrays_longer_than_their_bytes_are_refused_before_decoding() {
+        // Correlation id, error code 0, then an array of i32::MAX ApiVersions entries in 6 bytes.
+        let mut body = vec![0, 0, 0, 1, 0, 0, 0x7f, 0xff, 0xff, 0xff];
+        body.extend_from_slice(&[0, 18, 0, 0, 0, 3]);
+        let err = plausible(&body, ApiVersionsRequest::KEY).unwrap_err();
+        assert!(err.contains("2147483647 entries"), "{err}");
+        body[6..10].copy_from_slice(&1i32.to_be_bytes());
+        plausible(&body, ApiVersionsRequest::KEY).unwrap();
+        assert!(plausible(&[0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 2], SaslHandshakeRequest::KEY).is_err());
     }
 
     #[test]
