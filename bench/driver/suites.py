@@ -381,6 +381,10 @@ def reload(results, plan, work, upstream):
                         (seen - swapped) * 1000, "ms")
         if not supported:
             return
+        times = sorted(r["value"] for r in results.rows if r["group"] == "reload" and r["metric"] == "reload_ms")
+        for q, name in ((0.5, "p50"), (0.99, "p99")):
+            results.add("reload", "percentiles over the reloads", "sidecar", 0, f"reload_ms_{name}",
+                        times[min(len(times) - 1, int(q * len(times)))], "ms")
         counter = itertools.count(10_000)
         case = "100 B x1, 4 conns x 32 in flight"
         base = ["produce", "--bootstrap", sidecar.listen, "--duration-s", plan.reload_load_s, "--warmup-s",
