@@ -5,6 +5,9 @@
 #   BENCH_QUICK=1   one short round of every figure (a smoke run of the suite, ~3 minutes)
 #   BENCH_ONLY=...  comma-separated subset: proxy_alone,memory,startup,reload,instructions,kafka
 #   BENCH_ROUNDS=N  interleaved rounds per figure (default 3)
+#   BENCH_BUDGET_S  groups not started within this many seconds are skipped and noted (default 1200)
+#   BENCH_KEEP_WORK=1  keep the temporary directory (sidecar logs, callgrind and strace output)
+#   scripts/bench.sh --report-only   rewrite BENCHMARKS.md from benchmarks/results.json
 #
 # Uses the running test environment (.cache/env.sh) if there is one; otherwise starts Kafka with
 # `scripts/env/up.sh` and stops it again afterwards. Release binaries are built first.

@@ -46,7 +46,7 @@ def main():
     started = time.time()
     upstream = Upstream().start()
     try:
-        budget = float(os.environ.get("BENCH_BUDGET_S", "1320"))
+        budget = float(os.environ.get("BENCH_BUDGET_S", "1200"))
         for group in only:
             t0 = time.time()
             if t0 - started > budget:

@@ -40,7 +40,7 @@ class Plan:
         scale = 0.05 if quick else 1.0
         # Upper bounds; each is cut to about `perf_s` seconds of sending by a calibration run on the machine.
         self.perf_records = {100: int(1_000_000 * scale), 1024: int(200_000 * scale), 10240: int(20_000 * scale)}
-        self.perf_s = 2.0 if quick else 8.0
+        self.perf_s = 2.0 if quick else 6.0
         self.load_s = 1.5 if quick else 5.0
         self.warmup_s = 0.5 if quick else 1.0
         self.fixed_s = 2.0 if quick else 10.0
