@@ -14,6 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+if [ "${1:-}" = --report-only ]; then
+  exec python3 "$root/bench/driver/run.py" "$@"
+fi
 
 started_env=0
 cleanup() {
