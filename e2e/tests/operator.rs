@@ -149,6 +149,14 @@ fn policy_becomes_configmap_and_status_and_follows_edits_and_deletion() -> Resul
     assert_eq!(operator.metric("kproxy_operator_policies{ready=\"true\"}")?, 1.0);
     assert!(operator.metric("kproxy_operator_reconcile_duration_seconds_count")? >= 3.0);
 
+    // `kubectl describe` tells the story: a warning naming the missing Secret, then the rendering (repeated
+    // renderings are folded into one Event series by the recorder).
+    let events = wait_for("Events on the policy", WAIT, || {
+        let out = env.kubectl(&["get", "events", "-n", &ns, "--field-selector", "involvedObject.name=payments"])?;
+        Ok((out.contains("SecretNotFound") && out.contains("Rendered")).then_some(out))
+    })?;
+    assert!(events.contains("Warning") && events.contains("payments-kafka"), "{events}");
+
     // Deletion: the ConfigMap goes with the policy (owner-reference garbage collection).
     env.kubectl(&["delete", "kpp", "payments", "-n", &ns])?;
     wait_for("the ConfigMap to be garbage-collected", Duration::from_secs(60), || {

@@ -10,6 +10,7 @@ use kproxy_api::config::config_hash;
 use kproxy_api::crd::{KafkaProxyPolicy, referenced_secrets};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
@@ -17,7 +18,7 @@ use tracing::{Span, debug, info, instrument, warn};
 
 use crate::metrics::{Metrics, Outcome};
 use crate::status::{Desired, Reason};
-use crate::{Error, Result, configmap, render, status};
+use crate::{Error, Result, configmap, events, render, status};
 
 /// How often a ready policy is re-checked even without events (a safety net, not the repair path).
 const RESYNC: Duration = Duration::from_secs(300);
@@ -30,6 +31,8 @@ const ERROR_RETRY: Duration = Duration::from_secs(5);
 pub struct Context {
     pub client: Client,
     pub metrics: Arc<Metrics>,
+    /// Publishes Events on policies whose readiness changes.
+    pub recorder: Recorder,
 }
 
 /// Runs the controller until `shutdown` completes, then lets in-flight reconciles finish.
@@ -38,6 +41,7 @@ pub struct Context {
 pub async fn run(
     client: Client,
     namespace: Option<String>,
+    identity: String,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -53,7 +57,9 @@ pub async fn run(
     let controller = Controller::new(policies, watcher::Config::default()).owns(configmaps, owned);
     let store = controller.store();
     metrics.set_policies_store(Some(store.clone()));
-    let ctx = Arc::new(Context { client, metrics: metrics.clone() });
+    let reporter = Reporter { controller: crate::FIELD_MANAGER.into(), instance: Some(identity) };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let ctx = Arc::new(Context { client, metrics: metrics.clone(), recorder });
     controller
         // Only Secret metadata is watched (a metadata-only API): the operator needs to know that a Secret appeared
         // or vanished, not what it holds.
@@ -117,7 +123,9 @@ async fn reconcile_inner(policy: &KafkaProxyPolicy, ctx: &Context) -> Result<(Ou
                 config_map_name: previous.config_map_name,
                 config_hash: previous.config_hash,
             };
-            status::write(&policies, policy, status::build(policy, &desired)).await?;
+            let new = status::build(policy, &desired);
+            events::announce(&ctx.recorder, policy, &new).await;
+            status::write(&policies, policy, new).await?;
             return Ok((Outcome::Invalid, Action::await_change()));
         }
     };
@@ -140,7 +148,9 @@ async fn reconcile_inner(policy: &KafkaProxyPolicy, ctx: &Context) -> Result<(Ou
         info!(configmap = %cm_name, %hash, "rendered");
     }
     let desired = Desired { reason, message, config_map_name: Some(cm_name), config_hash: Some(hash) };
-    status::write(&policies, policy, status::build(policy, &desired)).await?;
+    let new = status::build(policy, &desired);
+    events::announce(&ctx.recorder, policy, &new).await;
+    status::write(&policies, policy, new).await?;
     Ok((outcome, action))
 }
 

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod configmap;
 pub mod controller;
+pub mod events;
 pub mod leader;
 pub mod metrics;
 pub mod render;

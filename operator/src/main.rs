@@ -85,9 +85,11 @@ async fn main() -> anyhow::Result<()> {
         renew_interval: Duration::from_secs(args.renew_interval_seconds),
     };
     info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "contending for leadership");
+    let identity = lease.identity.clone();
     let (leading_tx, leading_rx) = watch::channel(false);
     let elector = tokio::spawn(Elector::new(client.clone(), lease).run(leading_tx, health.clone(), shutdown.clone()));
-    let leading = tokio::spawn(lead_while_elected(client, args.namespace, metrics, leading_rx, shutdown.clone()));
+    let term = Term { client, namespace: args.namespace, identity, metrics };
+    let leading = tokio::spawn(lead_while_elected(term, leading_rx, shutdown.clone()));
 
     // A webhook that cannot serve ends the process, so the pod restarts rather than looking healthy.
     let mut webhook = webhook;
@@ -117,13 +119,16 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Runs the controller during each term of leadership; stops it when leadership is lost or on shutdown.
-async fn lead_while_elected(
+/// What each term of leadership runs the controller with.
+struct Term {
     client: kube::Client,
     namespace: Option<String>,
+    identity: String,
     metrics: Arc<Metrics>,
-    mut leading: watch::Receiver<bool>,
-    shutdown: CancellationToken,
-) {
+}
+
+async fn lead_while_elected(term_of: Term, mut leading: watch::Receiver<bool>, shutdown: CancellationToken) {
+    let Term { client, namespace, identity, metrics } = term_of;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -141,7 +146,8 @@ async fn lead_while_elected(
                 _ = stop.cancelled() => {}
             }
         });
-        controller::run(client.clone(), namespace.clone(), metrics.clone(), term.clone().cancelled_owned()).await;
+        let stop = term.clone().cancelled_owned();
+        controller::run(client.clone(), namespace.clone(), identity.clone(), metrics.clone(), stop).await;
         term.cancel();
         let _ = watch_term.await;
         metrics.leader.set(0);
