@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import costs
 import report
 import suites
 from procs import COMMANDS, ROOT, Upstream, log
@@ -71,7 +72,7 @@ def main():
                 elif group == "reload":
                     suites.reload(results, plan, work, upstream)
                 elif group == "instructions":
-                    suites.instructions(results, plan, work, upstream)
+                    costs.instructions(results, plan, work, upstream)
                 else:
                     raise SystemExit(f"unknown group {group}; known: {', '.join(GROUPS)}")
             except Exception as e:  # one broken group must not lose the others' figures
