@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod pool;
 pub mod protocol;
 pub mod proxy;
+pub mod ratelog;
 pub mod reload;
 pub mod routing;
 pub mod settings;

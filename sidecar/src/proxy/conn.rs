@@ -18,6 +18,7 @@ use crate::cluster::Upstream;
 use crate::filter::{self, Verdict};
 use crate::pool::{BrokerPool, Lease};
 use crate::protocol::{self, Header, MIN_REQUEST, rewrite, versions};
+use crate::ratelog::Gate;
 
 /// Which listener a client connection came in on.
 #[derive(Clone, Debug)]
@@ -63,12 +64,21 @@ pub async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, target: T
     let hold = Arc::new(filter::Hold::default());
     let writer = tokio::spawn(write_loop(app.clone(), wr, rx, dead.clone(), peer, hold.clone()));
     if let Err(reason) = read_loop(&app, rd, &tx, &target, &dead, peer, &hold).await {
-        tracing::warn!(%peer, ?target, %reason, "closing client connection");
+        match CLOSING.allow() {
+            Some(suppressed) => tracing::warn!(%peer, ?target, %reason, suppressed, "closing client connection"),
+            None => tracing::debug!(%peer, ?target, %reason, "closing client connection"),
+        }
     }
     drop(tx);
     let _ = writer.await;
     app.metrics.client_connections.dec();
 }
+
+/// Warnings that one bad client, or a broker going away under many clients, would otherwise repeat per
+/// connection; `suppressed` on each line says how many were held back since the previous one.
+static CLOSING: Gate = Gate::every_ms(5_000);
+static UPSTREAM_LOST: Gate = Gate::every_ms(5_000);
+static UPSTREAM_SLOW: Gate = Gate::every_ms(5_000);
 
 fn reject(app: &App, reason: &'static str) {
     app.metrics.frames_rejected.with_label_values(&[reason]).inc();
@@ -315,12 +325,16 @@ async fn write_loop(
                 Ok(Ok(frame)) => (frame, "forwarded"),
                 Ok(Err(_)) => {
                     app.metrics.requests.with_label_values(&[api_name(p.api), "error"]).inc();
-                    tracing::warn!(%peer, api = ?p.api, "upstream connection lost; closing client connection");
+                    if let Some(suppressed) = UPSTREAM_LOST.allow() {
+                        tracing::warn!(%peer, api = ?p.api, suppressed, "upstream connection lost; closing client connection");
+                    }
                     break;
                 }
                 Err(_) => {
                     app.metrics.requests.with_label_values(&[api_name(p.api), "error"]).inc();
-                    tracing::warn!(%peer, api = ?p.api, ?timeout, "upstream did not answer in time");
+                    if let Some(suppressed) = UPSTREAM_SLOW.allow() {
+                        tracing::warn!(%peer, api = ?p.api, ?timeout, suppressed, "upstream did not answer in time");
+                    }
                     break;
                 }
             },
