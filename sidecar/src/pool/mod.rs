@@ -32,13 +32,6 @@ pub async fn dial(up: &Upstream, addr: &str) -> Result<BoxStream> {
     Ok(Box::new(stream))
 }
 
-/// Which lane a request travels in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lane {
-    Ordinary,
-    LongPoll,
-}
-
 /// The connections to one broker.
 pub struct BrokerPool {
     pub addr: String,
