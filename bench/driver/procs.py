@@ -29,6 +29,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+def reachable(addr, timeout):
+    """Whether a TCP connection to `addr` succeeds within `timeout` seconds (retrying every 0.5 s)."""
+    host, port = addr.rsplit(":", 1)
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=2):
+                return True
+        except OSError:
+            if time.time() >= deadline:
+                return False
+            time.sleep(0.5)
+
+
 def cpu_seconds(pid):
     """User + system CPU time of a process (all its threads), from /proc/<pid>/stat."""
     with open(f"/proc/{pid}/stat") as f:

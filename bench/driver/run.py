@@ -17,7 +17,7 @@ from pathlib import Path
 import costs
 import report
 import suites
-from procs import COMMANDS, ROOT, Upstream, log
+from procs import COMMANDS, ROOT, Upstream, log, reachable
 
 # Kafka's tools first: the longest group and the headline figures; the rest are short.
 GROUPS = ["kafka", "proxy_alone", "memory", "startup", "reload", "instructions"]
@@ -59,13 +59,16 @@ def main():
                     if not broker or not os.environ.get("KPROXY_KAFKA_LIBS"):
                         results.note("KPROXY_KAFKA_EAST / KPROXY_KAFKA_LIBS not set: Kafka tool figures skipped")
                         continue
+                    if not reachable(broker, 120):
+                        results.note(f"kafka failed: the broker {broker} did not accept connections for 120 s")
+                        continue
                     suites.kafka_tools(results, plan, work, broker)
                 elif group == "proxy_alone":
                     suites.proxy_alone(results, plan, work, upstream)
                 elif group == "memory":
                     suites.memory(results, plan, work, upstream)
                 elif group == "startup":
-                    if broker:
+                    if broker and reachable(broker, 30):
                         suites.startup(results, plan, work, broker, "real broker")
                     else:
                         suites.startup(results, plan, work, upstream.addr, "benchmark responder")
