@@ -293,7 +293,14 @@ pub fn assert_injected(pod: &Value, policy: &str) {
     assert_eq!(sidecar["image"], IMAGE);
     assert_eq!(
         sidecar["args"],
-        serde_json::json!(["--config", "/etc/kproxy/config", "--secrets-dir", "/etc/kproxy/secrets"])
+        serde_json::json!([
+            "--config",
+            "/etc/kproxy/config",
+            "--secrets-dir",
+            "/etc/kproxy/secrets",
+            "--admin",
+            "0.0.0.0:9102"
+        ])
     );
     assert_eq!(sidecar["ports"][0]["name"], "kproxy-admin");
     assert_eq!(sidecar["ports"][0]["containerPort"], 9102);

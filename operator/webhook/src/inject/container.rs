@@ -72,7 +72,15 @@ pub(crate) fn sidecar(cfg: &InjectConfig, resources: &Resources, secrets: &[Stri
         image: Some(cfg.image.clone()),
         image_pull_policy: cfg.image_pull_policy.clone(),
         restart_policy: Some("Always".into()),
-        args: Some(vec!["--config".into(), CONFIG_MOUNT_DIR.into(), "--secrets-dir".into(), SECRETS_MOUNT_DIR.into()]),
+        // The admin port listens on every address: kubelet probes and Prometheus reach it through the pod IP.
+        args: Some(vec![
+            "--config".into(),
+            CONFIG_MOUNT_DIR.into(),
+            "--secrets-dir".into(),
+            SECRETS_MOUNT_DIR.into(),
+            "--admin".into(),
+            format!("0.0.0.0:{}", cfg.admin_port),
+        ]),
         ports: Some(vec![ContainerPort {
             name: Some(ADMIN_PORT_NAME.into()),
             container_port: i32::from(cfg.admin_port),

@@ -86,7 +86,7 @@ fn annotated_pod_gets_a_native_sidecar_with_everything() {
     assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"));
     assert_eq!(
         sidecar.args.as_deref().unwrap(),
-        ["--config", "/etc/kproxy/config", "--secrets-dir", "/etc/kproxy/secrets"]
+        ["--config", "/etc/kproxy/config", "--secrets-dir", "/etc/kproxy/secrets", "--admin", "0.0.0.0:9102"]
     );
     let port = &sidecar.ports.as_ref().unwrap()[0];
     assert_eq!((port.name.as_deref(), port.container_port), (Some("kproxy-admin"), 9102));
