@@ -117,11 +117,13 @@ def kafka_tools(results, plan, work, broker):
 
 
 def calibrate(plan, broker, topics):
-    """Record counts that take about `plan.perf_s` seconds each on this machine (a short direct run per size),
-    so the suite's length does not depend on how fast the machine is."""
+    """Record counts that take about `plan.perf_s` seconds each on this machine, from two short direct runs per
+    size (the first sizes the second, whose rate is less skewed by the producer's start), so the suite's length
+    does not depend on how fast the machine is."""
     counts = {}
     for size, most in plan.perf_records.items():
-        probe = max(1000, most // 5)
+        first = kafka.producer_perf(broker, topics[size], max(1000, most // 50), size, "1")
+        probe = max(1000, min(most // 5, int(first["records_per_s"] * 2)))
         r = kafka.producer_perf(broker, topics[size], probe, size, "1")
         counts[size] = max(1000, min(most, int(r["records_per_s"] * plan.perf_s)))
         log(f"calibration {size} B: {r['records_per_s']:.0f} records/s direct -> {counts[size]} records per run")
