@@ -22,11 +22,24 @@ pub fn merge_metadata(parts: Vec<(&str, MetadataResponse)>, routes: &Routes, hea
                 brokers.push(broker);
             }
         }
-        topics.extend(part.topics.into_iter().filter(|t| match &t.name {
-            Some(name) => routes.cluster(Kind::Topic, name, health) == cluster,
-            // Asked for by an id: only the cluster that knows the id answers without an error.
-            None => t.error_code == 0,
-        }));
+        for mut topic in part.topics {
+            let keep = match &topic.name {
+                Some(name) => routes.cluster(Kind::Topic, name, health) == cluster,
+                // Asked for by an id: only the cluster that knows the id answers without an error.
+                None => topic.error_code == 0,
+            };
+            if !keep {
+                continue;
+            }
+            // Leader epochs of two clusters are unrelated: a client that saw a higher epoch in the primary
+            // would ignore the fallback's leader. "Unknown" (-1) is always accepted.
+            if topic.name.as_ref().is_some_and(|n| routes.primary(Kind::Topic, n) != cluster) {
+                for p in &mut topic.partitions {
+                    p.leader_epoch = -1;
+                }
+            }
+            topics.push(topic);
+        }
         if i == base {
             merged.cluster_id = part.cluster_id;
             merged.controller_id = part.controller_id;
