@@ -44,25 +44,27 @@ fn kcat_produces_and_consumes_with_every_codec_on_kafka_4_and_3_9() {
 #[test]
 fn java_performance_tools_account_for_every_record() {
     let Some(env) = env() else { return };
-    let sidecar = Sidecar::start(env, &config("east", env.kafka_east()), &[]).unwrap();
-    let topic = unique("sidecar-perf");
-    create_topic(env, &sidecar.listen, &topic, 3);
-    let n = "20000";
-    let mut produce = java(env, "org.apache.kafka.tools.ProducerPerformance");
-    produce.args(["--topic", &topic, "--num-records", n, "--record-size", "1024", "--throughput", "-1"]);
-    produce.args(["--producer-props", &format!("bootstrap.servers={}", sidecar.listen), "acks=all"]);
-    let out = env.run(&mut produce, Duration::from_secs(300)).unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&format!("{n} records sent")), "{text}");
-    let mut consume = java(env, "org.apache.kafka.tools.ConsumerPerformance");
-    consume.args(["--bootstrap-server", &sidecar.listen, "--topic", &topic, "--messages", n, "--timeout", "60000"]);
-    consume.args(["--group", &unique("sidecar-perf-group")]);
-    let out = env.run(&mut consume, Duration::from_secs(300)).unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    // CSV: start, end, MB consumed, MB/s, records consumed, ...
-    let row = text.lines().last().unwrap_or_default();
-    let consumed: u64 = row.split(',').nth(4).and_then(|c| c.trim().parse().ok()).unwrap_or(0);
-    assert_eq!(consumed.to_string(), n, "ConsumerPerformance output:\n{text}");
+    for (name, bootstrap) in [("east", env.kafka_east()), ("legacy", env.kafka_legacy())] {
+        let sidecar = Sidecar::start(env, &config(name, bootstrap), &[]).unwrap();
+        let topic = unique("sidecar-perf");
+        create_topic(env, &sidecar.listen, &topic, 3);
+        let n = "20000";
+        let mut produce = java(env, "org.apache.kafka.tools.ProducerPerformance");
+        produce.args(["--topic", &topic, "--num-records", n, "--record-size", "1024", "--throughput", "-1"]);
+        produce.args(["--producer-props", &format!("bootstrap.servers={}", sidecar.listen), "acks=all"]);
+        let out = env.run(&mut produce, Duration::from_secs(300)).unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&format!("{n} records sent")), "{name}: {text}");
+        let mut consume = java(env, "org.apache.kafka.tools.ConsumerPerformance");
+        consume.args(["--bootstrap-server", &sidecar.listen, "--topic", &topic, "--messages", n, "--timeout", "60000"]);
+        consume.args(["--group", &unique("sidecar-perf-group")]);
+        let out = env.run(&mut consume, Duration::from_secs(300)).unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        // CSV: start, end, MB consumed, MB/s, records consumed, ...
+        let row = text.lines().last().unwrap_or_default();
+        let consumed: u64 = row.split(',').nth(4).and_then(|c| c.trim().parse().ok()).unwrap_or(0);
+        assert_eq!(consumed.to_string(), n, "{name}: ConsumerPerformance output:\n{text}");
+    }
 }
 
 #[test]
