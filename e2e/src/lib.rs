@@ -3,6 +3,7 @@
 //! Every e2e test calls [`env`] first. Under `make test` (`KPROXY_E2E_REQUIRED=1`) a missing environment is a
 //! failure; when a developer runs `cargo test` without `make env-up`, the test says so and returns.
 
+pub mod hostile;
 pub mod kubelet;
 pub mod operator;
 pub mod sidecar;
