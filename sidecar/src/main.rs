@@ -114,6 +114,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings, snapshot: Snapshot) -> anyhow::Result<()> {
+    tracing::info!(
+        path = %settings.config.display(),
+        generation = snapshot.generation,
+        hash = %snapshot.hash,
+        policy = %snapshot.config.policy,
+        "config loaded"
+    );
     let app = App::new(settings, snapshot)?;
     app.start().await?;
     reload::spawn(app.clone())?;
