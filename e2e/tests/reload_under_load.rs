@@ -14,7 +14,7 @@ fn config(bootstrap: &str, i: usize) -> String {
     let base = format!("clusters:\n- name: east\n  bootstrapServers: [\"{bootstrap}\"]\n");
     match i % 11 {
         // Invalid: a route to a cluster that does not exist, and an address without a port.
-        10 if i % 2 == 0 => base + "routes:\n- match: {topicPrefix: \"x.\"}\n  cluster: nowhere\n",
+        10 if i.is_multiple_of(2) => base + "routes:\n- match: {topicPrefix: \"x.\"}\n  cluster: nowhere\n",
         10 => format!("clusters:\n- name: east\n  bootstrapServers: [\"{}\"]\n", bootstrap.replace(':', "-")),
         n if n % 3 == 0 => {
             base + &format!(
