@@ -173,8 +173,9 @@ fn a_consumer_group_of_three_rebalances_when_one_leaves_and_commits_correct_offs
     assert_eq!(members_in(&before), 3, "three members share the partitions:\n{before}");
     // One member leaves (SIGTERM: kcat closes its consumer and leaves the group).
     let mut members = members;
-    let leaving = members.remove(0);
+    let mut leaving = members.remove(0);
     let _ = std::process::Command::new("kill").args(["-TERM", &leaving.id().to_string()]).status();
+    let _ = leaving.wait();
     // Only once the group has rebalanced to two members do new records arrive, so the leaving member (which
     // may drop what it fetched while closing, as kcat does) cannot take any of them.
     kproxy_e2e::wait_for("a rebalance to two members", Duration::from_secs(60), || {
