@@ -2,6 +2,7 @@
 //! lane for long-poll requests, so a Fetch waiting for data or a JoinGroup waiting for a rebalance never holds
 //! up a produce. Pools belong to their cluster and outlive client connections and config reloads.
 
+mod backoff;
 pub mod conn;
 
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub struct BrokerPool {
     up: Arc<Upstream>,
     ordinary: Mutex<Vec<Arc<Conn>>>,
     long_poll: Mutex<Vec<Arc<Conn>>>,
+    /// Dials wait after failures so a broker that is down is not dialled by every client's reconnect.
+    backoff: std::sync::Mutex<backoff::Backoff>,
 }
 
 /// A client connection's claim on one ordinary-lane connection; released when dropped.
@@ -53,7 +56,7 @@ impl Drop for Lease {
 
 impl BrokerPool {
     pub fn new(up: Arc<Upstream>, addr: String) -> Self {
-        BrokerPool { addr, up, ordinary: Mutex::default(), long_poll: Mutex::default() }
+        BrokerPool { addr, up, ordinary: Mutex::default(), long_poll: Mutex::default(), backoff: Default::default() }
     }
 
     /// Binds a client connection to the ordinary connection with the fewest clients, opening another one while
@@ -93,8 +96,22 @@ impl BrokerPool {
     }
 
     async fn open(&self) -> Result<Arc<Conn>> {
-        let stream = dial(&self.up, &self.addr).await?;
-        let stream = self.up.learn_versions(stream, &self.addr).await?;
+        let backoff = || self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(reason) = backoff().wait(std::time::Instant::now()) {
+            return Err(Error::Upstream { addr: self.addr.clone(), reason });
+        }
+        let dialled = async { self.up.learn_versions(dial(&self.up, &self.addr).await?, &self.addr).await }.await;
+        let stream = match dialled {
+            Ok(stream) => {
+                backoff().succeeded();
+                stream
+            }
+            Err(e) => {
+                let delay = backoff().failed(std::time::Instant::now(), e.to_string());
+                tracing::debug!(addr = %self.addr, ?delay, "next upstream dial waits");
+                return Err(e);
+            }
+        };
         let m = &self.up.metrics;
         let gauge = m.upstream_connections.with_label_values(&[&self.up.cluster.name, &self.addr]);
         gauge.inc();
