@@ -158,6 +158,8 @@ fn broker_crash_under_an_idempotent_producer_loses_no_record_and_traffic_resumes
     assert!(field(&summary, "acked_after_restart") > 0, "traffic resumed after the restart: {summary}");
     assert!(missing.is_empty(), "records lost: {:?}...", &missing[..missing.len().min(20)]);
     assert_eq!(duplicates, 0, "an idempotent producer writes no duplicates");
+    // Reconnects back off: a bounded number of dials however often the client reconnected.
+    assert!((1..=40).contains(&failures_while_down), "{failures_while_down} failed dials in 8 s");
     // The pool noticed the crash and dialled again once west was back (the sidecar was never restarted).
     assert!(opened_after > opened_before, "no upstream connection was opened after the restart");
     assert!(
