@@ -5,6 +5,7 @@
 
 pub mod hostile;
 pub mod kubelet;
+pub mod wire;
 pub mod operator;
 pub mod sidecar;
 

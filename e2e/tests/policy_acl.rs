@@ -1,15 +1,10 @@
 //! ACLs through the sidecar against a real broker: kcat and Java clients get the broker's own authorization
 //! errors, and a produce request naming an allowed and a denied topic half succeeds, as a broker answers it.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::messages::ProduceResponse;
 use kproxy_e2e::sidecar::{Sidecar, java};
 use kproxy_e2e::{Env, env, unique};
 
@@ -91,64 +86,13 @@ fn a_consumer_in_a_denied_group_gets_group_authorization_failed() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "r");
 }
 
-fn batch(value: &str) -> Bytes {
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 0,
-        key: None,
-        value: Some(Bytes::copy_from_slice(value.as_bytes())),
-        headers: Default::default(),
-    };
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
-    RecordBatchEncoder::encode(&mut buf, [&record], &options).unwrap();
-    buf.freeze()
-}
-
 /// Sends one Produce request naming both topics, as a client batching for one broker does.
 fn produce_two_topics(addr: &str, topics: [&str; 2]) -> ProduceResponse {
-    const VERSION: i16 = 9;
-    let data = topics
-        .iter()
-        .map(|t| {
-            TopicProduceData::default().with_name(TopicName(StrBytes::from_string(t.to_string()))).with_partition_data(
-                vec![PartitionProduceData::default().with_index(0).with_records(Some(batch(&format!("to {t}"))))],
-            )
-        })
-        .collect();
-    let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(data);
-    let header = RequestHeader::default()
-        .with_request_api_key(ApiKey::Produce as i16)
-        .with_request_api_version(VERSION)
-        .with_correlation_id(7)
-        .with_client_id(Some(StrBytes::from_static_str("policy-e2e")));
-    let mut body = BytesMut::new();
-    header.encode(&mut body, ApiKey::Produce.request_header_version(VERSION)).unwrap();
-    request.encode(&mut body, VERSION).unwrap();
-    let mut frame = BytesMut::new();
-    frame.put_i32(body.len() as i32);
-    frame.extend_from_slice(&body);
+    let values = topics.map(|t| format!("to {t}"));
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    stream.write_all(&frame).unwrap();
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len).unwrap();
-    let mut response = vec![0u8; i32::from_be_bytes(len) as usize];
-    stream.read_exact(&mut response).unwrap();
-    let mut response = Bytes::from(response);
-    let header = ResponseHeader::decode(&mut response, ApiKey::Produce.response_header_version(VERSION)).unwrap();
-    assert_eq!(header.correlation_id, 7);
-    let decoded = ProduceResponse::decode(&mut response, VERSION).unwrap();
-    assert_eq!(response.remaining(), 0);
-    decoded
+    let records = [(topics[0], values[0].as_str()), (topics[1], values[1].as_str())];
+    kproxy_e2e::wire::produce(&mut stream, 7, "policy-e2e", &records).unwrap()
 }
 
 #[test]

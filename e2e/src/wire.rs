@@ -1,0 +1,84 @@
+//! A raw Kafka client for the few e2e checks no client library exposes: one Produce request naming exactly
+//! the topics a test chooses, on a connection the test keeps open, with the per-partition answer decoded.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use anyhow::{Result, bail};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+
+/// Produce version used: old enough for every broker in the environment, new enough to carry topic names.
+pub const PRODUCE_VERSION: i16 = 9;
+
+/// A v2 record batch holding one record with `value`.
+pub fn record_batch(value: &str) -> Result<Bytes> {
+    let record = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: 0,
+        key: None,
+        value: Some(Bytes::copy_from_slice(value.as_bytes())),
+        headers: Default::default(),
+    };
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    RecordBatchEncoder::encode(&mut buf, [&record], &options)?;
+    Ok(buf.freeze())
+}
+
+/// Sends one acks=all Produce naming each `(topic, value)` (partition 0) on `stream` and returns the response.
+pub fn produce(
+    stream: &mut TcpStream,
+    correlation_id: i32,
+    client_id: &'static str,
+    records: &[(&str, &str)],
+) -> Result<ProduceResponse> {
+    let data = records
+        .iter()
+        .map(|(topic, value)| {
+            Ok(TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![
+                    PartitionProduceData::default().with_index(0).with_records(Some(record_batch(value)?)),
+                ]))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(data);
+    let header = RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(PRODUCE_VERSION)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str(client_id)));
+    let mut body = BytesMut::new();
+    header.encode(&mut body, ApiKey::Produce.request_header_version(PRODUCE_VERSION))?;
+    request.encode(&mut body, PRODUCE_VERSION)?;
+    let mut frame = BytesMut::new();
+    frame.put_i32(i32::try_from(body.len())?);
+    frame.extend_from_slice(&body);
+    stream.write_all(&frame)?;
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let mut response = vec![0u8; usize::try_from(i32::from_be_bytes(len))?];
+    stream.read_exact(&mut response)?;
+    let mut response = Bytes::from(response);
+    let header = ResponseHeader::decode(&mut response, ApiKey::Produce.response_header_version(PRODUCE_VERSION))?;
+    if header.correlation_id != correlation_id {
+        bail!("response correlation id {} for request {correlation_id}", header.correlation_id);
+    }
+    let decoded = ProduceResponse::decode(&mut response, PRODUCE_VERSION)?;
+    if response.remaining() != 0 {
+        bail!("{} bytes left after the Produce response", response.remaining());
+    }
+    Ok(decoded)
+}
