@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
@@ -27,7 +27,8 @@ struct Outgoing {
     reply: Option<oneshot::Sender<Buf>>,
 }
 
-type Fifo = Arc<Mutex<VecDeque<(i32, oneshot::Sender<Buf>)>>>;
+/// Requests awaiting their response, oldest first: upstream correlation id, when it was written, reply slot.
+type Fifo = Arc<Mutex<VecDeque<(i32, Instant, oneshot::Sender<Buf>)>>>;
 
 /// Handle to an upstream connection; cheap to share.
 pub struct Conn {
@@ -46,6 +47,7 @@ impl Conn {
         stream: BoxStream,
         buffers: Arc<Pool>,
         frame_timeout: Duration,
+        request_timeout: Duration,
         on_close: impl FnOnce() + Send + 'static,
     ) -> Arc<Conn> {
         let (rd, wr) = tokio::io::split(stream);
@@ -56,6 +58,7 @@ impl Conn {
         let conn =
             Arc::new(Conn { tx, pending: pending.clone(), clients: AtomicUsize::new(0), closed: closed.clone() });
         let writer = tokio::spawn(write_loop(wr, rx, fifo.clone(), closed.clone()));
+        tokio::spawn(watchdog(fifo.clone(), closed.clone(), request_timeout));
         tokio::spawn(async move {
             let result = tokio::select! {
                 r = read_loop(rd, &fifo, &pending, &buffers, frame_timeout) => r,
@@ -118,6 +121,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Closes a connection whose oldest request has gone unanswered for `timeout`, as Kafka clients do at
+/// request.timeout.ms: a hung broker would otherwise keep every later request on it waiting too. Its waiting
+/// clients are closed and reconnect to a fresh connection.
+async fn watchdog(fifo: Fifo, closed: CancellationToken, timeout: Duration) {
+    let tick = (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = closed.cancelled() => return,
+            _ = tokio::time::sleep(tick) => {}
+        }
+        if lock(&fifo).front().is_some_and(|(_, at, _)| at.elapsed() > timeout) {
+            tracing::warn!(
+                ?timeout,
+                "no upstream response within the request timeout; closing the upstream connection"
+            );
+            closed.cancel();
+            return;
+        }
+    }
+}
+
 async fn write_loop(
     mut wr: WriteHalf<BoxStream>,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
@@ -134,7 +158,7 @@ async fn write_loop(
         next_id = next_id.wrapping_add(1) & i32::MAX;
         protocol::set_request_correlation(&mut frame, next_id);
         if let Some(reply) = reply {
-            lock(&fifo).push_back((next_id, reply));
+            lock(&fifo).push_back((next_id, Instant::now(), reply));
         }
         let written = tokio::select! {
             r = wr.write_all(&frame) => r,
@@ -166,7 +190,7 @@ async fn read_loop(
         let id = protocol::response_correlation(&frame).unwrap_or(-1);
         let head = lock(fifo).pop_front();
         match head {
-            Some((want, reply)) if want == id => {
+            Some((want, _, reply)) if want == id => {
                 pending.fetch_sub(1, Ordering::Relaxed);
                 // The client may have gone; its response is then simply dropped (and the buffer reused).
                 let _ = reply.send(frame);
@@ -174,7 +198,7 @@ async fn read_loop(
             other => {
                 return Err(crate::Error::Protocol(format!(
                     "response correlation id {id} does not match the oldest request {:?}",
-                    other.map(|(w, _)| w)
+                    other.map(|(w, ..)| w)
                 )));
             }
         }

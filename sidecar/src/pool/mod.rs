@@ -117,7 +117,9 @@ impl BrokerPool {
         gauge.inc();
         m.upstream_connections_opened.with_label_values(&[&self.up.cluster.name]).inc();
         tracing::debug!(cluster = %self.up.cluster.name, addr = %self.addr, "upstream connection opened");
-        Ok(Conn::start(stream, self.up.buffers.clone(), self.up.limits.frame_timeout, move || gauge.dec()))
+        let limits = &self.up.limits;
+        let on_close = move || gauge.dec();
+        Ok(Conn::start(stream, self.up.buffers.clone(), limits.frame_timeout, limits.request_timeout, on_close))
     }
 
     /// Number of open connections per lane.
