@@ -216,6 +216,7 @@ fn a_silent_upstream_times_requests_out_into_closed_connections_with_bounded_mem
     assert!(!kcat.status.success(), "kcat -L cannot succeed against a silent upstream");
     assert!(timeouts >= 100.0, "timed-out requests are counted as errors");
     assert!(log.contains("upstream did not answer in time"), "the timeout is logged");
+    assert!(log.contains("closing the upstream connection"), "the hung upstream connection is given up");
     assert!(peak < RSS_CAP_KIB, "peak RSS {peak} KiB");
 
     // The upstream speaks again: new requests are answered without restarting the sidecar.
