@@ -5,9 +5,9 @@
 
 pub mod hostile;
 pub mod kubelet;
-pub mod wire;
 pub mod operator;
 pub mod sidecar;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
