@@ -133,20 +133,20 @@ impl BrokerMap {
 }
 
 fn entry<'a>(inner: &'a mut Inner, cluster: &str, node: i32) -> &'a mut Entry {
-    let key = (cluster.to_string(), node);
-    if !inner.by_real.contains_key(&key) {
-        let id = if inner.by_virtual.contains_key(&node) {
-            while inner.by_virtual.contains_key(&inner.next_remapped) {
-                inner.next_remapped += 1;
+    let Inner { by_real, by_virtual, next_remapped, .. } = inner;
+    by_real.entry((cluster.to_string(), node)).or_insert_with_key(|key| {
+        // A node id another cluster already uses as its virtual id gets the next free remapped id instead.
+        let id = if by_virtual.contains_key(&node) {
+            while by_virtual.contains_key(next_remapped) {
+                *next_remapped += 1;
             }
-            inner.next_remapped
+            *next_remapped
         } else {
             node
         };
-        inner.by_virtual.insert(id, key.clone());
-        inner.by_real.insert(key.clone(), Entry { virtual_id: id, upstream: None, port: 0, listener_task: None });
-    }
-    inner.by_real.get_mut(&key).expect("inserted above")
+        by_virtual.insert(id, key.clone());
+        Entry { virtual_id: id, upstream: None, port: 0, listener_task: None }
+    })
 }
 
 /// Rewrites one cluster's broker references through the map.
