@@ -39,7 +39,11 @@ op_admin=$(free_port); sc_listen=$(free_port); sc_admin=$(free_port)
 
 say "Installing the KafkaProxyPolicy CRD and a namespace"
 kubectl apply --server-side -f crds/kafkaproxypolicies.yaml
-kubectl wait --for=condition=Established crd/kafkaproxypolicies.kproxy.dev --timeout=30s
+# Polled: `kubectl wait` fails outright while a just-created CRD has no conditions yet.
+for _ in $(seq 1 150); do
+  [ "$(kubectl get crd kafkaproxypolicies.kproxy.dev -o jsonpath='{.status.conditions[?(@.type=="Established")].status}')" = True ] && break
+  sleep 0.2
+done
 kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f -
 
 say "Starting the operator (out of cluster, with the admin kubeconfig; metrics on 127.0.0.1:$op_admin)"

@@ -83,6 +83,24 @@ impl Env {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Waits until each named CRD is Established. Polls rather than `kubectl wait`, which fails outright while a
+    /// just-created CRD has no status conditions yet.
+    pub fn wait_crds_established(&self, names: &[&str]) -> Result<()> {
+        for name in names {
+            wait_for(&format!("CRD {name} Established"), Duration::from_secs(60), || {
+                let status = self.kubectl(&[
+                    "get",
+                    "crd",
+                    name,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+                ])?;
+                Ok((status.trim() == "True").then_some(()))
+            })?;
+        }
+        Ok(())
+    }
+
     /// `kubectl apply -f -` with the manifest on stdin.
     pub fn kubectl_apply(&self, manifest: &str) -> Result<String> {
         let out = run_with_timeout(

@@ -152,7 +152,7 @@ pub fn install_crd(env: &Env) -> Result<()> {
     let path = workspace_root().join("crds/kafkaproxypolicies.yaml");
     let path = path.to_str().context("CRD path")?;
     env.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", path])?;
-    env.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "crd/kafkaproxypolicies.kproxy.dev"])?;
+    env.wait_crds_established(&["kafkaproxypolicies.kproxy.dev"])?;
     Ok(())
 }
 

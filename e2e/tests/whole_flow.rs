@@ -138,8 +138,7 @@ fn policy_edit_reaches_a_running_sidecar_and_the_same_connection() {
     let topic = unique("flow-orders");
     let crds = workspace_root().join("charts/kproxy/crds");
     env.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crds.to_str().unwrap()]).unwrap();
-    env.kubectl(&["wait", "--for=condition=Established", "crd/kafkaproxypolicies.kproxy.dev", "--timeout=30s"])
-        .unwrap();
+    env.wait_crds_established(&["kafkaproxypolicies.kproxy.dev"]).unwrap();
     env.kubectl(&["create", "namespace", &ns]).unwrap();
     let _operator = Operator::start(env, &ns);
 

@@ -127,11 +127,7 @@ impl Drop for Namespace<'_> {
 /// Installs CRDs for real (server-side, so concurrent tests applying the same ones do not conflict).
 pub fn install_crds(env: &Env, path: &str, names: &[&str]) -> Result<()> {
     env.kubectl(&["apply", "--server-side", "--force-conflicts", "--field-manager=kproxy-e2e", "-f", path])?;
-    let mut args = vec!["wait", "--for=condition=Established", "--timeout=60s"];
-    let names: Vec<String> = names.iter().map(|c| format!("crd/{c}")).collect();
-    args.extend(names.iter().map(String::as_str));
-    env.kubectl(&args)?;
-    Ok(())
+    env.wait_crds_established(names)
 }
 
 /// The ServiceMonitor and PodMonitor CRDs from the prometheus-operator module.
