@@ -167,6 +167,15 @@ impl Addresses for Rewriter<'_> {
     fn node(&mut self, node: i32) -> i32 {
         self.map.virtual_id(self.cluster, node)
     }
+
+    fn controller(&mut self, node: i32) -> (i32, String, u16) {
+        if node < 0 {
+            return (node, self.map.advertised_host.clone(), 0);
+        }
+        let mut inner = self.map.lock();
+        let e = entry(&mut inner, self.cluster, node);
+        (e.virtual_id, self.map.advertised_host.clone(), e.port)
+    }
 }
 
 #[cfg(test)]
@@ -188,6 +197,19 @@ mod tests {
         assert_eq!(map.virtual_id("west", -1), -1);
         assert_eq!(map.remove_cluster("west"), 1);
         assert_eq!(map.real(REMAPPED_BASE), None);
+        assert_eq!(map.listeners(), 1);
+    }
+
+    #[tokio::test]
+    async fn controllers_show_their_broker_listener_or_port_zero_and_never_register_an_address() {
+        let map = BrokerMap::new("127.0.0.1".into(), 0);
+        let (broker, _) = map.register("east", 1, "10.0.0.1", 9092);
+        let mut r = map.rewriter("east");
+        assert_eq!(r.controller(1), (1, "127.0.0.1".to_string(), broker.port));
+        // A dedicated controller gets a virtual id but no listener and no upstream address.
+        assert_eq!(r.controller(3000), (3000, "127.0.0.1".to_string(), 0));
+        assert_eq!(map.upstream("east", 3000), None);
+        assert_eq!(map.upstream("east", 1).as_deref(), Some("10.0.0.1:9092"));
         assert_eq!(map.listeners(), 1);
     }
 }

@@ -27,6 +27,7 @@ pub fn with_error(response: ResponseKind, error: i16) -> ResponseKind {
         R::AddOffsetsToTxn(r) => R::AddOffsetsToTxn(r.with_error_code(error)),
         R::EndTxn(r) => R::EndTxn(r.with_error_code(error).with_producer_id((-1).into()).with_producer_epoch(-1)),
         R::DescribeCluster(r) => R::DescribeCluster(r.with_error_code(error)),
+        R::DescribeQuorum(r) => R::DescribeQuorum(r.with_error_code(error)),
         other => other,
     }
 }
@@ -80,6 +81,7 @@ mod tests {
             ApiKey::AddOffsetsToTxn => R::AddOffsetsToTxn(Default::default()),
             ApiKey::EndTxn => R::EndTxn(Default::default()),
             ApiKey::DescribeCluster => R::DescribeCluster(Default::default()),
+            ApiKey::DescribeQuorum => R::DescribeQuorum(Default::default()),
             _ => unreachable!(),
         }
     }
@@ -99,6 +101,7 @@ mod tests {
             (ApiKey::AddOffsetsToTxn, code::GROUP_AUTHORIZATION_FAILED),
             (ApiKey::EndTxn, code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
             (ApiKey::DescribeCluster, code::CLUSTER_AUTHORIZATION_FAILED),
+            (ApiKey::DescribeQuorum, code::CLUSTER_AUTHORIZATION_FAILED),
         ];
         for (api, error) in cases {
             let range = api.valid_versions();

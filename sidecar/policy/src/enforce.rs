@@ -150,6 +150,7 @@ pub fn authorize(acl: &Authorizer, names: &dyn TopicNames, version: i16, request
         K::DeleteRecords(r) => admin::delete_records(&ctx, r),
         K::DescribeConfigs(r) => admin::describe_configs(&ctx, r),
         K::DescribeCluster(_) => admin::describe_cluster(&ctx),
+        K::DescribeQuorum(_) => cluster_describe(&ctx, ResponseKind::DescribeQuorum(Default::default())),
         K::OffsetCommit(r) => groups::offset_commit(&ctx, r),
         K::OffsetFetch(r) => groups::offset_fetch(&ctx, r),
         K::OffsetDelete(r) => groups::offset_delete(&ctx, r),
@@ -169,6 +170,14 @@ pub fn authorize(acl: &Authorizer, names: &dyn TopicNames, version: i16, request
         K::ApiVersions(_) | K::GetTelemetrySubscriptions(_) | K::PushTelemetry(_) => Decision::forward(),
         _ => Decision::close(),
     }
+}
+
+/// A request about the cluster as a whole, allowed by Cluster Describe.
+fn cluster_describe(ctx: &Ctx, empty: ResponseKind) -> Decision {
+    if ctx.acl.allows_cluster(Operation::Describe) {
+        return Decision::forward();
+    }
+    Decision::respond(crate::deny::with_error(empty, code::CLUSTER_AUTHORIZATION_FAILED), 1)
 }
 
 /// What every family needs to decide.

@@ -15,12 +15,18 @@ pub trait Addresses {
     fn broker(&mut self, node: i32, host: &str, port: i32) -> (i32, String, i32);
     /// The virtual node id for a real one (negative ids such as -1 "none" stay as they are).
     fn node(&mut self, node: i32) -> i32;
+    /// The (virtual node id, host, port) a client is shown for a KRaft controller listener. Never registers the
+    /// real address: a controller listener is not a broker listener the sidecar could serve. By default a
+    /// loopback address nothing listens on.
+    fn controller(&mut self, node: i32) -> (i32, String, u16) {
+        (self.node(node), "127.0.0.1".to_string(), 0)
+    }
 }
 
 /// Whether responses of this api/version may carry broker ids or addresses that need rewriting.
 pub fn needs_rewrite(api: ApiKey, version: i16) -> bool {
     match api {
-        ApiKey::Metadata | ApiKey::FindCoordinator | ApiKey::DescribeCluster => true,
+        ApiKey::Metadata | ApiKey::FindCoordinator | ApiKey::DescribeCluster | ApiKey::DescribeQuorum => true,
         // KIP-951 leader hints: node endpoints travel in produce (v10+) and fetch (v16+) responses.
         ApiKey::Produce => version >= 10,
         ApiKey::Fetch => version >= 16,
@@ -60,6 +66,11 @@ fn rewrite_body(mut body: Bytes, api: ApiKey, version: i16, addrs: &mut dyn Addr
         ApiKey::DescribeCluster => {
             let mut r = DescribeClusterResponse::decode(&mut body, version).map_err(decode_err)?;
             describe_cluster(&mut r, addrs);
+            r.encode(&mut out, version).map_err(encode_err)?;
+        }
+        ApiKey::DescribeQuorum => {
+            let mut r = DescribeQuorumResponse::decode(&mut body, version).map_err(decode_err)?;
+            describe_quorum(&mut r, addrs);
             r.encode(&mut out, version).map_err(encode_err)?;
         }
         ApiKey::Produce => {
@@ -131,6 +142,34 @@ pub fn describe_cluster(r: &mut DescribeClusterResponse, addrs: &mut dyn Address
         endpoint(addrs, &mut b.broker_id, &mut b.host, &mut b.port);
     }
     r.controller_id.0 = addrs.node(r.controller_id.0);
+}
+
+/// DescribeQuorum: the leader, voter and observer ids of the metadata log and (v2+) the controllers' listeners.
+///
+/// Controller ids get virtual ids from the same map as brokers, so in combined mode (broker and controller in
+/// one process) a voter shows the id the client already knows from Metadata. Controller listeners are not
+/// served by the sidecar: they speak a controller-only API set, often with other security, and a client has no
+/// business dialling them through a broker proxy. So each listener is shown at the sidecar's address, on the
+/// node's virtual broker listener when the node is also a broker the sidecar stands in for (reaching a broker
+/// there, which answers DescribeQuorum too), else on port 0, an address nothing listens on. The real host and
+/// port never leave the sidecar.
+pub fn describe_quorum(r: &mut DescribeQuorumResponse, addrs: &mut dyn Addresses) {
+    for t in &mut r.topics {
+        for p in &mut t.partitions {
+            p.leader_id.0 = addrs.node(p.leader_id.0);
+            for replica in p.current_voters.iter_mut().chain(p.observers.iter_mut()) {
+                replica.replica_id.0 = addrs.node(replica.replica_id.0);
+            }
+        }
+    }
+    for n in &mut r.nodes {
+        let (id, host, port) = addrs.controller(n.node_id.0);
+        n.node_id = BrokerId(id);
+        for l in &mut n.listeners {
+            l.host = StrBytes::from_string(host.clone());
+            l.port = port;
+        }
+    }
 }
 
 /// Produce leader hints; false when nothing had to change (the common, error-free case).

@@ -256,3 +256,93 @@ fn produce_responses_without_leader_hints_stay_byte_identical() {
     assert!(rewrite::rewrite(&mut f, ApiKey::Produce, 11, &mut Same).unwrap());
     assert!(!f.windows(4).any(|w| w == b"real"));
 }
+
+#[test]
+fn describe_quorum_ids_and_controller_listeners_are_rewritten_at_every_version() {
+    use describe_quorum_response::{Listener, Node, PartitionData, ReplicaState, TopicData};
+    let replica = |id| ReplicaState::default().with_replica_id(BrokerId(id)).with_log_end_offset(7);
+    for version in ApiKey::DescribeQuorum.valid_versions().min..=ApiKey::DescribeQuorum.valid_versions().max {
+        let mut r = DescribeQuorumResponse::default().with_topics(vec![
+            TopicData::default()
+                .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+                .with_partitions(vec![
+                    PartitionData::default()
+                        .with_leader_id(BrokerId(1))
+                        .with_current_voters(vec![replica(1)])
+                        .with_observers(vec![replica(2)]),
+                ]),
+        ]);
+        if version >= 2 {
+            r = r.with_nodes(vec![Node::default().with_node_id(BrokerId(1)).with_listeners(vec![
+                Listener::default()
+                    .with_name(StrBytes::from_static_str("CONTROLLER"))
+                    .with_host(StrBytes::from_static_str("controller-1.internal"))
+                    .with_port(9094),
+            ])]);
+        }
+        let mut f = framed(ApiKey::DescribeQuorum, version, &r);
+        assert!(rewrite::needs_rewrite(ApiKey::DescribeQuorum, version));
+        assert!(rewrite::rewrite(&mut f, ApiKey::DescribeQuorum, version, &mut Fixed).unwrap());
+        assert!(!f.windows(8).any(|w| w == b"internal"), "v{version}: a real host is left");
+        let at = response_body_offset(&f, ApiKey::DescribeQuorum, version).unwrap();
+        let out = DescribeQuorumResponse::decode(&mut &f[at..], version).unwrap();
+        let p = &out.topics[0].partitions[0];
+        assert_eq!(p.leader_id, BrokerId(101));
+        assert_eq!((p.current_voters[0].replica_id, p.observers[0].replica_id), (BrokerId(101), BrokerId(102)));
+        assert_eq!(p.current_voters[0].log_end_offset, 7);
+        if version >= 2 {
+            let l = &out.nodes[0].listeners[0];
+            assert_eq!(
+                (out.nodes[0].node_id, l.name.as_str(), l.host.as_str(), l.port),
+                (BrokerId(101), "CONTROLLER", "127.0.0.1", 0)
+            );
+        }
+    }
+}
+
+/// Every response kafka-protocol knows with a host/port field: rewritten, or never offered to clients.
+#[test]
+fn every_response_carrying_addresses_is_rewritten_or_not_offered() {
+    let everything = ApiVersionsResponse::default().with_api_keys(
+        ApiKey::iter()
+            .map(|k| {
+                let r = k.valid_versions();
+                api_versions_response::ApiVersion::default()
+                    .with_api_key(k as i16)
+                    .with_min_version(r.min)
+                    .with_max_version(r.max)
+            })
+            .collect(),
+    );
+    let offered = Versions::from_broker(everything);
+    let with_addresses = [
+        ApiKey::Metadata,
+        ApiKey::FindCoordinator,
+        ApiKey::DescribeCluster,
+        ApiKey::DescribeQuorum,
+        ApiKey::Produce,
+        ApiKey::Fetch,
+        ApiKey::ShareFetch,
+        ApiKey::ShareAcknowledge,
+        ApiKey::Vote,
+        ApiKey::BeginQuorumEpoch,
+        ApiKey::EndQuorumEpoch,
+        ApiKey::FetchSnapshot,
+        ApiKey::UpdateRaftVoter,
+    ];
+    for api in with_addresses {
+        if let Some((min, max)) = offered.range(api as i16) {
+            for v in min..=max {
+                // Produce before v10 and Fetch before v16 have no endpoint fields.
+                let has_endpoints = match api {
+                    ApiKey::Produce => v >= 10,
+                    ApiKey::Fetch => v >= 16,
+                    _ => true,
+                };
+                assert!(!has_endpoints || rewrite::needs_rewrite(api, v), "{api:?} v{v} is offered unrewritten");
+            }
+        }
+    }
+    assert!(offered.range(ApiKey::DescribeQuorum as i16).is_some(), "kafka-metadata-quorum works through the sidecar");
+    assert!(offered.range(ApiKey::Vote as i16).is_none() && offered.range(ApiKey::ShareFetch as i16).is_none());
+}

@@ -27,7 +27,7 @@
 //! | DescribeConfigs | Topic DescribeConfigs per topic; Cluster DescribeConfigs per broker |
 //! | OffsetDelete | Group Delete; Topic Read per topic |
 //! | DeleteGroups | Group Delete per group |
-//! | DescribeCluster | Cluster Describe |
+//! | DescribeCluster, DescribeQuorum | Cluster Describe |
 //! | ApiVersions, Get/PushTelemetry | none |
 //! | everything else | see [`row`]: not authorizable by the sidecar |
 
@@ -194,7 +194,7 @@ pub fn row(api: ApiKey) -> Row {
         A::DescribeConfigs => Enforced(DESCRIBE_CONFIGS),
         A::OffsetDelete => Enforced(OFFSET_DELETE),
         A::DeleteGroups => Enforced(DELETE_GROUPS),
-        A::DescribeCluster => Enforced(DESCRIBE_CLUSTER),
+        A::DescribeCluster | A::DescribeQuorum => Enforced(DESCRIBE_CLUSTER),
         A::ApiVersions | A::GetTelemetrySubscriptions | A::PushTelemetry => Open,
         A::SaslHandshake | A::SaslAuthenticate => Support::Unsupported(Authentication),
         A::CreateDelegationToken
@@ -236,7 +236,6 @@ pub fn row(api: ApiKey) -> Row {
         | A::ListPartitionReassignments
         | A::DescribeClientQuotas
         | A::AlterClientQuotas
-        | A::DescribeQuorum
         | A::UpdateFeatures
         | A::DescribeProducers
         | A::UnregisterBroker

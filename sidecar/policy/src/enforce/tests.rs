@@ -17,6 +17,7 @@ pub(crate) fn top_error(response: &ResponseKind) -> Option<i16> {
         R::AddOffsetsToTxn(r) => r.error_code,
         R::EndTxn(r) => r.error_code,
         R::DescribeCluster(r) => r.error_code,
+        R::DescribeQuorum(r) => r.error_code,
         _ => return None,
     })
 }

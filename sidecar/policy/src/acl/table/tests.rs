@@ -155,6 +155,7 @@ fn sample(api: ApiKey) -> Option<(RequestKind, i16)> {
         ),
         ApiKey::DeleteGroups => (K::DeleteGroups(DeleteGroupsRequest::default().with_groups_names(vec![g()])), 2),
         ApiKey::DescribeCluster => (K::DescribeCluster(DescribeClusterRequest::default()), 1),
+        ApiKey::DescribeQuorum => (K::DescribeQuorum(Default::default()), 2),
         ApiKey::ApiVersions => (K::ApiVersions(ApiVersionsRequest::default()), 3),
         ApiKey::GetTelemetrySubscriptions => (K::GetTelemetrySubscriptions(Default::default()), 0),
         ApiKey::PushTelemetry => (K::PushTelemetry(Default::default()), 0),
@@ -220,7 +221,7 @@ fn each_enforced_row_lists_exactly_what_a_request_needs() {
         for (i, check) in checks.iter().enumerate() {
             if matches!(check.on, On::ClusterFromReplica | On::TransactionKey | On::EachBrokerConfig | On::Cluster)
                 && check.or.is_none()
-                && api != ApiKey::DescribeCluster
+                && !matches!(api, ApiKey::DescribeCluster | ApiKey::DescribeQuorum)
             {
                 continue;
             }
