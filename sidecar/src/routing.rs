@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, RequestKind};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, RequestKind, TopicName};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kproxy_policy::route::{self, Health, Kind, Switches};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use tokio::sync::oneshot;
@@ -90,14 +91,25 @@ pub fn fanout(app: &App, snapshot: &Snapshot, own: &str) -> Vec<Arc<Upstream>> {
     snapshot.config.clusters.iter().filter(|c| c.name != own).filter_map(|c| app.upstream(&c.name)).collect()
 }
 
+/// The Metadata request for one cluster.
+pub struct ClusterRequest {
+    pub cluster: String,
+    pub frame: BytesMut,
+    /// The topics asked of this cluster by name; answered with a retriable error when the cluster does not answer.
+    pub topics: Vec<String>,
+}
+
+/// A copy of a client's Metadata request sent to another routed cluster.
+pub struct Copy {
+    pub up: Arc<Upstream>,
+    /// `None` when the cluster could not be reached at all.
+    pub answer: Option<oneshot::Receiver<Buf>>,
+    pub topics: Vec<String>,
+}
+
 /// The Metadata request each cluster is asked: only the topics routed to it, so that no cluster auto-creates a
 /// topic that lives elsewhere. All-topics requests go to every cluster unchanged.
-pub fn metadata_requests(
-    app: &App,
-    snapshot: &Snapshot,
-    frame: &[u8],
-    version: i16,
-) -> Result<Vec<(String, BytesMut)>> {
+pub fn metadata_requests(app: &App, snapshot: &Snapshot, frame: &[u8], version: i16) -> Result<Vec<ClusterRequest>> {
     let api = ApiKey::Metadata;
     let at = protocol::request_body_offset(frame, api, version)
         .ok_or_else(|| Error::Protocol("Metadata request too short".into()))?;
@@ -114,18 +126,19 @@ pub fn metadata_requests(
                 None => true,
             });
         }
+        let topics = mine.topics.iter().flatten().filter_map(|t| t.name.as_ref().map(|n| n.to_string())).collect();
         let mut bytes = BytesMut::with_capacity(frame.len());
         bytes.extend_from_slice(&frame[..at]);
         mine.encode(&mut bytes, version).map_err(|e| Error::protocol("encoding Metadata", e))?;
         let len = (bytes.len() - 4) as i32;
         bytes[..4].copy_from_slice(&len.to_be_bytes());
-        out.push((cluster.name.clone(), bytes));
+        out.push(ClusterRequest { cluster: cluster.name.clone(), frame: bytes, topics });
     }
     Ok(out)
 }
 
-/// Sends a copy of a Metadata request to another cluster; `None` when it cannot be reached (it then simply
-/// contributes nothing, which is what failover needs).
+/// Sends a copy of a Metadata request to another cluster; `None` when it cannot be reached (it then contributes
+/// no brokers, and its topics are answered LEADER_NOT_AVAILABLE until a route moves them or it returns).
 pub async fn send_copy(app: &App, up: &Arc<Upstream>, frame: &[u8]) -> Option<oneshot::Receiver<Buf>> {
     let lease = match up.bootstrap_pool().lease().await {
         Ok(l) => l,
@@ -146,29 +159,56 @@ pub async fn merge(
     snapshot: &Snapshot,
     version: i16,
     own: (Arc<Upstream>, &mut Buf),
-    others: Vec<(Arc<Upstream>, oneshot::Receiver<Buf>)>,
+    others: Vec<Copy>,
 ) -> Result<()> {
     let api = ApiKey::Metadata;
     let (own_up, own_frame) = own;
     let mut parts = vec![(own_up.name().to_string(), decode_rewritten(app, &own_up, own_frame, version)?)];
-    for (up, rx) in others {
-        match tokio::time::timeout(Duration::from_secs(5), rx).await {
-            Ok(Ok(mut frame)) => parts.push((up.name().to_string(), decode_rewritten(app, &up, &mut frame, version)?)),
-            _ => tracing::debug!(cluster = up.name(), "metadata fan-out: no answer"),
+    let mut unanswered = Vec::new();
+    for Copy { up, answer, topics } in others {
+        let answer = match answer {
+            Some(rx) => tokio::time::timeout(Duration::from_secs(5), rx).await.ok().and_then(|r| r.ok()),
+            None => None,
+        };
+        match answer {
+            Some(mut frame) => parts.push((up.name().to_string(), decode_rewritten(app, &up, &mut frame, version)?)),
+            None => {
+                tracing::debug!(cluster = up.name(), "metadata fan-out: no answer");
+                unanswered.extend(topics);
+            }
         }
     }
     let compiled = app.filters.policy(snapshot);
     let health = app.filters.routing.health();
-    let merged = route::merge_metadata(
+    let mut merged = route::merge_metadata(
         parts.iter().map(|(c, r)| (c.as_str(), r.clone())).collect(),
         &compiled.1.routes,
         &health,
     );
+    unavailable(&mut merged, unanswered);
     let mut body = BytesMut::new();
     merged.encode(&mut body, version).map_err(|e| Error::protocol("encoding merged Metadata", e))?;
     let correlation_id = protocol::response_correlation(own_frame).unwrap_or_default();
     protocol::response_frame(own_frame, api, version, correlation_id, &body);
     Ok(())
+}
+
+/// Kafka's LEADER_NOT_AVAILABLE: retriable, and clients keep what they knew of the topic (librdkafka ignores the
+/// entry; Java retries), whereas a topic left out would start the clients' "topic does not exist" countdown.
+const LEADER_NOT_AVAILABLE: i16 = 5;
+
+/// Topics asked of a cluster that did not answer (while its route has not switched yet, or has no fallback) are
+/// answered LEADER_NOT_AVAILABLE, so clients hold their records and ask again instead of failing them.
+fn unavailable(merged: &mut MetadataResponse, topics: Vec<String>) {
+    for name in topics {
+        if merged.topics.iter().any(|t| t.name.as_ref().is_some_and(|n| n.as_str() == name)) {
+            continue;
+        }
+        let topic = MetadataResponseTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_string(name))))
+            .with_error_code(LEADER_NOT_AVAILABLE);
+        merged.topics.push(topic);
+    }
 }
 
 fn decode_rewritten(app: &Arc<App>, up: &Upstream, frame: &mut Buf, version: i16) -> Result<MetadataResponse> {
@@ -257,4 +297,19 @@ async fn probe(app: &App, up: &Arc<Upstream>) -> Result<()> {
         .map_err(|_| Error::Protocol("probe timed out".into()))?
         .map_err(|_| Error::Protocol("connection lost".into()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_of_a_silent_cluster_are_leader_not_available_and_answered_ones_stay() {
+        let name = |n: &'static str| Some(TopicName(StrBytes::from_static_str(n)));
+        let mut merged =
+            MetadataResponse::default().with_topics(vec![MetadataResponseTopic::default().with_name(name("moved"))]);
+        unavailable(&mut merged, vec!["moved".into(), "waiting".into()]);
+        let codes: Vec<_> = merged.topics.iter().map(|t| (t.name.clone(), t.error_code, t.partitions.len())).collect();
+        assert_eq!(codes, [(name("moved"), 0, 0), (name("waiting"), LEADER_NOT_AVAILABLE, 0)]);
+    }
 }

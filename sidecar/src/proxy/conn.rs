@@ -39,7 +39,7 @@ struct Pending {
     /// What the policy owes the response (denied entries to merge, throttling).
     after: filter::After,
     /// Metadata answers of the other routed clusters, merged into this one.
-    fanout: Vec<(Arc<Upstream>, oneshot::Receiver<Buf>)>,
+    fanout: Vec<crate::routing::Copy>,
 }
 
 enum Body {
@@ -241,13 +241,12 @@ async fn read_loop(
             if api == ApiKey::Metadata {
                 let requests = crate::routing::metadata_requests(app, &snapshot, &frame, header.api_version)
                     .map_err(|e| e.to_string())?;
-                for (cluster, request) in requests {
-                    if cluster == up.name() {
-                        frame.replace_with(&request);
-                    } else if let Some(other) = app.upstream(&cluster)
-                        && let Some(rx) = crate::routing::send_copy(app, &other, &request).await
-                    {
-                        fanout.push((other, rx));
+                for request in requests {
+                    if request.cluster == up.name() {
+                        frame.replace_with(&request.frame);
+                    } else if let Some(other) = app.upstream(&request.cluster) {
+                        let answer = crate::routing::send_copy(app, &other, &request.frame).await;
+                        fanout.push(crate::routing::Copy { up: other, answer, topics: request.topics });
                     }
                 }
             } else if (api == ApiKey::Produce || api == ApiKey::Fetch)
