@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the test environment's three independent single-node KRaft Kafka clusters: "east" and "west" (4.x) and
 # "legacy" (3.9.x), each with PLAINTEXT, SASL_SSL (SCRAM-SHA-512) and CONTROLLER listeners on loopback.
+# Legacy's SASL_SSL sessions expire after LEGACY_REAUTH_MS (KIP-368), so clients must re-authenticate there.
 #
 #   kafka.sh up                  install if needed, start every cluster that is not running, wait until ready
 #   kafka.sh launch              the same without waiting (up.sh overlaps the JVM start-ups with other work)
@@ -21,6 +22,8 @@ TLS_DIR="$ENV_DIR/tls"
 CREDENTIALS="$KAFKA_DIR/credentials.env"
 KAFKA_HEAP=${KPROXY_KAFKA_HEAP:-384m}
 READY_TIMEOUT=${KPROXY_KAFKA_READY_TIMEOUT:-120}
+# Short enough for a test to outlive several sessions, long enough for any client's handshake on a busy machine.
+LEGACY_REAUTH_MS=12000
 
 cluster_version() {
   case $1 in
@@ -156,6 +159,9 @@ EOF
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 EOF
+  fi
+  if [ "$name" = legacy ]; then
+    echo "listener.name.sasl_ssl.scram-sha-512.connections.max.reauth.ms=$LEGACY_REAUTH_MS" >>"$dir/server.properties"
   fi
 }
 

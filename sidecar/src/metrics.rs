@@ -19,6 +19,8 @@ pub struct Metrics {
     pub client_connections_accepted: IntCounter,
     pub upstream_connections: IntGaugeVec,
     pub upstream_connections_opened: IntCounterVec,
+    /// KIP-368 re-authentications of pooled connections, by cluster and result (`ok`, `failed`).
+    pub upstream_reauthentications: IntCounterVec,
     pub buffer_pool_bytes: IntGaugeVec,
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
@@ -54,6 +56,10 @@ impl Metrics {
             Opts::new("kproxy_upstream_connections_opened_total", "Upstream connections opened"),
             &["cluster"],
         )?;
+        let upstream_reauthentications = IntCounterVec::new(
+            Opts::new("kproxy_upstream_reauthentications_total", "SASL re-authentications of pooled connections"),
+            &["cluster", "result"],
+        )?;
         let buffer_pool_bytes =
             IntGaugeVec::new(Opts::new("kproxy_buffer_pool_bytes", "Frame buffer pool bytes by state"), &["state"])?;
         let config_reloads = IntCounterVec::new(
@@ -79,6 +85,7 @@ impl Metrics {
         registry.register(Box::new(client_connections_accepted.clone()))?;
         registry.register(Box::new(upstream_connections.clone()))?;
         registry.register(Box::new(upstream_connections_opened.clone()))?;
+        registry.register(Box::new(upstream_reauthentications.clone()))?;
         registry.register(Box::new(buffer_pool_bytes.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(config_generation.clone()))?;
@@ -94,6 +101,7 @@ impl Metrics {
             client_connections_accepted,
             upstream_connections,
             upstream_connections_opened,
+            upstream_reauthentications,
             buffer_pool_bytes,
             config_reloads,
             config_generation,

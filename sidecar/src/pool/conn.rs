@@ -3,7 +3,8 @@
 //! Kafka brokers answer requests on a connection in the order they were sent, so pending requests wait in a
 //! FIFO; a response whose correlation id is not the one at the head means the stream is corrupt and the
 //! connection is dropped (every request waiting on it fails, and their clients reconnect as they would after a
-//! broker restart).
+//! broker restart). A SASL connection's writer also renews the session before the broker ends it (see
+//! [`super::reauth`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::BoxStream;
+use super::reauth::{Reauth, RoundTrip};
 use crate::buffer::{Buf, Pool};
 use crate::protocol::{self, MIN_RESPONSE};
 
@@ -42,12 +44,14 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Starts the reader and writer tasks over an established (and authenticated) stream.
+    /// Starts the reader and writer tasks over an established (and authenticated) stream. With `reauth`, the
+    /// writer renews the SASL session in place before the broker's session lifetime ends.
     pub fn start(
         stream: BoxStream,
         buffers: Arc<Pool>,
         frame_timeout: Duration,
         request_timeout: Duration,
+        reauth: Option<Reauth>,
         on_close: impl FnOnce() + Send + 'static,
     ) -> Arc<Conn> {
         let (rd, wr) = tokio::io::split(stream);
@@ -57,7 +61,8 @@ impl Conn {
         let pending = Arc::new(AtomicUsize::new(0));
         let conn =
             Arc::new(Conn { tx, pending: pending.clone(), clients: AtomicUsize::new(0), closed: closed.clone() });
-        let writer = tokio::spawn(write_loop(wr, rx, fifo.clone(), closed.clone()));
+        let out = Writer { wr, fifo: fifo.clone(), pending: pending.clone(), next_id: 0 };
+        let writer = tokio::spawn(write_loop(out, rx, closed.clone(), reauth, buffers.clone()));
         tokio::spawn(watchdog(fifo.clone(), closed.clone(), request_timeout));
         tokio::spawn(async move {
             let result = tokio::select! {
@@ -142,26 +147,63 @@ async fn watchdog(fifo: Fifo, closed: CancellationToken, timeout: Duration) {
     }
 }
 
-async fn write_loop(
-    mut wr: WriteHalf<BoxStream>,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+/// The writing side of a connection: numbers each request and records it in the FIFO before writing it.
+struct Writer {
+    wr: WriteHalf<BoxStream>,
     fifo: Fifo,
-    closed: CancellationToken,
-) {
-    let mut next_id: i32 = 0;
-    loop {
-        let out = tokio::select! {
-            out = rx.recv() => out,
-            _ = closed.cancelled() => None,
-        };
-        let Some(Outgoing { mut frame, reply }) = out else { break };
-        next_id = next_id.wrapping_add(1) & i32::MAX;
-        protocol::set_request_correlation(&mut frame, next_id);
+    /// Shared with [`Conn`]; the reader decrements it per response, so requests made here count too.
+    pending: Arc<AtomicUsize>,
+    next_id: i32,
+}
+
+impl Writer {
+    async fn write(&mut self, mut frame: Buf, reply: Option<oneshot::Sender<Buf>>) -> std::io::Result<()> {
+        self.next_id = self.next_id.wrapping_add(1) & i32::MAX;
+        protocol::set_request_correlation(&mut frame, self.next_id);
         if let Some(reply) = reply {
-            lock(&fifo).push_back((next_id, Instant::now(), reply));
+            lock(&self.fifo).push_back((self.next_id, Instant::now(), reply));
         }
+        self.wr.write_all(&frame).await
+    }
+}
+
+impl RoundTrip for Writer {
+    async fn round_trip(&mut self, frame: Buf) -> Option<Buf> {
+        let (tx, rx) = oneshot::channel();
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        self.write(frame, Some(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+async fn write_loop(
+    mut out: Writer,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    closed: CancellationToken,
+    mut reauth: Option<Reauth>,
+    buffers: Arc<Pool>,
+) {
+    loop {
+        let due = reauth.as_ref().and_then(Reauth::due);
+        let out_next = tokio::select! {
+            biased;
+            _ = closed.cancelled() => None,
+            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                // Requests arriving meanwhile wait in `rx`, in order, until the session is renewed.
+                let renewed = tokio::select! {
+                    ok = renew(&mut out, reauth.as_mut(), &buffers) => ok,
+                    _ = closed.cancelled() => false,
+                };
+                if !renewed {
+                    break;
+                }
+                continue;
+            }
+            out = rx.recv() => out,
+        };
+        let Some(Outgoing { frame, reply }) = out_next else { break };
         let written = tokio::select! {
-            r = wr.write_all(&frame) => r,
+            r = out.write(frame, reply) => r,
             _ = closed.cancelled() => Err(std::io::ErrorKind::ConnectionAborted.into()),
         };
         if let Err(e) = written {
@@ -170,7 +212,17 @@ async fn write_loop(
         }
     }
     closed.cancel();
-    let _ = wr.shutdown().await;
+    let _ = out.wr.shutdown().await;
+}
+
+/// Waits until every request sent is answered, then re-authenticates. The FIFO is polled: this happens once per
+/// session lifetime, and the reader need not know about it.
+async fn renew(out: &mut Writer, reauth: Option<&mut Reauth>, buffers: &Arc<Pool>) -> bool {
+    let Some(reauth) = reauth else { return true };
+    while !lock(&out.fifo).is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    reauth.run(out, buffers).await
 }
 
 async fn read_loop(

@@ -1,6 +1,7 @@
 //! Dialing a broker of a cluster: TCP, then TLS, then SASL, each step bounded by the context's timeout.
 
 use kproxy_api::config::Cluster;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -61,8 +62,11 @@ pub async fn open(cluster: &Cluster, addr: &str, ctx: &Context) -> Result<(Strea
 /// Re-authenticates an established connection (KIP-368) with the credentials the mounted files hold now, and
 /// returns the new session. Call it only while no request is in flight on `stream`: the broker's SASL responses
 /// must not interleave with the caller's. Uses the same mechanism as `session`, as Kafka requires.
-pub async fn reauthenticate(
-    stream: &mut Stream,
+///
+/// `stream` is usually the [`Stream`] [`open`] returned; a caller that has split it into reader and writer tasks
+/// may pass any byte stream that carries these frames to the broker and its answers back.
+pub async fn reauthenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     cluster: &Cluster,
     addr: &str,
     ctx: &Context,
@@ -81,7 +85,7 @@ pub async fn reauthenticate(
     sasl::authenticate(&mut ex, session.mechanism(), &credentials, session.versions()).await
 }
 
-fn exchange<'a>(stream: &'a mut Stream, addr: &'a str, ctx: &'a Context) -> Exchange<'a, Stream> {
+fn exchange<'a, S>(stream: &'a mut S, addr: &'a str, ctx: &'a Context) -> Exchange<'a, S> {
     Exchange { stream, addr, client_id: ctx.client_id(), timeout: ctx.timeout(), correlation_id: FIRST_CORRELATION_ID }
 }
 
