@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest};
 use kafka_protocol::protocol::StrBytes;
@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use crate::buffer::{Buf, Pool};
 use crate::metrics::Metrics;
 use crate::pool::{BoxStream, BrokerPool};
-use crate::protocol::{self, versions::Versions};
+use crate::protocol::{self, versions::Book, versions::Versions};
 use crate::settings::Limits;
 use crate::{Error, Result};
 
@@ -30,8 +30,10 @@ pub struct Upstream {
     pub secrets_dir: PathBuf,
     /// TLS/SASL settings cache for this cluster's connections; notices rotated Secret files.
     pub connector: kproxy_upstream::Context,
-    /// Learnt from the first broker answering; what clients are told in ApiVersions.
-    versions: OnceLock<Arc<Versions>>,
+    /// Every broker's ApiVersions answer, shared with the other clusters; what clients are told in ApiVersions.
+    versions: Arc<Book>,
+    /// Tells this cluster instance's answers in the book apart from those of the instance a reload replaces.
+    id: u64,
     pools: Mutex<HashMap<String, Arc<BrokerPool>>>,
     /// Index of the bootstrap server that answered last, tried first next time.
     bootstrap: AtomicUsize,
@@ -46,7 +48,9 @@ impl Upstream {
         metrics: Arc<Metrics>,
         buffers: Arc<Pool>,
         secrets_dir: PathBuf,
+        versions: Arc<Book>,
     ) -> Arc<Self> {
+        static IDS: AtomicU64 = AtomicU64::new(0);
         Arc::new(Upstream {
             cluster,
             limits,
@@ -54,7 +58,8 @@ impl Upstream {
             buffers,
             connector: kproxy_upstream::Context::new(&secrets_dir).with_client_id("kproxy-sidecar"),
             secrets_dir,
-            versions: OnceLock::new(),
+            versions,
+            id: IDS.fetch_add(1, Ordering::Relaxed),
             pools: Mutex::default(),
             bootstrap: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
@@ -86,9 +91,10 @@ impl Upstream {
         self.bootstrap.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The versions clients are offered, once a broker has answered.
+    /// The versions clients are offered (the intersection over every broker of every cluster that answered),
+    /// once a broker has answered. A pointer load: it is computed when a broker's answer is learnt.
     pub fn versions(&self) -> Option<Arc<Versions>> {
-        self.versions.get().cloned()
+        self.versions.current()
     }
 
     pub fn is_retired(&self) -> bool {
@@ -98,6 +104,9 @@ impl Upstream {
     /// Marks the cluster replaced and lets its connections finish their in-flight requests, then close.
     pub async fn retire(&self) {
         self.retired.store(true, Ordering::Relaxed);
+        if self.versions.forget(self.id) {
+            tracing::info!(cluster = %self.cluster.name, "api versions offered to clients changed");
+        }
         let pools: Vec<_> = self.pools.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, p)| p).collect();
         for p in pools {
             p.drain().await;
@@ -115,11 +124,9 @@ impl Upstream {
         n
     }
 
-    /// On the cluster's first connection, asks the broker which versions it speaks; later connections pass.
+    /// On every new pooled connection, asks the broker which versions it speaks (one round trip per connection,
+    /// not per request) and folds the answer into what clients are offered.
     pub async fn learn_versions(&self, mut stream: BoxStream, addr: &str) -> Result<BoxStream> {
-        if self.versions.get().is_some() {
-            return Ok(stream);
-        }
         let mut frame = self.buffers.get(128);
         let request = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("kproxy-sidecar"))
@@ -138,8 +145,10 @@ impl Upstream {
                 reason: format!("ApiVersions error code {}", answer.error_code),
             });
         }
-        tracing::info!(cluster = %self.cluster.name, addr, apis = answer.api_keys.len(), "learnt upstream api versions");
-        let _ = self.versions.set(Arc::new(Versions::from_broker(answer)));
+        let apis = answer.api_keys.len();
+        if self.versions.learn(self.id, addr, Versions::from_broker(answer)) {
+            tracing::info!(cluster = %self.cluster.name, addr, apis, "api versions offered to clients changed");
+        }
         Ok(stream)
     }
 }

@@ -4,6 +4,7 @@
 //! out with a single write, and correlation ids are patched in place.
 
 pub mod rewrite;
+pub mod unsupported;
 pub mod versions;
 
 #[cfg(test)]

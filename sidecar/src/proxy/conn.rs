@@ -17,7 +17,7 @@ use crate::buffer::Buf;
 use crate::cluster::Upstream;
 use crate::filter::{self, Verdict};
 use crate::pool::{BrokerPool, Lease};
-use crate::protocol::{self, Header, MIN_REQUEST, rewrite, versions};
+use crate::protocol::{self, Header, MIN_REQUEST, rewrite, unsupported};
 use crate::ratelog::Gate;
 
 /// Which listener a client connection came in on.
@@ -206,7 +206,9 @@ async fn read_loop(
             continue;
         }
         if !versions.allows(header.api_key, header.api_version) {
-            let Some(body) = versions::unsupported_version(api, header.api_version) else {
+            // UNSUPPORTED_VERSION on every entity the request names; a version kafka-protocol cannot encode has
+            // no answer the client could parse, so the connection closes (as a broker's does), counted and logged.
+            let Some(body) = unsupported::response(api, header.api_version, &frame) else {
                 reject(app, "unsupported_version");
                 return Err(format!("{api:?} v{} is not supported", header.api_version));
             };

@@ -41,6 +41,8 @@ pub struct App {
     pub filters: crate::filter::State,
     /// Upstream clusters by name, swapped as a whole on reload.
     pub clusters: ArcSwap<HashMap<String, Arc<Upstream>>>,
+    /// Every broker's ApiVersions answer across clusters; clients are offered their intersection.
+    pub versions: Arc<protocol::versions::Book>,
     /// Clusters removed by a reload that still serve their broker listeners until clients have refreshed
     /// their metadata (which no longer lists them).
     leaving: std::sync::Mutex<HashMap<String, Arc<Upstream>>>,
@@ -72,6 +74,7 @@ impl App {
             config: ArcSwap::from_pointee(Snapshot::new(snapshot.config.clone(), "", 0)),
             filters,
             clusters: ArcSwap::default(),
+            versions: Arc::default(),
             leaving: Default::default(),
             ready: AtomicBool::new(false),
             connections,
@@ -135,6 +138,7 @@ impl App {
                     self.metrics.clone(),
                     self.buffers.clone(),
                     self.settings.secrets_dir.clone(),
+                    self.versions.clone(),
                 )
             });
             next.insert(cluster.name.clone(), up);

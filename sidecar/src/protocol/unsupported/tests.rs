@@ -1,0 +1,245 @@
+//! Every forwarded API answers a request at a version just above the advertised range with UNSUPPORTED_VERSION
+//! on every entity it names, at that very version; beyond what kafka-protocol encodes there is no answer.
+
+use bytes::BytesMut;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use uuid::Uuid;
+
+use super::response;
+use crate::protocol::versions::Versions;
+
+fn name() -> TopicName {
+    TopicName(StrBytes::from_static_str("t"))
+}
+
+fn group() -> GroupId {
+    GroupId(StrBytes::from_static_str("g"))
+}
+
+/// A request naming one entity (a topic with partition 0 and 1, a group, a resource…); `by_id` names topics by
+/// id instead, for the versions that only carry ids.
+fn sample(api: ApiKey, by_id: bool) -> RequestKind {
+    use RequestKind as K;
+    let (n, id) = if by_id { (TopicName::default(), Uuid::from_u128(7)) } else { (name(), Uuid::nil()) };
+    match api {
+        ApiKey::Produce => K::Produce(ProduceRequest::default().with_acks(-1).with_topic_data(vec![
+            produce_request::TopicProduceData::default().with_name(n).with_topic_id(id).with_partition_data(vec![
+                produce_request::PartitionProduceData::default().with_index(0),
+                produce_request::PartitionProduceData::default().with_index(1),
+            ]),
+        ])),
+        ApiKey::Fetch => K::Fetch(FetchRequest::default().with_topics(vec![
+            fetch_request::FetchTopic::default().with_topic(n).with_topic_id(id).with_partitions(vec![
+                fetch_request::FetchPartition::default().with_partition(0),
+                fetch_request::FetchPartition::default().with_partition(1),
+            ]),
+        ])),
+        ApiKey::ListOffsets => K::ListOffsets(ListOffsetsRequest::default().with_topics(vec![
+            list_offsets_request::ListOffsetsTopic::default()
+                .with_name(n)
+                .with_partitions(vec![list_offsets_request::ListOffsetsPartition::default()]),
+        ])),
+        ApiKey::OffsetForLeaderEpoch => {
+            K::OffsetForLeaderEpoch(OffsetForLeaderEpochRequest::default().with_topics(vec![
+                offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                    .with_topic(n)
+                    .with_partitions(vec![Default::default()]),
+            ]))
+        }
+        ApiKey::Metadata => K::Metadata(MetadataRequest::default().with_topics(Some(vec![
+            metadata_request::MetadataRequestTopic::default().with_name(Some(n)).with_topic_id(id),
+        ]))),
+        ApiKey::OffsetCommit => {
+            K::OffsetCommit(OffsetCommitRequest::default().with_group_id(group()).with_topics(vec![
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(n)
+                .with_topic_id(id)
+                .with_partitions(vec![Default::default()]),
+        ]))
+        }
+        ApiKey::OffsetFetch => {
+            let topics = vec![
+                offset_fetch_request::OffsetFetchRequestTopic::default()
+                    .with_name(n.clone())
+                    .with_partition_indexes(vec![0]),
+            ];
+            let groups =
+                vec![offset_fetch_request::OffsetFetchRequestGroup::default().with_group_id(group()).with_topics(
+                    Some(vec![
+                        offset_fetch_request::OffsetFetchRequestTopics::default()
+                            .with_name(n)
+                            .with_topic_id(id)
+                            .with_partition_indexes(vec![0]),
+                    ]),
+                )];
+            if by_id {
+                K::OffsetFetch(OffsetFetchRequest::default().with_groups(groups))
+            } else {
+                K::OffsetFetch(OffsetFetchRequest::default().with_group_id(group()).with_topics(Some(topics)))
+            }
+        }
+        ApiKey::FindCoordinator if by_id => K::FindCoordinator(
+            FindCoordinatorRequest::default().with_coordinator_keys(vec![StrBytes::from_static_str("g")]),
+        ),
+        ApiKey::FindCoordinator => {
+            K::FindCoordinator(FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g")))
+        }
+        ApiKey::DescribeGroups => K::DescribeGroups(DescribeGroupsRequest::default().with_groups(vec![group()])),
+        ApiKey::DeleteGroups => K::DeleteGroups(DeleteGroupsRequest::default().with_groups_names(vec![group()])),
+        ApiKey::CreateTopics => K::CreateTopics(
+            CreateTopicsRequest::default()
+                .with_topics(vec![create_topics_request::CreatableTopic::default().with_name(name())]),
+        ),
+        ApiKey::DeleteTopics if by_id => K::DeleteTopics(
+            DeleteTopicsRequest::default()
+                .with_topics(vec![delete_topics_request::DeleteTopicState::default().with_name(Some(name()))]),
+        ),
+        ApiKey::DeleteTopics => K::DeleteTopics(DeleteTopicsRequest::default().with_topic_names(vec![name()])),
+        ApiKey::DeleteRecords => K::DeleteRecords(DeleteRecordsRequest::default().with_topics(vec![
+                delete_records_request::DeleteRecordsTopic::default()
+                    .with_name(name())
+                    .with_partitions(vec![Default::default()]),
+            ])),
+        ApiKey::DescribeConfigs => K::DescribeConfigs(DescribeConfigsRequest::default().with_resources(vec![
+            describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("t")),
+        ])),
+        ApiKey::AddPartitionsToTxn if by_id => K::AddPartitionsToTxn(
+            AddPartitionsToTxnRequest::default()
+                .with_transactions(vec![add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()]),
+        ),
+        ApiKey::AddPartitionsToTxn => {
+            K::AddPartitionsToTxn(AddPartitionsToTxnRequest::default().with_v3_and_below_topics(vec![
+                add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                    .with_name(name())
+                    .with_partitions(vec![0]),
+            ]))
+        }
+        ApiKey::TxnOffsetCommit => K::TxnOffsetCommit(TxnOffsetCommitRequest::default().with_topics(vec![
+            txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                .with_name(name())
+                .with_partitions(vec![Default::default()]),
+        ])),
+        // Single-resource requests: their defaults are enough.
+        other => default_request(other),
+    }
+}
+
+fn default_request(api: ApiKey) -> RequestKind {
+    use RequestKind as K;
+    match api {
+        ApiKey::JoinGroup => K::JoinGroup(Default::default()),
+        ApiKey::SyncGroup => K::SyncGroup(Default::default()),
+        ApiKey::Heartbeat => K::Heartbeat(Default::default()),
+        ApiKey::LeaveGroup => K::LeaveGroup(Default::default()),
+        ApiKey::ListGroups => K::ListGroups(Default::default()),
+        ApiKey::OffsetDelete => K::OffsetDelete(Default::default()),
+        ApiKey::InitProducerId => K::InitProducerId(Default::default()),
+        ApiKey::AddOffsetsToTxn => K::AddOffsetsToTxn(Default::default()),
+        ApiKey::EndTxn => K::EndTxn(Default::default()),
+        ApiKey::DescribeCluster => K::DescribeCluster(Default::default()),
+        ApiKey::DescribeQuorum => K::DescribeQuorum(Default::default()),
+        ApiKey::GetTelemetrySubscriptions => K::GetTelemetrySubscriptions(Default::default()),
+        ApiKey::PushTelemetry => K::PushTelemetry(Default::default()),
+        other => panic!("no sample for {other:?}"),
+    }
+}
+
+/// A request frame (length, header with client id, body) for `api` at `version`.
+fn frame(api: ApiKey, version: i16) -> Vec<u8> {
+    let header = RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(9)
+        .with_client_id(Some(StrBytes::from_static_str("c")));
+    // DeleteTopics v6+ still accepts (and ignores) the old name list: ask for the new shape first there.
+    let order = if api == ApiKey::DeleteTopics && version >= 6 { [true, false] } else { [false, true] };
+    for by_id in order {
+        let mut b = BytesMut::from(&[0u8; 4][..]);
+        header.encode(&mut b, api.request_header_version(version)).unwrap();
+        if sample(api, by_id).encode(&mut b, version).is_ok() {
+            let len = (b.len() - 4) as i32;
+            b[..4].copy_from_slice(&len.to_be_bytes());
+            return b.to_vec();
+        }
+    }
+    panic!("{api:?} v{version}: no sample encodes");
+}
+
+/// Every API the sidecar forwards, as offered when a broker speaks everything.
+fn forwarded() -> Vec<ApiKey> {
+    let everything = ApiVersionsResponse::default().with_api_keys(
+        ApiKey::iter()
+            .map(|k| {
+                let r = k.valid_versions();
+                api_versions_response::ApiVersion::default()
+                    .with_api_key(k as i16)
+                    .with_min_version(r.min)
+                    .with_max_version(r.max)
+            })
+            .collect(),
+    );
+    let offered = Versions::from_broker(everything);
+    ApiKey::iter().filter(|k| *k != ApiKey::ApiVersions && offered.range(*k as i16).is_some()).collect()
+}
+
+fn errors(response: &ResponseKind) -> usize {
+    format!("{response:?}").matches("error_code: 35").count()
+}
+
+#[test]
+fn every_forwarded_api_answers_unsupported_version_per_entity_just_above_the_intersection() {
+    let apis = forwarded();
+    assert!(apis.len() >= 28, "{apis:?}");
+    for api in apis {
+        let range = crate::protocol::versions::parsed(api);
+        // The broker (or another cluster) is one version behind: the newest version is just above what is offered.
+        let version = range.max;
+        if range.min == range.max {
+            continue;
+        }
+        let f = frame(api, version);
+        let body = response(api, version, &f).unwrap_or_else(|| panic!("{api:?} v{version}: no answer"));
+        let decoded = ResponseKind::decode(api, &mut body.freeze(), version).unwrap();
+        assert!(errors(&decoded) >= 1, "{api:?} v{version}: {decoded:?}");
+    }
+}
+
+#[test]
+fn the_answer_encodes_at_every_version_kafka_protocol_knows() {
+    for api in forwarded() {
+        let range = crate::protocol::versions::parsed(api);
+        for version in range.min..=range.max {
+            let f = frame(api, version);
+            let body = response(api, version, &f).unwrap_or_else(|| panic!("{api:?} v{version}: no answer"));
+            let decoded = ResponseKind::decode(api, &mut body.freeze(), version).unwrap();
+            assert!(errors(&decoded) >= 1, "{api:?} v{version}: {decoded:?}");
+        }
+        // Beyond kafka-protocol: nothing the client could parse, so the connection is closed.
+        assert!(response(api, range.max + 1, &frame(api, range.max)).is_none(), "{api:?}");
+    }
+}
+
+#[test]
+fn per_entity_errors_cover_every_partition_and_keep_the_client_order() {
+    let f = frame(ApiKey::Produce, 9);
+    let body = response(ApiKey::Produce, 9, &f).unwrap();
+    let ResponseKind::Produce(r) = ResponseKind::decode(ApiKey::Produce, &mut body.freeze(), 9).unwrap() else {
+        unreachable!()
+    };
+    let p = &r.responses[0].partition_responses;
+    assert_eq!((r.responses[0].name.as_str(), p.len()), ("t", 2));
+    assert_eq!((p[0].index, p[0].error_code, p[0].base_offset), (0, 35, -1));
+    assert_eq!((p[1].index, p[1].error_code), (1, 35));
+    let f = frame(ApiKey::OffsetCommit, 8);
+    let body = response(ApiKey::OffsetCommit, 8, &f).unwrap();
+    let ResponseKind::OffsetCommit(r) = ResponseKind::decode(ApiKey::OffsetCommit, &mut body.freeze(), 8).unwrap()
+    else {
+        unreachable!()
+    };
+    assert_eq!(r.topics[0].partitions[0].error_code, 35);
+    // APIs the sidecar never forwards get no answer.
+    assert!(response(ApiKey::CreateAcls, 3, &frame(ApiKey::Heartbeat, 3)).is_none());
+}
