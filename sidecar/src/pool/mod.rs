@@ -4,15 +4,15 @@
 
 mod backoff;
 pub mod conn;
-pub mod reauth;
+mod lane;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Mutex;
 
 pub use conn::Conn;
+use lane::Lane;
 
 use crate::cluster::Upstream;
 use crate::{Error, Result};
@@ -25,15 +25,21 @@ pub type BoxStream = Box<dyn Stream>;
 /// Opens one connection to a broker, ready for Kafka requests. The single place where upstream transport
 /// (TLS, SASL) is set up.
 pub async fn dial(up: &Upstream, addr: &str) -> Result<BoxStream> {
-    reauth::dial(up, addr).await.map(|(stream, _)| stream)
+    // Each step (TCP with TCP_NODELAY, TLS, SASL) is bounded in time; errors name the cause (wrong password,
+    // untrusted CA, ...).
+    let stream = kproxy_upstream::connect(&up.cluster, addr, &up.connector).await.map_err(|e| {
+        tracing::warn!(cluster = %up.cluster.name, error = %e, kind = e.metric_label(), "upstream connection failed");
+        Error::Upstream { addr: addr.to_string(), reason: e.detail() }
+    })?;
+    Ok(Box::new(stream))
 }
 
 /// The connections to one broker.
 pub struct BrokerPool {
     pub addr: String,
     up: Arc<Upstream>,
-    ordinary: Mutex<Vec<Arc<Conn>>>,
-    long_poll: Mutex<Vec<Arc<Conn>>>,
+    ordinary: Lane<Conn>,
+    long_poll: Lane<Conn>,
     /// Dials wait after failures so a broker that is down is not dialled by every client's reconnect.
     backoff: std::sync::Mutex<backoff::Backoff>,
 }
@@ -51,43 +57,43 @@ impl Drop for Lease {
 
 impl BrokerPool {
     pub fn new(up: Arc<Upstream>, addr: String) -> Self {
-        BrokerPool { addr, up, ordinary: Mutex::default(), long_poll: Mutex::default(), backoff: Default::default() }
+        BrokerPool { addr, up, ordinary: Lane::default(), long_poll: Lane::default(), backoff: Default::default() }
     }
 
     /// Binds a client connection to the ordinary connection with the fewest clients, opening another one while
     /// every existing connection already serves someone and the bound allows it.
-    pub async fn lease(&self) -> Result<Lease> {
-        let mut conns = self.ordinary.lock().await;
-        conns.retain(|c| !c.is_closed());
-        let best = conns.iter().min_by_key(|c| c.clients.load(Ordering::Relaxed)).cloned();
-        let conn = match best {
-            Some(c) if c.clients.load(Ordering::Relaxed) == 0 || conns.len() >= self.up.limits.upstream_connections => {
-                c
-            }
-            _ => {
-                let c = self.open().await?;
-                conns.push(c.clone());
-                c
-            }
+    pub async fn lease(self: &Arc<Self>) -> Result<Lease> {
+        let bound = self.up.limits.upstream_connections;
+        let choose = |conns: &[Arc<Conn>]| {
+            let best = conns.iter().min_by_key(|c| c.clients.load(Ordering::Relaxed))?;
+            (best.clients.load(Ordering::Relaxed) == 0 || conns.len() >= bound).then(|| best.clone())
         };
+        let conn = self.ordinary.get(choose, self.clone().dial_task()).await.map_err(|reason| self.failed(reason))?;
         conn.clients.fetch_add(1, Ordering::Relaxed);
         Ok(Lease { conn })
     }
 
     /// A long-poll connection for one request: an idle one, a new one while the bound allows, else the least
     /// busy (long polls of different clients then wait for each other, as they would on one broker connection).
-    pub async fn long_poll(&self) -> Result<Arc<Conn>> {
-        let mut conns = self.long_poll.lock().await;
-        conns.retain(|c| !c.is_closed());
-        let best = conns.iter().min_by_key(|c| c.pending()).cloned();
-        match best {
-            Some(c) if c.pending() == 0 || conns.len() >= self.up.limits.upstream_long_poll_connections => Ok(c),
-            _ => {
-                let c = self.open().await?;
-                conns.push(c.clone());
-                Ok(c)
-            }
-        }
+    pub async fn long_poll(self: &Arc<Self>) -> Result<Arc<Conn>> {
+        let bound = self.up.limits.upstream_long_poll_connections;
+        let choose = |conns: &[Arc<Conn>]| {
+            let best = conns.iter().min_by_key(|c| c.pending())?;
+            (best.pending() == 0 || conns.len() >= bound).then(|| best.clone())
+        };
+        self.long_poll.get(choose, self.clone().dial_task()).await.map_err(|reason| self.failed(reason))
+    }
+
+    /// A dial for a lane, owning the pool so it outlives the caller that started it.
+    async fn dial_task(self: Arc<Self>) -> std::result::Result<Arc<Conn>, String> {
+        self.open().await.map_err(|e| match e {
+            Error::Upstream { reason, .. } => reason,
+            other => other.to_string(),
+        })
+    }
+
+    fn failed(&self, reason: String) -> Error {
+        Error::Upstream { addr: self.addr.clone(), reason }
     }
 
     async fn open(&self) -> Result<Arc<Conn>> {
@@ -95,15 +101,11 @@ impl BrokerPool {
         if let Some(reason) = backoff().wait(std::time::Instant::now()) {
             return Err(Error::Upstream { addr: self.addr.clone(), reason });
         }
-        let dialled = async {
-            let (stream, session) = reauth::dial(&self.up, &self.addr).await?;
-            Ok::<_, Error>((self.up.learn_versions(stream, &self.addr).await?, session))
-        }
-        .await;
-        let (stream, session) = match dialled {
-            Ok(dialled) => {
+        let dialled = async { self.up.learn_versions(dial(&self.up, &self.addr).await?, &self.addr).await }.await;
+        let stream = match dialled {
+            Ok(stream) => {
                 backoff().succeeded();
-                dialled
+                stream
             }
             Err(e) => {
                 let delay = backoff().failed(std::time::Instant::now(), e.to_string());
@@ -118,21 +120,28 @@ impl BrokerPool {
         tracing::debug!(cluster = %self.up.cluster.name, addr = %self.addr, "upstream connection opened");
         let limits = &self.up.limits;
         let on_close = move || gauge.dec();
-        let reauth = reauth::Reauth::new(self.up.clone(), self.addr.clone(), session);
-        let buffers = self.up.buffers.clone();
-        Ok(Conn::start(stream, buffers, limits.frame_timeout, limits.request_timeout, reauth, on_close))
+        Ok(Conn::start(stream, self.up.buffers.clone(), limits.frame_timeout, limits.request_timeout, on_close))
     }
 
     /// Number of open connections per lane.
     pub async fn sizes(&self) -> (usize, usize) {
-        let count = |v: &Vec<Arc<Conn>>| v.iter().filter(|c| !c.is_closed()).count();
-        (count(&*self.ordinary.lock().await), count(&*self.long_poll.lock().await))
+        (self.ordinary.conns().len(), self.long_poll.conns().len())
     }
 
     /// Lets every connection finish what it has in flight, then closes it.
     pub async fn drain(&self) {
-        for c in self.ordinary.lock().await.drain(..).chain(self.long_poll.lock().await.drain(..)) {
+        for c in self.ordinary.take().into_iter().chain(self.long_poll.take()) {
             c.drain();
         }
+    }
+}
+
+impl lane::Member for Conn {
+    fn is_closed(&self) -> bool {
+        Conn::is_closed(self)
+    }
+
+    fn retire(self: &Arc<Self>) {
+        self.drain();
     }
 }
