@@ -1,13 +1,17 @@
 # kproxy: the two commands a newcomer runs are `make demo` and `make test`; the rest are their parts.
-.PHONY: test demo env-up env-down tools crds bench images chart-crds
+.PHONY: test demo env-up env-down tools crds bench images chart-crds fuzz
 
-## The whole suite: fmt, clippy, unit tests, release build, e2e against a fresh real environment.
+## The whole suite: fmt, clippy, unit tests, 20 s of fuzzing per target, release build, e2e against a fresh real environment.
 test:
 	scripts/test.sh
 
 ## A narrated local demo: real broker, operator, sidecar, a policy applied and changed live.
 demo:
 	scripts/demo.sh
+
+## Fuzzes the sidecar's decoders and rewriters (fuzz/): FUZZ_SECONDS per target (default 60), nightly + cargo-fuzz.
+fuzz:
+	scripts/fuzz.sh
 
 ## Regenerates crds/*.yaml (and the chart's copy) from the Rust types.
 crds:

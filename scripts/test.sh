@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole kproxy test suite: format, lint, unit tests, the release build the images run, then the e2e tests
-# against one fresh environment (real Kafka brokers and kube-apiserver) that is torn down afterwards.
+# The whole kproxy test suite: format, lint, unit tests, a bounded fuzz run (FUZZ_SECONDS per target), the release
+# build the images run, then the e2e tests against one fresh environment (real Kafka brokers and kube-apiserver)
+# that is torn down afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -48,6 +49,15 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "unit tests"
 cargo test --workspace --exclude kproxy-e2e --locked
+
+step "fuzz toolchain"
+# nightly and the pinned cargo-fuzz; a fresh machine compiles cargo-fuzz once (~2.5 min).
+scripts/install-tools.sh fuzz
+
+step "fuzz (${FUZZ_SECONDS:-20}s per target)"
+# Builds the targets into .cache/fuzz/target (not the workspace's target dir), replays the committed corpus and
+# regression inputs, then fuzzes each target; any crash, hang or runaway allocation fails the suite.
+FUZZ_SECONDS=${FUZZ_SECONDS:-20} scripts/fuzz.sh
 
 step "release build (images)"
 # The same command Dockerfile.sidecar and Dockerfile.operator run, so a broken image build fails here.

@@ -19,8 +19,14 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
 /// The apis of `fuzz_targets/response_rewrite.rs`, in its order.
-const REWRITTEN: [ApiKey; 5] =
-    [ApiKey::Metadata, ApiKey::FindCoordinator, ApiKey::DescribeCluster, ApiKey::Produce, ApiKey::Fetch];
+const REWRITTEN: [ApiKey; 6] = [
+    ApiKey::Metadata,
+    ApiKey::FindCoordinator,
+    ApiKey::DescribeCluster,
+    ApiKey::Produce,
+    ApiKey::Fetch,
+    ApiKey::DescribeQuorum,
+];
 
 struct Recorder {
     conn: TcpStream,
@@ -74,8 +80,11 @@ impl Recorder {
 }
 
 fn main() {
-    let addr = std::env::args().nth(1).expect("usage: record_seeds <broker host:port>");
-    let corpus: &'static Path = Box::leak(Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").into_boxed_path());
+    let addr = std::env::args().nth(1).expect("usage: record_seeds <broker host:port> [corpus dir]");
+    // A second argument writes the seeds elsewhere, to pick from them.
+    let corpus =
+        std::env::args().nth(2).map(Into::into).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus"));
+    let corpus: &'static Path = Box::leak(corpus.into_boxed_path());
     let conn = TcpStream::connect(&addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut r = Recorder { conn, corpus, next_id: 0, stream: Vec::new() };
@@ -126,7 +135,8 @@ fn main() {
     RecordBatchEncoder::encode(&mut batch, &records, &options).unwrap();
     let partition = PartitionProduceData::default().with_index(0).with_records(Some(batch.freeze()));
     for version in [3, 9, 11, 12] {
-        let data = TopicProduceData::default().with_name(topic.clone().into()).with_partition_data(vec![partition.clone()]);
+        let data =
+            TopicProduceData::default().with_name(topic.clone().into()).with_partition_data(vec![partition.clone()]);
         let produce = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![data]);
         r.call(ApiKey::Produce, version, &produce);
     }
@@ -156,6 +166,14 @@ fn main() {
     r.call(ApiKey::FindCoordinator, 4, &keys);
     for version in [0, 1] {
         r.call(ApiKey::DescribeCluster, version, &DescribeClusterRequest::default());
+    }
+    let quorum = DescribeQuorumRequest::default().with_topics(vec![
+        describe_quorum_request::TopicData::default()
+            .with_topic_name(StrBytes::from_static_str("__cluster_metadata").into())
+            .with_partitions(vec![describe_quorum_request::PartitionData::default().with_partition_index(0)]),
+    ]);
+    for version in [0, 1, 2] {
+        r.call(ApiKey::DescribeQuorum, version, &quorum);
     }
     let list = ListOffsetsRequest::default().with_replica_id((-1).into()).with_topics(vec![
         ListOffsetsTopic::default()

@@ -238,11 +238,24 @@ pub fn encode_request_header_into_buffer<B: ByteBufMut>(
     header.encode(buf, version)
 }
 
+// Patched (see PATCHED.md): a tag number of 2^31 or more decodes to a negative key, which the writers below
+// count in the number of tagged fields but never write (their ranges start at 0), so the encoding would be
+// malformed. Refuse to encode such a value instead.
+fn check_unknown_tags(unknown_tagged_fields: &BTreeMap<i32, Bytes>) -> Result<()> {
+    if let Some(&k) = unknown_tagged_fields.keys().next() {
+        if k < 0 {
+            bail!("Tagged field number {} is out of range", k as u32);
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn write_unknown_tagged_fields<B: ByteBufMut, R: RangeBounds<i32>>(
     buf: &mut B,
     range: R,
     unknown_tagged_fields: &BTreeMap<i32, Bytes>,
 ) -> Result<()> {
+    check_unknown_tags(unknown_tagged_fields)?;
     for (&k, v) in unknown_tagged_fields.range(range) {
         if v.len() > u32::MAX as usize {
             bail!("Tagged field is too long to encode ({} bytes)", v.len());
@@ -257,6 +270,7 @@ pub(crate) fn write_unknown_tagged_fields<B: ByteBufMut, R: RangeBounds<i32>>(
 pub(crate) fn compute_unknown_tagged_fields_size(
     unknown_tagged_fields: &BTreeMap<i32, Bytes>,
 ) -> Result<usize> {
+    check_unknown_tags(unknown_tagged_fields)?;
     let mut total_size = 0;
     for (&k, v) in unknown_tagged_fields {
         if v.len() > u32::MAX as usize {
