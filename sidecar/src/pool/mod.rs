@@ -5,6 +5,7 @@
 mod backoff;
 pub mod conn;
 mod lane;
+pub mod reauth;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,13 +26,7 @@ pub type BoxStream = Box<dyn Stream>;
 /// Opens one connection to a broker, ready for Kafka requests. The single place where upstream transport
 /// (TLS, SASL) is set up.
 pub async fn dial(up: &Upstream, addr: &str) -> Result<BoxStream> {
-    // Each step (TCP with TCP_NODELAY, TLS, SASL) is bounded in time; errors name the cause (wrong password,
-    // untrusted CA, ...).
-    let stream = kproxy_upstream::connect(&up.cluster, addr, &up.connector).await.map_err(|e| {
-        tracing::warn!(cluster = %up.cluster.name, error = %e, kind = e.metric_label(), "upstream connection failed");
-        Error::Upstream { addr: addr.to_string(), reason: e.detail() }
-    })?;
-    Ok(Box::new(stream))
+    reauth::dial(up, addr).await.map(|(stream, _)| stream)
 }
 
 /// The connections to one broker.
@@ -101,11 +96,15 @@ impl BrokerPool {
         if let Some(reason) = backoff().wait(std::time::Instant::now()) {
             return Err(Error::Upstream { addr: self.addr.clone(), reason });
         }
-        let dialled = async { self.up.learn_versions(dial(&self.up, &self.addr).await?, &self.addr).await }.await;
-        let stream = match dialled {
-            Ok(stream) => {
+        let dialled = async {
+            let (stream, session) = reauth::dial(&self.up, &self.addr).await?;
+            Ok::<_, Error>((self.up.learn_versions(stream, &self.addr).await?, session))
+        }
+        .await;
+        let (stream, session) = match dialled {
+            Ok(dialled) => {
                 backoff().succeeded();
-                stream
+                dialled
             }
             Err(e) => {
                 let delay = backoff().failed(std::time::Instant::now(), e.to_string());
@@ -120,7 +119,9 @@ impl BrokerPool {
         tracing::debug!(cluster = %self.up.cluster.name, addr = %self.addr, "upstream connection opened");
         let limits = &self.up.limits;
         let on_close = move || gauge.dec();
-        Ok(Conn::start(stream, self.up.buffers.clone(), limits.frame_timeout, limits.request_timeout, on_close))
+        let reauth = reauth::Reauth::new(self.up.clone(), self.addr.clone(), session);
+        let buffers = self.up.buffers.clone();
+        Ok(Conn::start(stream, buffers, limits.frame_timeout, limits.request_timeout, reauth, on_close))
     }
 
     /// Number of open connections per lane.

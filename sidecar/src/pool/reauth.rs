@@ -119,3 +119,6 @@ async fn relay(pipe: &mut DuplexStream, link: &mut impl RoundTrip, buffers: &Arc
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
