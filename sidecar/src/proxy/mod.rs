@@ -2,6 +2,7 @@
 //! uses, readiness, and graceful shutdown.
 
 mod conn;
+mod sasl;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

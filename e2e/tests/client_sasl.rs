@@ -1,0 +1,160 @@
+//! Applications configured for SASL keep working unchanged behind the sidecar: kcat and Kafka's Java producer
+//! authenticate to the sidecar with SASL_PLAINTEXT (PLAIN with any credentials, OAUTHBEARER with any well-formed
+//! token), the sidecar completes their handshake locally and reaches a plain broker and a SASL_SSL (SCRAM)
+//! broker with its own settings; the records are read back straight from each broker.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use kproxy_e2e::sidecar::{Sidecar, config, java};
+use kproxy_e2e::{Env, env, unique};
+
+const PLAIN: [&str; 8] = [
+    "-X",
+    "security.protocol=SASL_PLAINTEXT",
+    "-X",
+    "sasl.mechanisms=PLAIN",
+    "-X",
+    "sasl.username=x",
+    "-X",
+    "sasl.password=y",
+];
+
+/// The two upstreams: east's PLAINTEXT listener, and east's SASL_SSL listener with the environment's SCRAM user.
+struct Upstreams {
+    plain: Sidecar,
+    sasl_ssl: Sidecar,
+    _secrets: tempfile::TempDir,
+}
+
+fn sidecars(env: &Env) -> Result<Upstreams> {
+    let plain = Sidecar::start(env, &config("east", env.kafka_east()), &[])?;
+    let secrets = tempfile::tempdir()?;
+    let files = [("username", env.var("KPROXY_KAFKA_USER")), ("password", env.var("KPROXY_KAFKA_PASSWORD"))];
+    kproxy_e2e::kubelet::project(
+        &secrets.path().join("east-kafka"),
+        &files.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    )?;
+    let config = format!(
+        "clusters:\n- name: east\n  bootstrapServers: [\"{}\"]\n  tls: {{caFile: \"{}\"}}\n  sasl:\n    \
+         mechanism: SCRAM-SHA-512\n    usernameFile: east-kafka/username\n    passwordFile: east-kafka/password\n",
+        env.var("KPROXY_KAFKA_EAST_SASL"),
+        env.var("KPROXY_KAFKA_CA"),
+    );
+    let dir = secrets.path().display().to_string();
+    let sasl_ssl = Sidecar::start(env, &config, &["--secrets-dir", &dir])?;
+    Ok(Upstreams { plain, sasl_ssl, _secrets: secrets })
+}
+
+/// Consumes `count` records straight from the broker behind `sidecar` (not through it).
+fn read_back(env: &Env, upstream_sasl: bool, topic: &str, count: usize, extra: &[&str]) -> Result<Vec<String>> {
+    if upstream_sasl {
+        let mut options = env.kcat_sasl_options();
+        options.extend(extra.iter().map(|s| s.to_string()));
+        let options: Vec<&str> = options.iter().map(String::as_str).collect();
+        env.kcat_consume(env.var("KPROXY_KAFKA_EAST_SASL"), topic, count, &options)
+    } else {
+        env.kcat_consume(env.kafka_east(), topic, count, extra)
+    }
+}
+
+#[test]
+fn kcat_with_sasl_plain_and_oauthbearer_through_the_sidecar() -> Result<()> {
+    let Some(env) = env() else { return Ok(()) };
+    let up = sidecars(env)?;
+    let oauth = [
+        "-X",
+        "security.protocol=SASL_PLAINTEXT",
+        "-X",
+        "sasl.mechanisms=OAUTHBEARER",
+        "-X",
+        "enable.sasl.oauthbearer.unsecure.jwt=true",
+        "-X",
+        "sasl.oauthbearer.config=principal=app",
+    ];
+    for (sidecar, upstream_sasl) in [(&up.plain, false), (&up.sasl_ssl, true)] {
+        for (name, options) in [("plain", &PLAIN[..]), ("oauthbearer", &oauth[..])] {
+            let topic = unique(&format!("client-sasl-{name}"));
+            let lines: Vec<String> = (0..50).map(|i| format!("{name}-{i}")).collect();
+            let mut produce = options.to_vec();
+            produce.extend(["-X", "acks=all"]);
+            env.kcat_produce(&sidecar.listen, &topic, &lines, &produce)?;
+            assert_eq!(env.kcat_consume(&sidecar.listen, &topic, lines.len(), options)?, lines);
+            assert_eq!(read_back(env, upstream_sasl, &topic, lines.len(), &[])?, lines, "{name} on the broker");
+            eprintln!(
+                "kcat {name} via the sidecar to east (upstream SASL_SSL: {upstream_sasl}): {} records",
+                lines.len()
+            );
+        }
+        let local = sidecar.metric("kproxy_requests_total", &["api=\"SaslAuthenticate\"", "result=\"local\""])?;
+        assert!(local >= 4.0, "SaslAuthenticate answered by the sidecar: {local}");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_mechanism_the_sidecar_does_not_offer_fails_cleanly() -> Result<()> {
+    let Some(env) = env() else { return Ok(()) };
+    let sidecar = Sidecar::start(env, &config("east", env.kafka_east()), &[])?;
+    let started = Instant::now();
+    let mut cmd = env.command("kcat");
+    cmd.args(["-b", &sidecar.listen, "-L", "-m", "10"]).args([
+        "-X",
+        "security.protocol=SASL_PLAINTEXT",
+        "-X",
+        "sasl.mechanisms=SCRAM-SHA-512",
+        "-X",
+        "sasl.username=x",
+        "-X",
+        "sasl.password=y",
+    ]);
+    let out = kproxy_e2e::run_with_timeout(&mut cmd, None, Duration::from_secs(60))?;
+    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    eprintln!("kcat -L with SCRAM-SHA-512 after {:?}: {}", started.elapsed(), text.lines().last().unwrap_or_default());
+    assert!(!out.status.success() || !text.contains("1 brokers:"), "{text}");
+    assert!(text.contains("PLAIN") && text.contains("OAUTHBEARER"), "the client is told what is offered: {text}");
+    Ok(())
+}
+
+fn java_config(dir: &Path, bootstrap: &str) -> Result<String> {
+    let path = dir.join("producer.properties");
+    std::fs::write(
+        &path,
+        format!(
+            "bootstrap.servers={bootstrap}\nsecurity.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\n\
+             sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required \
+             username=\"app\" password=\"not-checked\";\nacks=all\nenable.idempotence=true\n"
+        ),
+    )?;
+    Ok(path.display().to_string())
+}
+
+#[test]
+fn java_producer_with_sasl_plain_through_the_sidecar() -> Result<()> {
+    let Some(env) = env() else { return Ok(()) };
+    let up = sidecars(env)?;
+    let dir = tempfile::tempdir()?;
+    for (sidecar, upstream_sasl) in [(&up.plain, false), (&up.sasl_ssl, true)] {
+        let topic = unique("client-sasl-java");
+        let records = 5_000;
+        let mut produce = java(env, "org.apache.kafka.tools.ProducerPerformance");
+        produce.args(["--topic", &topic, "--num-records", &records.to_string(), "--record-size", "200"]);
+        produce.args(["--throughput", "-1", "--producer.config", &java_config(dir.path(), &sidecar.listen)?]);
+        let out = env.run(&mut produce, Duration::from_secs(300))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !text.contains(&format!("{records} records sent")) {
+            bail!(
+                "ProducerPerformance (upstream SASL_SSL: {upstream_sasl}): {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let offsets = read_back(env, upstream_sasl, &topic, records, &["-f", "%o\n"])?;
+        assert_eq!(offsets.len(), records, "every record is on the broker");
+        eprintln!(
+            "Java PLAIN via the sidecar (upstream SASL_SSL: {upstream_sasl}): {}",
+            text.lines().last().unwrap_or("")
+        );
+    }
+    Ok(())
+}
