@@ -26,6 +26,11 @@ use crate::{Error, Result, protocol};
 /// Metadata version of the health probe.
 const PROBE_VERSION: i16 = 9;
 
+const METRIC_REFUSED: &str = "kproxy_route_refused_total";
+
+/// One warning per interval about refused cross-cluster requests (a client retrying one would repeat it).
+static REFUSING: crate::ratelog::Gate = crate::ratelog::Gate::every_ms(5_000);
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -36,6 +41,8 @@ pub struct Routing {
     switches: Mutex<Switches>,
     switches_total: IntCounterVec,
     reachable: IntGaugeVec,
+    /// Requests refused because they would span clusters, by api.
+    refused: IntCounterVec,
 }
 
 impl Routing {
@@ -48,8 +55,16 @@ impl Routing {
             Opts::new(route::METRIC_CLUSTER_REACHABLE, "1 while a cluster is reachable, 0 while it is not"),
             &["cluster"],
         )?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                METRIC_REFUSED,
+                "Requests refused because their group or transaction and topics are routed to different clusters",
+            ),
+            &["api"],
+        )?;
         registry.register(Box::new(switches_total.clone()))?;
         registry.register(Box::new(reachable.clone()))?;
+        registry.register(Box::new(refused.clone()))?;
         for d in ["fallback", "primary"] {
             switches_total.with_label_values(&[d]);
         }
@@ -58,6 +73,7 @@ impl Routing {
             switches: Mutex::new(Switches::default()),
             switches_total,
             reachable,
+            refused,
         })
     }
 
@@ -230,6 +246,48 @@ pub fn coordinator_cluster(app: &App, snapshot: &Snapshot, body: &RequestKind) -
     let compiled = app.filters.policy(snapshot);
     let health = app.filters.routing.health();
     Some(compiled.1.routes.cluster(kind, key, &health).to_string())
+}
+
+/// Whether a request of this API may name a group or transaction and topics that routes put in different
+/// clusters, so its body must be read (a Produce only when it belongs to a transaction).
+pub fn may_span(api: ApiKey, frame: &[u8], version: i16) -> bool {
+    use ApiKey as A;
+    match api {
+        A::OffsetCommit | A::TxnOffsetCommit | A::OffsetFetch | A::JoinGroup | A::AddPartitionsToTxn => true,
+        A::AddOffsetsToTxn => true,
+        A::Produce => transactional(frame, version),
+        _ => false,
+    }
+}
+
+/// Whether a Produce request carries a transactional id (its first field from v3 on), read without decoding.
+fn transactional(frame: &[u8], version: i16) -> bool {
+    if version < 3 {
+        return false;
+    }
+    let Some(at) = protocol::request_body_offset(frame, ApiKey::Produce, version) else { return false };
+    match version {
+        // Nullable string: i16 length, -1 for null.
+        3..=8 => frame.get(at..at + 2).is_some_and(|b| i16::from_be_bytes([b[0], b[1]]) >= 0),
+        // Compact nullable string: unsigned varint length + 1, 0 for null (its first byte is 0 only then).
+        _ => frame.get(at).is_some_and(|&b| b != 0),
+    }
+}
+
+/// The local answer to a request that cannot be served by one cluster (see `kproxy_policy::route::cross_cluster`):
+/// INVALID_REQUEST on everything it names, encoded at `version`, logged and counted.
+pub fn refuse(app: &App, snapshot: &Snapshot, api: ApiKey, body: &RequestKind, version: i16) -> Option<BytesMut> {
+    let compiled = app.filters.policy(snapshot);
+    let why = route::cross_cluster(body, &compiled.1.routes)?;
+    let response = route::refuse(body, version, &why)?;
+    let mut out = BytesMut::new();
+    response.encode(&mut out, version).ok()?;
+    let name = crate::proxy::api_name(api);
+    app.filters.routing.refused.with_label_values(&[name]).inc();
+    if let Some(suppressed) = REFUSING.allow() {
+        tracing::warn!(api = name, reason = %why, suppressed, "request refused: it would span clusters");
+    }
+    Some(out)
 }
 
 /// Whether some route has fallbacks, so Produce and Fetch must be checked for having been routed away.

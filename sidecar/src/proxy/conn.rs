@@ -148,7 +148,6 @@ async fn read_loop(
 ) -> Result<(), String> {
     let limits = &app.settings.limits;
     let mut current: Option<Route> = None;
-    let mut sasl = super::sasl::Local::new(app.settings.listen, peer);
     loop {
         hold.wait().await;
         let read = protocol::read_frame(
@@ -200,16 +199,8 @@ async fn read_loop(
             protocol::response_frame(&mut buf, api, version, header.correlation_id, body);
             buf
         };
-        // Client SASL is completed here (loopback only); upstream, the pool authenticates with the policy's own.
-        if let Some(answer) = sasl.answer(api, header.api_version, &frame) {
-            let (version, body) = answer?;
-            let body = Body::Local(local(&body, version));
-            send(tx, Pending { header, api, started, up, body, after: Default::default(), fanout: Vec::new() }).await?;
-            continue;
-        }
         if api == ApiKey::ApiVersions {
             let (version, body) = versions.answer(header.api_version).map_err(|e| e.to_string())?;
-            let body = super::sasl::advertise(body, version)?;
             let body = Body::Local(local(&body, version));
             send(tx, Pending { header, api, started, up, body, after: Default::default(), fanout: Vec::new() }).await?;
             continue;
@@ -249,6 +240,17 @@ async fn read_loop(
         let mut after = Some(after);
         let mut fanout = Vec::new();
         if crate::routing::routed(&snapshot) {
+            if expects
+                && crate::routing::may_span(api, &frame, header.api_version)
+                && let Ok(body) = filter::Request::new(header, api, &frame).body()
+                && let Some(answer) = crate::routing::refuse(app, &snapshot, api, &body, header.api_version)
+            {
+                // A group's offsets or a transaction's partitions in another cluster than its own: refused.
+                let body = Body::Local(local(&answer, header.api_version));
+                let after = after.take().unwrap_or_default();
+                send(tx, Pending { header, api, started, up, body, after, fanout }).await?;
+                continue;
+            }
             if api == ApiKey::Metadata {
                 let requests = crate::routing::metadata_requests(app, &snapshot, &frame, header.api_version)
                     .map_err(|e| e.to_string())?;

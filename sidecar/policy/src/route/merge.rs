@@ -112,11 +112,31 @@ pub fn cross_cluster(request: &RequestKind, routes: &Routes) -> Option<String> {
                 )
             })
         }
+        K::JoinGroup(r) if r.protocol_type.as_str() == "consumer" => {
+            let topics: Vec<String> = r.protocols.iter().flat_map(|p| subscribed(&p.metadata)).collect();
+            clash("group", Kind::Group, &r.group_id, &mut topics.iter().map(String::as_str))
+        }
         K::Produce(r) => r.transactional_id.as_ref().and_then(|id| {
             clash("transaction", Kind::TransactionalId, id, &mut r.topic_data.iter().map(|t| t.name.as_str()))
         }),
         _ => None,
     }
+}
+
+/// The topics a consumer's JoinGroup subscribes to (the consumer protocol's subscription, read at the highest
+/// version known when the client speaks a newer one, as brokers do); none when it cannot be read.
+fn subscribed(metadata: &bytes::Bytes) -> Vec<String> {
+    use bytes::Buf;
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::Decodable;
+    let mut buf = metadata.clone();
+    if buf.remaining() < 2 {
+        return Vec::new();
+    }
+    let version = buf.get_i16().clamp(0, 3);
+    ConsumerProtocolSubscription::decode(&mut buf, version)
+        .map(|s| s.topics.iter().map(|t| t.to_string()).collect())
+        .unwrap_or_default()
 }
 
 /// Kafka's NOT_LEADER_OR_FOLLOWER: the client refreshes its metadata and retries, which is how it follows a route
