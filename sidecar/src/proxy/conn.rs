@@ -148,6 +148,7 @@ async fn read_loop(
 ) -> Result<(), String> {
     let limits = &app.settings.limits;
     let mut current: Option<Route> = None;
+    let mut sasl = super::sasl::Local::new(app.settings.listen, peer);
     loop {
         hold.wait().await;
         let read = protocol::read_frame(
@@ -199,8 +200,16 @@ async fn read_loop(
             protocol::response_frame(&mut buf, api, version, header.correlation_id, body);
             buf
         };
+        // Client SASL is completed here (loopback only); upstream, the pool authenticates with the policy's own.
+        if let Some(answer) = sasl.answer(api, header.api_version, &frame) {
+            let (version, body) = answer?;
+            let body = Body::Local(local(&body, version));
+            send(tx, Pending { header, api, started, up, body, after: Default::default(), fanout: Vec::new() }).await?;
+            continue;
+        }
         if api == ApiKey::ApiVersions {
             let (version, body) = versions.answer(header.api_version).map_err(|e| e.to_string())?;
+            let body = super::sasl::advertise(body, version)?;
             let body = Body::Local(local(&body, version));
             send(tx, Pending { header, api, started, up, body, after: Default::default(), fanout: Vec::new() }).await?;
             continue;
