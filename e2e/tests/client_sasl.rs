@@ -158,3 +158,40 @@ fn java_producer_with_sasl_plain_through_the_sidecar() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn kcat_with_scram_and_the_clusters_own_credentials_through_the_sidecar() -> Result<()> {
+    let Some(env) = env() else { return Ok(()) };
+    let up = sidecars(env)?;
+    let scram = |password: &str| {
+        ["security.protocol=SASL_PLAINTEXT", "sasl.mechanisms=SCRAM-SHA-512"]
+            .into_iter()
+            .map(str::to_string)
+            .chain([format!("sasl.username={}", env.var("KPROXY_KAFKA_USER")), format!("sasl.password={password}")])
+            .flat_map(|o| ["-X".to_string(), o])
+            .collect::<Vec<_>>()
+    };
+    // The application keeps the SCRAM settings it used against the broker itself.
+    let options = scram(env.var("KPROXY_KAFKA_PASSWORD"));
+    let options: Vec<&str> = options.iter().map(String::as_str).collect();
+    let topic = unique("client-sasl-scram");
+    let lines: Vec<String> = (0..50).map(|i| format!("scram-{i}")).collect();
+    env.kcat_produce(&up.sasl_ssl.listen, &topic, &lines, &options)?;
+    assert_eq!(env.kcat_consume(&up.sasl_ssl.listen, &topic, lines.len(), &options)?, lines);
+    assert_eq!(read_back(env, true, &topic, lines.len(), &[])?, lines);
+
+    // Any other password is refused by the sidecar, cleanly.
+    let wrong = scram("not-the-password");
+    let started = Instant::now();
+    let mut cmd = env.command("kcat");
+    cmd.args(["-b", &up.sasl_ssl.listen, "-L", "-m", "10"]).args(&wrong);
+    let out = kproxy_e2e::run_with_timeout(&mut cmd, None, Duration::from_secs(60))?;
+    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "kcat -L with a wrong SCRAM password after {:?}: {}",
+        started.elapsed(),
+        text.lines().next().unwrap_or("")
+    );
+    assert!(!text.contains("1 brokers:") && text.contains("wrong username or password"), "{text}");
+    Ok(())
+}

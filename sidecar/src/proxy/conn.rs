@@ -201,7 +201,7 @@ async fn read_loop(
             buf
         };
         // Client SASL is completed here (loopback only); upstream, the pool authenticates with the policy's own.
-        if let Some(answer) = sasl.answer(api, header.api_version, &frame) {
+        if let Some(answer) = sasl.answer(&up, api, header.api_version, &frame) {
             let (version, body) = answer?;
             let body = Body::Local(local(&body, version));
             send(tx, Pending { header, api, started, up, body, after: Default::default(), fanout: Vec::new() }).await?;

@@ -10,7 +10,11 @@
 //! - `PLAIN`: any username and password (RFC 4616 message: authorization id, NUL, non-empty user, NUL, password).
 //! - `OAUTHBEARER`: any well-formed RFC 7628 initial response carrying `auth=Bearer <b64token>`; the token is not
 //!   verified (no issuer is configured for clients).
-//! - SCRAM is not offered: completing it honestly needs the client's password on the sidecar's side.
+//! - `SCRAM-SHA-256` / `SCRAM-SHA-512`: offered only when the cluster's own SASL setting has a username and
+//!   password (PLAIN or SCRAM upstream), and accepted only for exactly that username and password: the exchange
+//!   is completed honestly (the server-final message proves the sidecar holds the same password). A client still
+//!   configured with the credentials it used against the brokers therefore keeps working; any other user or
+//!   password fails with SASL_AUTHENTICATION_FAILED.
 //! - SaslHandshake v1 and SaslAuthenticate v0–v2; `session_lifetime_ms` is 0, so clients never re-authenticate.
 //!   SaslHandshake v0 (raw, unframed tokens afterwards, Kafka clients before 1.0) is refused with
 //!   UNSUPPORTED_VERSION; ApiVersions advertises v1 only.
@@ -28,28 +32,30 @@ use kafka_protocol::messages::{
     SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kproxy_api::config::SaslMechanism;
 
+use kproxy_upstream::ScramServer;
+
+use crate::cluster::Upstream;
 use crate::protocol;
 use crate::ratelog::Gate;
 
-/// Mechanisms offered in SaslHandshake responses, in the order clients see them.
+/// Mechanisms offered to every loopback client, in the order clients see them.
 pub const MECHANISMS: [&str; 2] = ["PLAIN", "OAUTHBEARER"];
+/// Offered besides when the cluster's configured credentials are a username and password.
+pub const SCRAM: [&str; 2] = ["SCRAM-SHA-256", "SCRAM-SHA-512"];
 
 /// Versions advertised in ApiVersions for the two SASL APIs answered here.
 const ADVERTISED: [(ApiKey, i16, i16); 2] = [(ApiKey::SaslHandshake, 1, 1), (ApiKey::SaslAuthenticate, 0, 2)];
 
 static REFUSED: Gate = Gate::every_ms(60_000);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mechanism {
-    Plain,
-    OauthBearer,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Start,
-    Chosen(Mechanism),
+    Plain,
+    OauthBearer,
+    /// Waiting for the client-first message, then (`true`) for the client-final message.
+    Scram(Box<ScramServer>, bool),
     Authenticated,
 }
 
@@ -67,7 +73,13 @@ impl Local {
 
     /// The local answer (version, response body) to a SASL request; `None` for every other API. `Err` closes the
     /// connection: a request that cannot even be read.
-    pub fn answer(&mut self, api: ApiKey, version: i16, frame: &[u8]) -> Option<Result<(i16, BytesMut), String>> {
+    pub fn answer(
+        &mut self,
+        up: &Upstream,
+        api: ApiKey,
+        version: i16,
+        frame: &[u8],
+    ) -> Option<Result<(i16, BytesMut), String>> {
         let (_, min, max) = ADVERTISED.iter().find(|(a, ..)| *a == api)?;
         let body = protocol::request_body_offset(frame, api, version)
             .map(|at| Bytes::copy_from_slice(&frame[at..]))
@@ -77,13 +89,13 @@ impl Local {
                 refused("SaslHandshake v0 (raw SASL tokens, Kafka clients before 1.0) is not supported");
                 let response = SaslHandshakeResponse::default()
                     .with_error_code(ResponseError::UnsupportedVersion.code())
-                    .with_mechanisms(offered(self.allowed));
+                    .with_mechanisms(offered(self.allowed, up));
                 encode(&response, 0)
             }
             _ if !(*min..=*max).contains(&version) => Err(format!("{api:?} v{version} is not supported")),
             ApiKey::SaslHandshake => {
                 let request = SaslHandshakeRequest::decode(&mut body, version).map_err(|e| e.to_string())?;
-                encode(&self.handshake(request.mechanism.as_str()), version)
+                encode(&self.handshake(request.mechanism.as_str(), up), version)
             }
             _ => {
                 let request = SaslAuthenticateRequest::decode(&mut body, version).map_err(|e| e.to_string())?;
@@ -92,39 +104,55 @@ impl Local {
         }))
     }
 
-    fn handshake(&mut self, mechanism: &str) -> SaslHandshakeResponse {
-        let response = SaslHandshakeResponse::default().with_mechanisms(offered(self.allowed));
+    fn handshake(&mut self, mechanism: &str, up: &Upstream) -> SaslHandshakeResponse {
+        let response = SaslHandshakeResponse::default().with_mechanisms(offered(self.allowed, up));
+        let unsupported = |r: SaslHandshakeResponse| r.with_error_code(ResponseError::UnsupportedSaslMechanism.code());
         if !self.allowed {
             refused("client SASL is answered only on a loopback listener; this one is not");
-            return response.with_error_code(ResponseError::UnsupportedSaslMechanism.code());
+            return unsupported(response);
         }
-        let chosen = match mechanism {
-            "PLAIN" => Mechanism::Plain,
-            "OAUTHBEARER" => Mechanism::OauthBearer,
-            _ => return response.with_error_code(ResponseError::UnsupportedSaslMechanism.code()),
+        self.state = match mechanism {
+            "PLAIN" => State::Plain,
+            "OAUTHBEARER" => State::OauthBearer,
+            _ => match ScramServer::for_cluster(&up.cluster, &up.connector, mechanism) {
+                Ok(Some(server)) => State::Scram(Box::new(server), false),
+                Ok(None) => return unsupported(response),
+                Err(e) => {
+                    tracing::warn!(cluster = up.name(), error = %e, "cannot read the cluster's credentials for SCRAM");
+                    return unsupported(response);
+                }
+            },
         };
-        self.state = State::Chosen(chosen);
         response
     }
 
     fn authenticate(&mut self, token: &[u8]) -> SaslAuthenticateResponse {
-        let checked = match self.state {
-            State::Chosen(Mechanism::Plain) => plain(token),
-            State::Chosen(Mechanism::OauthBearer) => oauthbearer(token),
-            State::Start | State::Authenticated => {
+        let checked = match std::mem::replace(&mut self.state, State::Start) {
+            State::Plain => plain(token).map(|()| Vec::new()).map_err(str::to_string),
+            State::OauthBearer => oauthbearer(token).map(|()| Vec::new()).map_err(str::to_string),
+            State::Scram(mut server, false) => {
+                // The server-first message; the exchange is not complete yet.
+                return match server.first(token) {
+                    Ok(server_first) => {
+                        self.state = State::Scram(server, true);
+                        SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(server_first))
+                    }
+                    Err(reason) => failure(ResponseError::SaslAuthenticationFailed, &format!("SCRAM: {reason}")),
+                };
+            }
+            State::Scram(mut server, true) => server.last(token).map_err(|reason| format!("SCRAM: {reason}")),
+            state @ (State::Start | State::Authenticated) => {
+                self.state = state;
                 return failure(ResponseError::IllegalSaslState, "SaslAuthenticate without a SaslHandshake before it");
             }
         };
         match checked {
-            Ok(()) => {
+            Ok(last) => {
                 self.state = State::Authenticated;
                 // Lifetime 0: the session never expires, so the client never re-authenticates.
-                SaslAuthenticateResponse::default().with_session_lifetime_ms(0)
+                SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(last)).with_session_lifetime_ms(0)
             }
-            Err(reason) => {
-                self.state = State::Start;
-                failure(ResponseError::SaslAuthenticationFailed, reason)
-            }
+            Err(reason) => failure(ResponseError::SaslAuthenticationFailed, &reason),
         }
     }
 }
@@ -145,11 +173,13 @@ pub fn advertise(body: BytesMut, version: i16) -> Result<BytesMut, String> {
     Ok(out)
 }
 
-fn offered(allowed: bool) -> Vec<StrBytes> {
+fn offered(allowed: bool, up: &Upstream) -> Vec<StrBytes> {
     if !allowed {
         return Vec::new();
     }
-    MECHANISMS.iter().map(|m| StrBytes::from_static_str(m)).collect()
+    let password = up.cluster.sasl.as_ref().is_some_and(|s| s.mechanism != SaslMechanism::OauthBearer);
+    let scram = SCRAM.iter().filter(|_| password);
+    MECHANISMS.iter().chain(scram).map(|m| StrBytes::from_static_str(m)).collect()
 }
 
 fn refused(reason: &str) {

@@ -8,7 +8,41 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 
+use std::sync::Arc;
+
+use kproxy_api::config::{Cluster, Sasl, SaslMechanism};
+
 use super::*;
+use crate::buffer::Pool;
+use crate::cluster::Upstream;
+use crate::metrics::Metrics;
+use crate::settings::Limits;
+
+/// A cluster without SASL, or with SCRAM-SHA-512 as `kproxy`/`pw` from files in the returned directory.
+fn upstream(sasl: bool) -> (tempfile::TempDir, Arc<Upstream>) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("username"), "kproxy\n").unwrap();
+    std::fs::write(dir.path().join("password"), "pw").unwrap();
+    let sasl = sasl.then(|| Sasl {
+        mechanism: SaslMechanism::ScramSha512,
+        username_file: Some("username".into()),
+        password_file: Some("password".into()),
+        token_file: None,
+    });
+    let cluster = Cluster { name: "east".into(), bootstrap_servers: vec!["127.0.0.1:9".into()], tls: None, sasl };
+    let metrics = Arc::new(Metrics::new().unwrap());
+    let up =
+        Upstream::new(cluster, Limits::default(), metrics, Pool::new(1 << 16), dir.path().into(), Default::default());
+    (dir, up)
+}
+
+thread_local! {
+    static PLAIN_UPSTREAM: (tempfile::TempDir, Arc<Upstream>) = upstream(false);
+}
+
+fn answer(local: &mut Local, api: ApiKey, version: i16, frame: &[u8]) -> Option<Result<(i16, BytesMut), String>> {
+    PLAIN_UPSTREAM.with(|(_, up)| local.answer(up, api, version, frame))
+}
 
 const ERR_UNSUPPORTED_MECHANISM: i16 = 33;
 const ERR_ILLEGAL_STATE: i16 = 34;
@@ -36,14 +70,14 @@ fn frame<R: Request>(request: &R, version: i16) -> BytesMut {
 
 fn handshake(local: &mut Local, mechanism: &'static str, version: i16) -> SaslHandshakeResponse {
     let request = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism));
-    let (v, body) = local.answer(ApiKey::SaslHandshake, version, &frame(&request, version)).unwrap().unwrap();
+    let (v, body) = answer(local, ApiKey::SaslHandshake, version, &frame(&request, version)).unwrap().unwrap();
     assert_eq!(v, version);
     SaslHandshakeResponse::decode(&mut body.freeze(), version).unwrap()
 }
 
 fn authenticate(local: &mut Local, token: &[u8], version: i16) -> SaslAuthenticateResponse {
     let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::copy_from_slice(token));
-    let (v, body) = local.answer(ApiKey::SaslAuthenticate, version, &frame(&request, version)).unwrap().unwrap();
+    let (v, body) = answer(local, ApiKey::SaslAuthenticate, version, &frame(&request, version)).unwrap().unwrap();
     assert_eq!(v, version);
     SaslAuthenticateResponse::decode(&mut body.freeze(), version).unwrap()
 }
@@ -128,8 +162,8 @@ fn unknown_mechanisms_v0_handshakes_and_network_listeners_are_refused() {
     }
     // SaslAuthenticate beyond v2 is not advertised: the connection is closed rather than guessed at.
     let request = SaslAuthenticateRequest::default();
-    assert!(loopback().answer(ApiKey::SaslAuthenticate, 3, &frame(&request, 2)).unwrap().is_err());
-    assert!(loopback().answer(ApiKey::Metadata, 12, &[]).is_none());
+    assert!(answer(&mut loopback(), ApiKey::SaslAuthenticate, 3, &frame(&request, 2)).unwrap().is_err());
+    assert!(answer(&mut loopback(), ApiKey::Metadata, 12, &[]).is_none());
 }
 
 #[test]
@@ -147,4 +181,44 @@ fn api_versions_advertise_the_local_sasl_apis_in_key_order() {
         let keys: Vec<(i16, i16, i16)> = r.api_keys.iter().map(|k| (k.api_key, k.min_version, k.max_version)).collect();
         assert_eq!(keys, vec![(0, 3, 11), (17, 1, 1), (18, 0, 4), (36, 0, 2), (60, 0, 1)], "v{version}");
     }
+}
+
+#[test]
+fn scram_is_offered_only_with_the_clusters_password_and_only_for_its_user() {
+    let (_dir, up) = upstream(true);
+    let mut local = loopback();
+    let request = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("SCRAM-SHA-256"));
+    let (_, body) = local.answer(&up, ApiKey::SaslHandshake, 1, &frame(&request, 1)).unwrap().unwrap();
+    let h = SaslHandshakeResponse::decode(&mut body.freeze(), 1).unwrap();
+    assert_eq!(h.error_code, 0);
+    let offered: Vec<&str> = h.mechanisms.iter().map(|m| m.as_str()).collect();
+    assert_eq!(offered, ["PLAIN", "OAUTHBEARER", "SCRAM-SHA-256", "SCRAM-SHA-512"]);
+    let first = |local: &mut Local, message: &'static [u8]| {
+        let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from_static(message));
+        let (_, body) = local.answer(&up, ApiKey::SaslAuthenticate, 2, &frame(&request, 2)).unwrap().unwrap();
+        SaslAuthenticateResponse::decode(&mut body.freeze(), 2).unwrap()
+    };
+    let server_first = first(&mut local, b"n,,n=kproxy,r=abc");
+    assert_eq!(server_first.error_code, 0);
+    assert!(server_first.auth_bytes.starts_with(b"r=abc"), "{:?}", server_first.auth_bytes);
+    // A wrong proof (the password is not "pw") fails the exchange.
+    let nonce = String::from_utf8(server_first.auth_bytes.to_vec()).unwrap();
+    let nonce = nonce.split(',').next().unwrap().to_string();
+    let wrong = format!("c=biws,{nonce},p=AAAA");
+    let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(wrong));
+    let (_, body) = local.answer(&up, ApiKey::SaslAuthenticate, 2, &frame(&request, 2)).unwrap().unwrap();
+    assert_eq!(SaslAuthenticateResponse::decode(&mut body.freeze(), 2).unwrap().error_code, ERR_AUTH_FAILED);
+
+    let mut other = loopback();
+    other.answer(&up, ApiKey::SaslHandshake, 1, &frame(&request_for("SCRAM-SHA-512"), 1)).unwrap().unwrap();
+    let r = first(&mut other, b"n,,n=someone,r=abc");
+    assert_eq!(r.error_code, ERR_AUTH_FAILED);
+    assert!(r.error_message.unwrap().contains("unknown user"));
+
+    // Without a password upstream there is nothing to compare with: SCRAM is neither offered nor accepted.
+    assert_eq!(handshake(&mut loopback(), "SCRAM-SHA-512", 1).error_code, ERR_UNSUPPORTED_MECHANISM);
+}
+
+fn request_for(mechanism: &'static str) -> SaslHandshakeRequest {
+    SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism))
 }

@@ -1,7 +1,7 @@
 //! SASL on a broker connection: SaslHandshake then SaslAuthenticate round trips for PLAIN, SCRAM-SHA-256/512 and
 //! OAUTHBEARER, and the session lifetime the broker grants (KIP-368).
 
-mod scram;
+pub(crate) mod scram;
 
 use std::time::{Duration, Instant};
 
