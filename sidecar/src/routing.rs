@@ -26,6 +26,9 @@ use crate::{Error, Result, protocol};
 /// Metadata version of the health probe.
 const PROBE_VERSION: i16 = 9;
 
+/// How long a Metadata request waits for a connection to another routed cluster before leaving it out.
+const FANOUT_CONNECT: Duration = Duration::from_secs(2);
+
 const METRIC_REFUSED: &str = "kproxy_route_refused_total";
 
 /// One warning per interval about refused cross-cluster requests (a client retrying one would repeat it).
@@ -156,17 +159,25 @@ pub fn metadata_requests(app: &App, snapshot: &Snapshot, frame: &[u8], version: 
 /// Sends a copy of a Metadata request to another cluster; `None` when it cannot be reached (it then contributes
 /// no brokers, and its topics are answered LEADER_NOT_AVAILABLE until a route moves them or it returns).
 pub async fn send_copy(app: &App, up: &Arc<Upstream>, frame: &[u8]) -> Option<oneshot::Receiver<Buf>> {
-    let lease = match up.bootstrap_pool().lease().await {
-        Ok(l) => l,
-        Err(e) => {
-            up.bootstrap_failed();
-            tracing::debug!(cluster = up.name(), error = %e, "metadata fan-out: cluster unreachable");
-            return None;
-        }
+    // A cluster the probes found unreachable is not waited for (a hung one would hold every Metadata request for
+    // a dial's timeout); the probes notice when it returns.
+    if !app.filters.routing.health().reachable(up.name()) {
+        return None;
+    }
+    let lease = match tokio::time::timeout(FANOUT_CONNECT, up.bootstrap_pool().lease()).await {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => return left_out(up, &e.to_string()),
+        Err(_) => return left_out(up, "connect timed out"),
     };
     let mut copy = app.buffers.get(frame.len());
     copy.extend_from_slice(frame);
     lease.conn.send(copy, true).ok().flatten()
+}
+
+fn left_out(up: &Upstream, error: &str) -> Option<oneshot::Receiver<Buf>> {
+    up.bootstrap_failed();
+    tracing::debug!(cluster = up.name(), error, "metadata fan-out: cluster unreachable");
+    None
 }
 
 /// Merges the Metadata answers (own first) into `own_frame`: addresses rewritten per cluster, topics by route.
