@@ -14,7 +14,7 @@ use kproxy_e2e::{Env, free_port, workspace_root};
 use kproxy_upstream::{Context, Session, Stream, open, reauthenticate};
 
 /// SCRAM-SHA-256 and OAUTHBEARER sessions end this long after authentication unless renewed; PLAIN and
-/// SCRAM-SHA-512 sessions do not expire, so a sidecar (whose pool reconnects rather than renews) serves them.
+/// SCRAM-SHA-512 sessions do not expire. (A sidecar's pool renews expiring sessions: see upstream_reauth.rs.)
 pub const REAUTH_MS: u64 = 8_000;
 pub const USER: &str = "kproxy";
 

@@ -8,6 +8,9 @@
 //! Re-authentication (KIP-368): when [`Session::reauthenticate_at`] is reached, the owner of a pooled connection
 //! waits for a moment with no request in flight on it and calls [`reauthenticate`] on the same stream; the broker
 //! closes connections whose session expired without it.
+//!
+//! [`ScramServer`] is the other side of SCRAM, for a proxy answering its own clients with the cluster's
+//! configured credentials.
 
 #![forbid(unsafe_code)]
 
