@@ -1,6 +1,6 @@
-//! Failover against the real clusters: east's broker is killed under a running producer on a route that fails
-//! over to west; sends continue to west with no failed send, and when east is back the route returns and the
-//! same producer sends to east again. The gaps are measured and printed.
+//! Failover against the real clusters: east's broker is killed, and later hung (process stopped), under a running
+//! producer on a route that fails over to west; each time sends continue to west with no failed send, and when
+//! east is back the route returns and the same producer sends to east again. The gaps are measured and printed.
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
@@ -76,6 +76,33 @@ fn records(env: &Env, bootstrap: &str, topic: &str) -> BTreeSet<u64> {
     String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 
+/// Waits until the route switched `count` times in `direction`.
+fn switches(sidecar: &Sidecar, direction: &str, count: u32, timeout: Duration) {
+    let label = format!("direction=\"{direction}\"");
+    wait_for(&format!("{count} switch(es) to {direction}"), timeout, || {
+        Ok((sidecar.metric("kproxy_route_switches_total", &[&label])? >= f64::from(count)).then_some(()))
+    })
+    .unwrap();
+}
+
+/// East's broker process stopped (SIGSTOP) until dropped, when it continues (SIGCONT), even if the test fails.
+struct Hung(String);
+
+impl Hung {
+    fn stop(env: &Env) -> Hung {
+        let pid_file = std::path::Path::new(env.var("KPROXY_ENV_DIR")).join("kafka/east/kafka.pid");
+        let pid = std::fs::read_to_string(pid_file).unwrap().trim().to_string();
+        assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+        Hung(pid)
+    }
+}
+
+impl Drop for Hung {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0]).status();
+    }
+}
+
 fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
 }
@@ -100,20 +127,26 @@ fn a_route_fails_over_to_west_while_east_is_down_and_returns() {
 
     let (stopped, stopped_at) = (Instant::now(), unix_now());
     kafka_script(env, "kill");
-    wait_for("failover to west", Duration::from_secs(90), || {
-        Ok((sidecar.metric("kproxy_route_switches_total", &["direction=\"fallback\""])? >= 1.0).then_some(()))
-    })
-    .unwrap();
+    switches(&sidecar, "fallback", 1, Duration::from_secs(90));
     let switched_after = stopped.elapsed();
     std::thread::sleep(Duration::from_secs(10));
     let restarted_at = unix_now();
     kafka_script(env, "start");
-    wait_for("route back to east", Duration::from_secs(180), || {
-        Ok((sidecar.metric("kproxy_route_switches_total", &["direction=\"primary\""])? >= 1.0).then_some(()))
-    })
-    .unwrap();
+    switches(&sidecar, "primary", 1, Duration::from_secs(180));
     let returned_at = unix_now();
     // Long enough for the running producer to be steered back and send on in east.
+    std::thread::sleep(Duration::from_secs(15));
+
+    // A hung east (its process stopped: connections stay open, nothing is answered) fails over the same way.
+    let hung = Hung::stop(env);
+    let (hung_since, hung_at) = (Instant::now(), unix_now());
+    switches(&sidecar, "fallback", 2, Duration::from_secs(90));
+    let hung_switched_after = hung_since.elapsed();
+    std::thread::sleep(Duration::from_secs(10));
+    let resumed_at = unix_now();
+    drop(hung);
+    switches(&sidecar, "primary", 2, Duration::from_secs(120));
+    let returned_again_at = unix_now();
     std::thread::sleep(Duration::from_secs(15));
     drop(producer.stdin.take());
     let out = producer.wait_with_output().unwrap();
@@ -132,22 +165,34 @@ fn a_route_fails_over_to_west_while_east_is_down_and_returns() {
     let mut times: Vec<f64> = acks.iter().map(|(_, t)| *t).collect();
     times.sort_by(f64::total_cmp);
     let longest_pause = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
-    let first_west = acks.iter().filter(|(n, t)| *t > stopped_at && west.contains(n)).map(|(_, t)| *t);
-    let first_west = first_west.fold(f64::INFINITY, f64::min);
-    let first_east_again = acks.iter().filter(|(n, t)| *t > returned_at && east.contains(n)).map(|(_, t)| *t);
-    let first_east_again = first_east_again.fold(f64::INFINITY, f64::min);
+    let first = |set: &BTreeSet<u64>, after: f64| {
+        let times = acks.iter().filter(|(n, t)| *t > after && set.contains(n)).map(|(_, t)| *t);
+        times.fold(f64::INFINITY, f64::min)
+    };
+    let (first_west, first_east_again) = (first(&west, stopped_at), first(&east, returned_at));
+    let (first_west_hung, first_east_resumed) = (first(&west, hung_at), first(&east, returned_again_at));
     eprintln!(
-        "failover: route switched {:.1} s after east was killed; first ack in west {:.1} s after the kill; longest \
-         pause between acks {longest_pause:.1} s; first ack in east {:.1} s after the route returned; {sent} sent, \
-         {} in east, {} in west",
+        "failover (killed): route switched {:.1} s after the kill; first ack in west {:.1} s after it; first ack in \
+         east {:.1} s after the route returned",
         switched_after.as_secs_f64(),
         first_west - stopped_at,
         first_east_again - returned_at,
-        east.len(),
-        west.len(),
     );
-    // Sends went on in west while east was down...
+    eprintln!(
+        "failover (hung): route switched {:.1} s after east hung; first ack in west {:.1} s after it; first ack in \
+         east {:.1} s after the route returned",
+        hung_switched_after.as_secs_f64(),
+        first_west_hung - hung_at,
+        first_east_resumed - returned_again_at,
+    );
+    eprintln!(
+        "failover: longest pause between acks {longest_pause:.1} s; {sent} sent, {} in east, {} in west",
+        east.len(),
+        west.len()
+    );
+    // Sends went on in west while east was down or hung...
     assert!(first_west < restarted_at, "nothing reached west while east was down");
+    assert!(first_west_hung < resumed_at, "nothing reached west while east was hung");
     // ...and the running producer came back to east once it returned: its last record is there.
     assert!(east.contains(&(sent - 1)), "the last record did not land in east after the route returned");
 }

@@ -6,6 +6,7 @@
 //! are answered from the first reachable fallback, so clients move there on their next metadata refresh (which
 //! the failing connections to the old leader trigger), and back when the cluster returns.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, Reques
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kproxy_policy::route::{self, Health, Kind, Switches};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::buffer::Buf;
 use crate::cluster::Upstream;
@@ -25,6 +26,9 @@ use crate::{Error, Result, protocol};
 
 /// Metadata version of the health probe.
 const PROBE_VERSION: i16 = 9;
+
+/// Longest wait for a probe's connection and for its answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a Metadata request waits for a connection to another routed cluster before leaving it out.
 const FANOUT_CONNECT: Duration = Duration::from_secs(2);
@@ -46,6 +50,8 @@ pub struct Routing {
     reachable: IntGaugeVec,
     /// Requests refused because they would span clusters, by api.
     refused: IntCounterVec,
+    /// The clusters found unreachable, for requests waiting on them to give up (a hung broker answers nothing).
+    down: watch::Sender<Arc<BTreeSet<String>>>,
 }
 
 impl Routing {
@@ -77,6 +83,7 @@ impl Routing {
             switches_total,
             reachable,
             refused,
+            down: watch::Sender::new(Arc::default()),
         })
     }
 
@@ -85,18 +92,53 @@ impl Routing {
     }
 
     /// Records a probe result and logs and counts every route that switched because of it.
-    fn observe(&self, snapshot: &Snapshot, routes: &route::Routes, cluster: &str, ok: bool, now: Instant) {
+    /// `started`: when the probe was sent (a probe that timed out has seen no answer since then).
+    fn observe(&self, snapshot: &Snapshot, routes: &route::Routes, cluster: &str, ok: bool, started: Instant) {
         let mut health = lock(&self.health);
         health.set_unreachable_after(Duration::from_millis(snapshot.config.failover.unreachable_after_ms));
-        let transition = if ok { health.success(cluster) } else { health.failure(cluster, now) };
+        let transition =
+            if ok { health.success(cluster) } else { health.failure_since(cluster, started, Instant::now()) };
         self.reachable.with_label_values(&[cluster]).set(i64::from(health.reachable(cluster)));
         if let Some(t) = transition {
             tracing::warn!(cluster = %t.cluster, reachable = t.reachable, "cluster reachability changed");
+            self.down.send_modify(|down| {
+                let mut next = BTreeSet::clone(down);
+                if t.reachable {
+                    next.remove(&t.cluster)
+                } else {
+                    next.insert(t.cluster.clone())
+                };
+                *down = Arc::new(next);
+            });
         }
         for s in lock(&self.switches).observe(routes, &health) {
             self.switches_total.with_label_values(&[s.direction()]).inc();
             tracing::warn!(route = s.route, from = %s.from, to = %s.to, direction = s.direction(), "route switched");
         }
+    }
+}
+
+impl Routing {
+    /// Whether the probes found `cluster` unreachable (only ever with routes).
+    pub fn is_down(&self, cluster: &str) -> bool {
+        self.down.borrow().contains(cluster)
+    }
+
+    /// Resolves once `cluster` is found unreachable.
+    async fn until_down(&self, cluster: &str) {
+        if self.down.subscribe().wait_for(|down| down.contains(cluster)).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// An upstream answer, or `None` when its connection was lost or its cluster was found unreachable meanwhile: a
+/// client waiting on a hung cluster is then closed like one whose broker went away, and reconnects to where its
+/// routes point now instead of waiting for the request timeout.
+pub async fn answer(app: &App, up: &Upstream, rx: oneshot::Receiver<Buf>) -> Option<Buf> {
+    tokio::select! {
+        r = rx => r.ok(),
+        _ = app.filters.routing.until_down(up.name()) => None,
     }
 }
 
@@ -336,12 +378,16 @@ pub fn spawn_probes(app: Arc<App>) {
             let interval = Duration::from_millis(snapshot.config.failover.probe_interval_ms.max(100));
             if routed(&snapshot) {
                 let routes = kproxy_policy::route::Routes::compile(&snapshot.config);
+                // A hung cluster is found within about unreachableAfterMs plus one probe, not several probe timeouts.
+                let after = Duration::from_millis(snapshot.config.failover.unreachable_after_ms);
+                let timeout = (after / 2).clamp(Duration::from_millis(200), PROBE_TIMEOUT);
                 for cluster in &snapshot.config.clusters {
+                    let started = Instant::now();
                     let ok = match app.upstream(&cluster.name) {
-                        Some(up) => probe(&app, &up).await.is_ok(),
+                        Some(up) => probe(&app, &up, timeout).await.is_ok(),
                         None => false,
                     };
-                    app.filters.routing.observe(&snapshot, &routes, &cluster.name, ok, Instant::now());
+                    app.filters.routing.observe(&snapshot, &routes, &cluster.name, ok, started);
                 }
             }
             tokio::select! {
@@ -352,8 +398,8 @@ pub fn spawn_probes(app: Arc<App>) {
     });
 }
 
-async fn probe(app: &App, up: &Arc<Upstream>) -> Result<()> {
-    let lease = tokio::time::timeout(Duration::from_secs(2), up.bootstrap_pool().lease())
+async fn probe(app: &App, up: &Arc<Upstream>, timeout: Duration) -> Result<()> {
+    let lease = tokio::time::timeout(timeout, up.bootstrap_pool().lease())
         .await
         .map_err(|_| Error::Protocol("connect timed out".into()))??;
     let mut frame = app.buffers.get(64);
@@ -361,7 +407,7 @@ async fn probe(app: &App, up: &Arc<Upstream>) -> Result<()> {
     protocol::request_frame(&mut frame, ApiKey::Metadata, PROBE_VERSION, 0, &request)?;
     let rx = lease.conn.send(frame, true).map_err(|_| Error::Protocol("connection closed".into()))?;
     let rx = rx.ok_or_else(|| Error::Protocol("no reply expected".into()))?;
-    tokio::time::timeout(Duration::from_secs(2), rx)
+    tokio::time::timeout(timeout, rx)
         .await
         .map_err(|_| Error::Protocol("probe timed out".into()))?
         .map_err(|_| Error::Protocol("connection lost".into()))?;

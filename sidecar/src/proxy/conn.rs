@@ -17,7 +17,7 @@ use crate::buffer::Buf;
 use crate::cluster::Upstream;
 use crate::filter::{self, Verdict};
 use crate::pool::{BrokerPool, Lease};
-use crate::protocol::{self, Header, MIN_REQUEST, rewrite, unsupported};
+use crate::protocol::{self, Header, MIN_REQUEST, reader, rewrite, unsupported};
 use crate::ratelog::Gate;
 
 /// Which listener a client connection came in on.
@@ -89,8 +89,9 @@ async fn route(app: &Arc<App>, target: &Target) -> Result<Route, String> {
         Target::Bootstrap => {
             let up = app.default_upstream().ok_or("no default cluster")?;
             let servers = up.cluster.bootstrap_servers.len().max(1);
-            let mut last = String::new();
-            for _ in 0..servers {
+            let mut last = format!("{} is unreachable", up.name());
+            let tries = if app.filters.routing.is_down(up.name()) { 0 } else { servers };
+            for _ in 0..tries {
                 let pool = up.bootstrap_pool();
                 match pool.lease().await {
                     Ok(lease) => return Ok(Route { up, pool, lease }),
@@ -116,9 +117,15 @@ async fn route(app: &Arc<App>, target: &Target) -> Result<Route, String> {
             let up = app.upstream(cluster).ok_or_else(|| format!("cluster {cluster} is no longer configured"))?;
             let addr = app.brokers.upstream(cluster, *node).ok_or_else(|| format!("broker {node} is unknown"))?;
             let pool = up.pool(&addr);
-            let error = match pool.lease().await {
-                Ok(lease) => return Ok(Route { up, pool, lease }),
-                Err(e) => e.to_string(),
+            // A cluster the probes found unreachable is not dialled (a hung one would hold the client for a
+            // dial's timeout on every request).
+            let error = if app.filters.routing.is_down(cluster) {
+                format!("cluster {cluster} is unreachable")
+            } else {
+                match pool.lease().await {
+                    Ok(lease) => return Ok(Route { up, pool, lease }),
+                    Err(e) => e.to_string(),
+                }
             };
             // With routes, a client still holding this broker is served by another cluster while this one is
             // down: its Metadata then shows where routes point now, and Produce/Fetch for topics routed away
@@ -149,16 +156,16 @@ async fn read_loop(
     let limits = &app.settings.limits;
     let mut current: Option<Route> = None;
     let mut sasl = super::sasl::Local::new(app.settings.listen, peer);
+    let frame_limits = reader::Limits {
+        max: limits.max_frame_bytes,
+        min: MIN_REQUEST,
+        idle: limits.idle_timeout,
+        partial: limits.frame_timeout,
+    };
+    let mut frames = reader::FrameReader::new(&mut rd, app.buffers.clone(), frame_limits);
     loop {
         hold.wait().await;
-        let read = protocol::read_frame(
-            &mut rd,
-            &app.buffers,
-            limits.max_frame_bytes,
-            MIN_REQUEST,
-            limits.idle_timeout,
-            limits.frame_timeout,
-        );
+        let read = frames.next();
         let frame = tokio::select! {
             biased;
             _ = app.shutdown.cancelled() => return Ok(()),
@@ -342,9 +349,9 @@ async fn write_loop(
     while let Some(p) = rx.recv().await {
         let (mut frame, result) = match p.body {
             Body::Local(frame) => (frame, "local"),
-            Body::Upstream(rx) => match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(frame)) => (frame, "forwarded"),
-                Ok(Err(_)) => {
+            Body::Upstream(rx) => match tokio::time::timeout(timeout, crate::routing::answer(&app, &p.up, rx)).await {
+                Ok(Some(frame)) => (frame, "forwarded"),
+                Ok(None) => {
                     app.metrics.requests.with_label_values(&[api_name(p.api), "error"]).inc();
                     if let Some(suppressed) = UPSTREAM_LOST.allow() {
                         tracing::warn!(%peer, api = ?p.api, suppressed, "upstream connection lost; closing client connection");

@@ -42,8 +42,14 @@ impl Health {
 
     /// A connection or metadata request to `cluster` failed.
     pub fn failure(&mut self, cluster: &str, now: Instant) -> Option<Transition> {
+        self.failure_since(cluster, now, now)
+    }
+
+    /// A connection or metadata request to `cluster` begun at `started` failed at `now`: a request that timed
+    /// out says the cluster has not been answering since it was sent, not only since the timeout.
+    pub fn failure_since(&mut self, cluster: &str, started: Instant, now: Instant) -> Option<Transition> {
         let state = self.clusters.entry(cluster.to_string()).or_default();
-        let since = *state.failing_since.get_or_insert(now);
+        let since = *state.failing_since.get_or_insert(started.min(now));
         if !state.unreachable && now.saturating_duration_since(since) >= self.unreachable_after {
             state.unreachable = true;
             return Some(Transition { cluster: cluster.to_string(), reachable: false });

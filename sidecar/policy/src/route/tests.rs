@@ -71,6 +71,16 @@ fn failover_moves_after_the_configured_time_and_comes_back() {
     assert!(s.iter().any(|s| s.to == "east" && s.direction() == "primary"), "{s:?}");
 }
 
+#[test]
+fn a_timed_out_probe_counts_its_failure_from_when_it_was_sent() {
+    let mut h = Health::new(Duration::from_secs(3));
+    let t0 = Instant::now();
+    // Sent at t0, timed out at t0+1.5 s; the next one, sent at t0+2 s, times out at t0+3.5 s: 3.5 s unanswered.
+    assert_eq!(h.failure_since("east", t0, t0 + Duration::from_millis(1500)), None);
+    let t = h.failure_since("east", t0 + Duration::from_secs(2), t0 + Duration::from_millis(3500)).unwrap();
+    assert!(!t.reachable);
+}
+
 fn topic(name: &'static str) -> MetadataResponseTopic {
     MetadataResponseTopic::default().with_name(Some(TopicName(StrBytes::from_static_str(name))))
 }
