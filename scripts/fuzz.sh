@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Runs every fuzz target (fuzz/fuzz_targets) for a bounded time each: FUZZ_SECONDS (default 60) per target, or only
-# the targets named in FUZZ_TARGETS. Each run first replays the committed seeds (fuzz/corpus/<target>) and the
-# regression inputs (fuzz/regressions/<target>), then fuzzes; the first crash, hang (-timeout) or runaway memory
-# (-rss_limit_mb) fails the script, with the input left in .cache/fuzz/artifacts/<target>/ and the log printed.
-# New inputs go to .cache/fuzz/corpus/<target>; committed files are only read.
-# Needs the nightly toolchain and the pinned cargo-fuzz (scripts/install-tools.sh installs both when missing).
+# Runs every fuzz target (fuzz/fuzz_targets) for a bounded time each: FUZZ_SECONDS (default 60; 0 replays only)
+# per target, or only the targets named in FUZZ_TARGETS. Each run first replays the committed corpus
+# (fuzz/corpus/<target>) and the regression inputs (fuzz/regressions/<target>), then fuzzes; the first crash, hang
+# (-timeout) or runaway memory (-rss_limit_mb) fails the script, with the input left in
+# .cache/fuzz/artifacts/<target>/ and the log printed. New inputs go to .cache/fuzz/corpus/<target>; committed
+# files are only read. Needs the nightly toolchain and the pinned cargo-fuzz (scripts/install-tools.sh fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-60}
@@ -29,6 +29,9 @@ start=$(date +%s)
 cargo +nightly fuzz build "${flags[@]}"
 echo "fuzz build: $(( $(date +%s) - start ))s"
 
+# FUZZ_SECONDS=0 only replays the committed inputs (libFuzzer would read -max_total_time=0 as "no limit").
+if [ "$seconds" = 0 ]; then bound=(-runs=0); else bound=(-max_total_time="$seconds"); fi
+
 # The binaries are run directly: `cargo fuzz run` would build again first, for nothing.
 bin="$work/target/x86_64-unknown-linux-gnu/release"
 failed=()
@@ -38,9 +41,10 @@ for target in $targets; do
   inputs=("$work/corpus/$target" "fuzz/corpus/$target")
   [ -d "fuzz/regressions/$target" ] && inputs+=("fuzz/regressions/$target")
   echo "== fuzz $target for ${seconds}s"
-  if "$bin/$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+  if "$bin/$target" "${bound[@]}" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
     -artifact_prefix="$work/artifacts/$target/" "${inputs[@]}" >"$work/$target.log" 2>&1; then
-    grep -E "^#[0-9]+"$'\t'"(INITED|NEW|REDUCE|pulse) " "$work/$target.log" | tail -1 | sed 's/ lim:.*//' || true
+    status="^#[0-9]+"$'\t'"(INITED|NEW|REDUCE|pulse|DONE) +cov"
+    grep -E "$status" "$work/$target.log" | tail -1 | sed 's/ lim:.*//' || true
     grep -E "^Done [0-9]+ runs" "$work/$target.log" || true
   else
     echo "CRASH in $target; input(s): $(ls "$work/artifacts/$target"/* 2>/dev/null | tr '\n' ' ')"
