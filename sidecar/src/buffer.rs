@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 
-/// Capacities of the pooled classes; larger frames get an exact, unpooled allocation.
-const CLASSES: [usize; 6] = [1 << 9, 1 << 12, 1 << 15, 1 << 18, 1 << 21, 1 << 24];
+/// Capacities of the pooled classes; larger frames get an exact, unpooled allocation. 64 KiB is the
+/// per-connection read buffer of [`crate::protocol::reader`].
+const CLASSES: [usize; 7] = [1 << 9, 1 << 12, 1 << 15, 1 << 16, 1 << 18, 1 << 21, 1 << 24];
 
 /// The shared pool; clone the `Arc` to hand it around.
 pub struct Pool {

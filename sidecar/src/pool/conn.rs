@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::BoxStream;
 use super::reauth::{Reauth, RoundTrip};
 use crate::buffer::{Buf, Pool};
-use crate::protocol::{self, MIN_RESPONSE};
+use crate::protocol::{self, MIN_RESPONSE, reader};
 
 /// Responses are bounded only loosely: the broker caps them by fetch sizes the client chose.
 const MAX_RESPONSE: usize = 1 << 30;
@@ -234,10 +234,11 @@ async fn read_loop(
 ) -> crate::Result<()> {
     // Upstream silence is normal (idle pooled connections); only a started frame must complete.
     let idle = Duration::from_secs(365 * 24 * 3600);
+    let limits = reader::Limits { max: MAX_RESPONSE, min: MIN_RESPONSE, idle, partial: frame_timeout };
+    let mut frames = reader::FrameReader::new(&mut rd, buffers.clone(), limits);
     loop {
-        let frame = protocol::read_frame(&mut rd, buffers, MAX_RESPONSE, MIN_RESPONSE, idle, frame_timeout)
-            .await
-            .map_err(|e| crate::Error::Protocol(format!("reading upstream response: {e}")))?;
+        let frame =
+            frames.next().await.map_err(|e| crate::Error::Protocol(format!("reading upstream response: {e}")))?;
         let Some(frame) = frame else { return Ok(()) };
         let id = protocol::response_correlation(&frame).unwrap_or(-1);
         let head = lock(fifo).pop_front();

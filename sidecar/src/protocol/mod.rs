@@ -3,6 +3,7 @@
 //! A frame buffer always holds the 4-byte length prefix followed by the message, so an unchanged frame is written
 //! out with a single write, and correlation ids are patched in place.
 
+pub mod reader;
 pub mod rewrite;
 pub mod unsupported;
 pub mod versions;
@@ -55,8 +56,9 @@ impl FrameError {
     }
 }
 
-/// Reads one frame. `Ok(None)` is a clean close between frames. `idle` bounds the wait for the first byte,
-/// `partial` the time from there to the last one.
+/// Reads one frame and not a byte beyond it, for one-off exchanges after which the stream is handed on (probes,
+/// relays); connection read loops use [`reader::FrameReader`], which reads ahead. `Ok(None)` is a clean close
+/// between frames. `idle` bounds the wait for the first byte, `partial` the time from there to the last one.
 pub async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     pool: &std::sync::Arc<Pool>,
@@ -75,17 +77,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         if first < 4 {
             r.read_exact(&mut len[first..]).await.map_err(eof_is_truncated)?;
         }
-        let n = i32::from_be_bytes(len);
-        if n < 0 {
-            return Err(FrameError::NegativeLength(n));
-        }
-        let n = n as usize;
-        if n > max {
-            return Err(FrameError::Oversized(n, max));
-        }
-        if n < min {
-            return Err(FrameError::TooShort(n));
-        }
+        let n = frame_length(len, max, min)?;
         let mut buf = pool.get(n + 4);
         buf.extend_from_slice(&len);
         let mut body = r.take(n as u64);
@@ -100,6 +92,19 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         Err(_) => Err(FrameError::PartialTimeout(partial)),
         Ok(res) => res.map(Some),
     }
+}
+
+/// The body length a frame's 4-byte prefix announces, within `min..=max`.
+fn frame_length(prefix: [u8; 4], max: usize, min: usize) -> Result<usize, FrameError> {
+    let n = i32::from_be_bytes(prefix);
+    let Ok(n) = usize::try_from(n) else { return Err(FrameError::NegativeLength(n)) };
+    if n > max {
+        return Err(FrameError::Oversized(n, max));
+    }
+    if n < min {
+        return Err(FrameError::TooShort(n));
+    }
+    Ok(n)
 }
 
 fn eof_is_truncated(e: std::io::Error) -> FrameError {

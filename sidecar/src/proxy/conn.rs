@@ -17,7 +17,7 @@ use crate::buffer::Buf;
 use crate::cluster::Upstream;
 use crate::filter::{self, Verdict};
 use crate::pool::{BrokerPool, Lease};
-use crate::protocol::{self, Header, MIN_REQUEST, rewrite, unsupported};
+use crate::protocol::{self, Header, MIN_REQUEST, reader, rewrite, unsupported};
 use crate::ratelog::Gate;
 
 /// Which listener a client connection came in on.
@@ -156,16 +156,16 @@ async fn read_loop(
     let limits = &app.settings.limits;
     let mut current: Option<Route> = None;
     let mut sasl = super::sasl::Local::new(app.settings.listen, peer);
+    let frame_limits = reader::Limits {
+        max: limits.max_frame_bytes,
+        min: MIN_REQUEST,
+        idle: limits.idle_timeout,
+        partial: limits.frame_timeout,
+    };
+    let mut frames = reader::FrameReader::new(&mut rd, app.buffers.clone(), frame_limits);
     loop {
         hold.wait().await;
-        let read = protocol::read_frame(
-            &mut rd,
-            &app.buffers,
-            limits.max_frame_bytes,
-            MIN_REQUEST,
-            limits.idle_timeout,
-            limits.frame_timeout,
-        );
+        let read = frames.next();
         let frame = tokio::select! {
             biased;
             _ = app.shutdown.cancelled() => return Ok(()),
