@@ -2,17 +2,29 @@
 //! lane is never held across a dial: callers that need a new connection while one is being opened wait for that
 //! same dial (its success serves them all, its failure fails them all at once), and callers that can use an
 //! existing connection never wait for it. One dial at a time also keeps the lane within its bound.
+//!
+//! A caller that wants one more connection while the lane already has some waits for the dial only briefly: a
+//! broker that accepts TCP but never answers would otherwise hold every new client for the whole dial timeout,
+//! although an open connection could carry its requests (and time them out like any other).
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+/// How long a caller that could use an open connection waits for a new one: long enough for a healthy dial, so
+/// a burst of new clients still spreads over the lane's connections.
+const PATIENCE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// What a lane holds.
 pub trait Member: Send + Sync + 'static {
     fn is_closed(&self) -> bool;
     /// Closes once idle; for a connection whose dial completed after its lane was emptied.
     fn retire(self: &Arc<Self>);
+    /// How busy it is; the least busy open connection serves callers that stop waiting for a dial.
+    fn load(&self) -> usize {
+        0
+    }
 }
 
 /// The result of the dial in progress: `None` until it is done; errors as text, shared by every waiter.
@@ -49,13 +61,14 @@ impl<T: Member> Lane<T> {
     where
         F: Future<Output = Result<Arc<T>, String>> + Send + 'static,
     {
-        let mut waiting = {
+        let (mut waiting, patient) = {
             let mut state = self.lock();
             state.conns.retain(|c| !c.is_closed());
             if let Some(c) = choose(&state.conns) {
                 return Ok(c);
             }
-            match &state.opening {
+            let patient = !state.conns.is_empty();
+            let waiting = match &state.opening {
                 Some(rx) => rx.clone(),
                 None => {
                     let (tx, rx) = watch::channel(None);
@@ -75,10 +88,21 @@ impl<T: Member> Lane<T> {
                     });
                     rx
                 }
-            }
+            };
+            (waiting, patient)
         };
+        if patient
+            && tokio::time::timeout(PATIENCE, waiting.wait_for(Option::is_some)).await.is_err()
+            && let Some(c) = self.least_busy()
+        {
+            return Ok(c);
+        }
         let done = waiting.wait_for(Option::is_some).await.map_err(|_| "the connection attempt was abandoned")?;
         done.clone().unwrap_or_else(|| Err("the connection attempt was abandoned".into()))
+    }
+
+    fn least_busy(&self) -> Option<Arc<T>> {
+        self.lock().conns.iter().filter(|c| !c.is_closed()).min_by_key(|c| c.load()).cloned()
     }
 
     /// The open connections.

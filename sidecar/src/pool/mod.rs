@@ -145,4 +145,8 @@ impl lane::Member for Conn {
     fn retire(self: &Arc<Self>) {
         self.drain();
     }
+
+    fn load(&self) -> usize {
+        self.clients.load(Ordering::Relaxed) + self.pending()
+    }
 }

@@ -140,3 +140,18 @@ async fn a_dial_outlives_the_caller_that_gave_up_and_a_late_one_after_retirement
     assert!(late.retired.load(Ordering::Relaxed));
     assert!(lane.conns().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_wanting_another_connection_takes_an_open_one_when_the_dial_hangs() {
+    let (lane, dials) = (Arc::new(Lane::<Fake>::default()), Arc::new(AtomicUsize::new(0)));
+    let first = lane.get(|_| None, dial(&dials, Duration::ZERO, true)).await.unwrap();
+    let start = Instant::now();
+    let got = lane.get(|_| None, dial(&dials, Duration::from_secs(30), false)).await.unwrap();
+    assert!(Arc::ptr_eq(&got, &first), "served by the open connection");
+    assert_eq!(start.elapsed(), PATIENCE, "after the patience, not the dial's timeout");
+    // A healthy dial within the patience still gives the caller a connection of its own.
+    let own = lane.get(|_| None, dial(&dials, Duration::from_millis(10), true));
+    sleep(Duration::from_secs(30)).await;
+    let own = own.await.unwrap();
+    assert!(!Arc::ptr_eq(&own, &first));
+}
