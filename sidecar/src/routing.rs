@@ -136,6 +136,11 @@ impl Routing {
 /// client waiting on a hung cluster is then closed like one whose broker went away, and reconnects to where its
 /// routes point now instead of waiting for the request timeout.
 pub async fn answer(app: &App, up: &Upstream, rx: oneshot::Receiver<Buf>) -> Option<Buf> {
+    // Without routes there are no probes and nowhere else to go: the common case skips the watch entirely (and a
+    // cluster marked down before a reload removed the routes cannot close its clients).
+    if !routed(&app.config.load()) {
+        return rx.await.ok();
+    }
     tokio::select! {
         r = rx => r.ok(),
         _ = app.filters.routing.until_down(up.name()) => None,
