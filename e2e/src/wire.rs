@@ -1,5 +1,5 @@
-//! A raw Kafka client for the few e2e checks no client library exposes: one Produce request naming exactly
-//! the topics a test chooses, on a connection the test keeps open, with the per-partition answer decoded.
+//! A raw Kafka client for the few e2e checks no client library exposes: one request of any API and version
+//! (e.g. a Produce naming exactly the topics a test chooses) on a connection the test keeps open, its answer decoded.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -55,30 +55,44 @@ pub fn produce(
         })
         .collect::<Result<Vec<_>>>()?;
     let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(data);
+    call(stream, ApiKey::Produce, PRODUCE_VERSION, correlation_id, client_id, &request)
+}
+
+/// Sends one request on `stream` and decodes its response (any version kafka-protocol knows).
+pub fn call<Q: Encodable, R: Decodable>(
+    stream: &mut TcpStream,
+    api: ApiKey,
+    version: i16,
+    id: i32,
+    client_id: &'static str,
+    body: &Q,
+) -> Result<R> {
     let header = RequestHeader::default()
-        .with_request_api_key(ApiKey::Produce as i16)
-        .with_request_api_version(PRODUCE_VERSION)
-        .with_correlation_id(correlation_id)
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(id)
         .with_client_id(Some(StrBytes::from_static_str(client_id)));
-    let mut body = BytesMut::new();
-    header.encode(&mut body, ApiKey::Produce.request_header_version(PRODUCE_VERSION))?;
-    request.encode(&mut body, PRODUCE_VERSION)?;
+    let mut b = BytesMut::new();
+    header.encode(&mut b, api.request_header_version(version))?;
+    body.encode(&mut b, version)?;
     let mut frame = BytesMut::new();
-    frame.put_i32(i32::try_from(body.len())?);
-    frame.extend_from_slice(&body);
+    frame.put_i32(i32::try_from(b.len())?);
+    frame.extend_from_slice(&b);
     stream.write_all(&frame)?;
     let mut len = [0u8; 4];
     stream.read_exact(&mut len)?;
     let mut response = vec![0u8; usize::try_from(i32::from_be_bytes(len))?];
     stream.read_exact(&mut response)?;
     let mut response = Bytes::from(response);
-    let header = ResponseHeader::decode(&mut response, ApiKey::Produce.response_header_version(PRODUCE_VERSION))?;
-    if header.correlation_id != correlation_id {
-        bail!("response correlation id {} for request {correlation_id}", header.correlation_id);
+    // ApiVersions answers always carry header v0, so a client can read it whatever it asked.
+    let header_version = if api == ApiKey::ApiVersions { 0 } else { api.response_header_version(version) };
+    let header = ResponseHeader::decode(&mut response, header_version)?;
+    if header.correlation_id != id {
+        bail!("correlation id {} for request {id}", header.correlation_id);
     }
-    let decoded = ProduceResponse::decode(&mut response, PRODUCE_VERSION)?;
+    let decoded = R::decode(&mut response, version)?;
     if response.remaining() != 0 {
-        bail!("{} bytes left after the Produce response", response.remaining());
+        bail!("{} bytes left after the {api:?} v{version} response", response.remaining());
     }
     Ok(decoded)
 }

@@ -8,11 +8,11 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kproxy_e2e::sidecar::{Sidecar, config, java};
-use kproxy_e2e::wire::record_batch;
+use kproxy_e2e::wire::{self, record_batch};
 use kproxy_e2e::{Env, env, unique, wait_for};
 
 fn quorum(env: &Env, bootstrap: &str, what: &str) -> String {
@@ -55,36 +55,9 @@ fn metadata_quorum_tool_through_the_sidecar_shows_no_real_address() {
     eprintln!("through the sidecar:\n{status}{replication}");
 }
 
-/// Sends one request on `stream` and decodes its response (any version kafka-protocol knows).
+/// One request on `stream` under this test's client id.
 fn call<Q: Encodable, R: Decodable>(stream: &mut TcpStream, api: ApiKey, version: i16, id: i32, body: &Q) -> Result<R> {
-    let header = RequestHeader::default()
-        .with_request_api_key(api as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(id)
-        .with_client_id(Some(StrBytes::from_static_str("e2e-protocol")));
-    let mut b = BytesMut::new();
-    header.encode(&mut b, api.request_header_version(version))?;
-    body.encode(&mut b, version)?;
-    let mut frame = BytesMut::new();
-    frame.put_i32(i32::try_from(b.len())?);
-    frame.extend_from_slice(&b);
-    stream.write_all(&frame)?;
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len)?;
-    let mut response = vec![0u8; usize::try_from(i32::from_be_bytes(len))?];
-    stream.read_exact(&mut response)?;
-    let mut response = Bytes::from(response);
-    // ApiVersions answers always carry header v0, so a client can read it whatever it asked.
-    let header_version = if api == ApiKey::ApiVersions { 0 } else { api.response_header_version(version) };
-    let header = ResponseHeader::decode(&mut response, header_version)?;
-    if header.correlation_id != id {
-        bail!("correlation id {} for request {id}", header.correlation_id);
-    }
-    let decoded = R::decode(&mut response, version)?;
-    if response.remaining() != 0 {
-        bail!("{} bytes left after the {api:?} v{version} response", response.remaining());
-    }
-    Ok(decoded)
+    wire::call(stream, api, version, id, "e2e-protocol", body)
 }
 
 fn connect(addr: &str) -> TcpStream {
