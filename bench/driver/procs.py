@@ -135,8 +135,9 @@ def sidecar_config(bootstrap, generation=0):
 class Sidecar:
     """One kproxy-sidecar process with a kubelet-style config directory."""
 
-    def __init__(self, workdir, bootstrap, prefix=(), extra=()):
+    def __init__(self, workdir, bootstrap, prefix=(), extra=(), binary=None):
         self.workdir = Path(workdir)
+        self.binary = str(binary or RELEASE / "kproxy-sidecar")
         self.config_dir = self.workdir / "config"
         self.bootstrap = bootstrap
         self.prefix = list(prefix)
@@ -155,7 +156,7 @@ class Sidecar:
         if not (self.config_dir / "..data").exists():
             self.write_config()
         cmd = self.prefix + [
-            str(RELEASE / "kproxy-sidecar"),
+            self.binary,
             "--config", str(self.config_dir),
             "--listen", self.listen,
             "--admin", self.admin,
@@ -200,7 +201,7 @@ class Sidecar:
         return self.proc.pid
 
     def stop(self):
-        if self.prefix[:1] == ["strace"] and self.proc.poll() is None:
+        if "strace" in self.prefix and self.proc.poll() is None:
             # SIGTERM to strace detaches it without its summary; the traced sidecar gets it instead, and strace
             # writes the summary when it exits.
             for child in children(self.proc.pid):
@@ -219,13 +220,16 @@ def children(pid):
 class Upstream:
     """kproxy-bench-upstream, the benchmark-only Kafka responder."""
 
-    def __init__(self, threads=1):
+    def __init__(self, threads=1, taskset=None):
         self.threads = threads
+        self.taskset = taskset
         self.proc = None
         self.addr = None
 
     def start(self):
         cmd = [str(RELEASE / "kproxy-bench-upstream"), "--listen", "127.0.0.1:0", "--threads", str(self.threads)]
+        if self.taskset is not None:
+            cmd = ["taskset", "-c", str(self.taskset)] + cmd
         COMMANDS.append(cmd)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = self.proc.stdout.readline()
@@ -240,9 +244,11 @@ class Upstream:
         stop(self.proc)
 
 
-def load(args, timeout=600):
-    """Runs kproxy-bench-load to completion and returns its JSON report."""
+def load(args, timeout=600, taskset=None):
+    """Runs kproxy-bench-load to completion and returns its JSON report (pinned to the `taskset` cores if given)."""
     cmd = [str(RELEASE / "kproxy-bench-load")] + [str(a) for a in args]
+    if taskset is not None:
+        cmd = ["taskset", "-c", str(taskset)] + cmd
     COMMANDS.append(cmd)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if out.returncode != 0:
