@@ -6,6 +6,10 @@ pub const INJECT: &str = "kproxy.dev/inject";
 pub const POLICY: &str = "kproxy.dev/policy";
 /// Set by the webhook to the policy it injected, so a pod is never injected twice.
 pub const INJECTED: &str = "kproxy.dev/injected";
+/// Set by the webhook to the comma-separated Secrets the injected sidecar mounts (fixed for the pod's life).
+pub const SECRETS: &str = "kproxy.dev/secrets";
+/// Label `"true"` on every injected pod, for selectors (PodMonitor, the operator's pod watch).
+pub const INJECTED_LABEL: &str = "kproxy.dev/injected";
 /// Per-pod overrides of the sidecar's resource requests and limits.
 pub const CPU: &str = "kproxy.dev/cpu";
 pub const MEMORY: &str = "kproxy.dev/memory";

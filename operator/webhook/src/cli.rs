@@ -51,6 +51,9 @@ pub struct WebhookArgs {
     /// How often replicas re-read the certificate Secret (how fast a renewal by another replica is picked up).
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub webhook_check_interval_seconds: u64,
+    /// Webhook connections served at once (more wait in the listen backlog).
+    #[arg(long, default_value_t = crate::server::DEFAULT_MAX_CONNECTIONS, value_parser = parse_cap)]
+    pub webhook_max_connections: usize,
     /// Image of the injected sidecar.
     #[arg(long, env = "KPROXY_SIDECAR_IMAGE", default_value = DEFAULT_SIDECAR_IMAGE)]
     pub sidecar_image: String,
@@ -113,7 +116,16 @@ impl WebhookArgs {
         let mut cfg = WebhookConfig::new(listen, inject, tls);
         cfg.path = self.webhook_path.clone();
         cfg.metrics = metrics;
+        cfg.max_connections = self.webhook_max_connections;
         Ok(Some(cfg))
+    }
+}
+
+fn parse_cap(text: &str) -> std::result::Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod cert;
 pub mod cli;
 pub mod inject;
 pub mod metrics;
+pub mod policies;
 pub mod quantity;
 pub mod registration;
 pub mod select;
@@ -38,21 +39,28 @@ pub enum Refusal {
     )]
     NoPolicy { namespace: String, labels: String },
     #[error(
-        "several KafkaProxyPolicies in namespace {namespace:?} select this pod: {}; choose one with the annotation \
+        "{count} KafkaProxyPolicies in namespace {namespace:?} select this pod; choose one with the annotation \
          {annotation}: <name>, or narrow their podSelectors",
-        matched.join(", "),
         annotation = annotation::POLICY
     )]
-    AmbiguousPolicy { namespace: String, matched: Vec<String> },
+    AmbiguousPolicy { namespace: String, count: usize },
     #[error(
-        "annotation {annotation} names KafkaProxyPolicy {name:?}, which does not exist in namespace {namespace:?} \
-         (existing: {})",
-        if existing.is_empty() { "none".to_string() } else { existing.join(", ") },
+        "annotation {annotation} names KafkaProxyPolicy {name:?}, which does not exist in namespace {namespace:?}",
         annotation = annotation::POLICY
     )]
-    UnknownPolicy { namespace: String, name: String, existing: Vec<String> },
-    #[error("KafkaProxyPolicy {policy:?} has an invalid podSelector: {reason}")]
-    BadSelector { policy: String, reason: String },
+    UnknownPolicy { namespace: String, name: String },
+    #[error(
+        "the pod sets hostNetwork: true, so the kproxy sidecar's listeners (127.0.0.1:9092 and the virtual broker \
+         ports) would belong to the node and give every process on it this policy's Kafka identity; remove \
+         hostNetwork or the annotation {annotation}",
+        annotation = annotation::INJECT
+    )]
+    HostNetwork,
+    #[error(
+        "the kproxy operator does not watch namespace {namespace:?}; ask the platform team to add it to the \
+         operator's namespaces"
+    )]
+    NotWatched { namespace: String },
     #[error("cannot inject the kproxy sidecar: {0}")]
     Conflict(String),
 }

@@ -1,9 +1,11 @@
 //! Which KafkaProxyPolicy an injected pod uses: the one its annotation names, else the one whose podSelector matches.
+//!
+//! Refusals name only what the pod asked for (its own annotation, its labels): a pod author may not be allowed to
+//! read the namespace's policies, so the webhook does not list them for him.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kproxy_api::crd::KafkaProxyPolicy;
 use kube::ResourceExt;
 
@@ -12,46 +14,35 @@ use crate::{Refusal, annotation, selector};
 /// Picks the policy for `pod` among `policies` (all policies of the pod's namespace `namespace`).
 ///
 /// The `kproxy.dev/policy` annotation wins; without it exactly one podSelector must match. Zero or several matches
-/// refuse the pod rather than guess, because a wrong policy would silently apply the wrong ACLs.
+/// refuse the pod rather than guess, because a wrong policy would silently apply the wrong ACLs. A policy whose
+/// podSelector is malformed selects nothing (it is logged): it must not block pods that other policies select.
 pub fn policy_for<'a>(
     pod: &Pod,
     namespace: &str,
-    policies: &'a [KafkaProxyPolicy],
+    policies: impl IntoIterator<Item = &'a KafkaProxyPolicy>,
 ) -> Result<&'a KafkaProxyPolicy, Refusal> {
+    let mut policies = policies.into_iter();
     if let Some(name) = pod.annotations().get(annotation::POLICY) {
-        return policies.iter().find(|p| p.name_any() == *name).ok_or_else(|| Refusal::UnknownPolicy {
-            namespace: namespace.to_string(),
-            name: name.clone(),
-            existing: sorted_names(policies.iter()),
-        });
+        return policies
+            .find(|p| p.name_any() == *name)
+            .ok_or_else(|| Refusal::UnknownPolicy { namespace: namespace.to_string(), name: name.clone() });
     }
     let labels = pod.labels();
     let mut matched = Vec::new();
     for policy in policies {
-        let selects = selector::matches(pod_selector(policy), labels)
-            .map_err(|reason| Refusal::BadSelector { policy: policy.name_any(), reason })?;
-        if selects {
-            matched.push(policy);
+        match selector::matches(&policy.spec.pod_selector, labels) {
+            Ok(true) => matched.push(policy),
+            Ok(false) => {}
+            Err(reason) => {
+                tracing::warn!(%namespace, policy = %policy.name_any(), %reason, "skipping a malformed podSelector")
+            }
         }
     }
     match matched.as_slice() {
         [one] => Ok(one),
         [] => Err(Refusal::NoPolicy { namespace: namespace.to_string(), labels: show_labels(labels) }),
-        several => Err(Refusal::AmbiguousPolicy {
-            namespace: namespace.to_string(),
-            matched: sorted_names(several.iter().copied()),
-        }),
+        several => Err(Refusal::AmbiguousPolicy { namespace: namespace.to_string(), count: several.len() }),
     }
-}
-
-fn pod_selector(policy: &KafkaProxyPolicy) -> &LabelSelector {
-    &policy.spec.pod_selector
-}
-
-fn sorted_names<'a>(policies: impl Iterator<Item = &'a KafkaProxyPolicy>) -> Vec<String> {
-    let mut names: Vec<String> = policies.map(|p| p.name_any()).collect();
-    names.sort();
-    names
 }
 
 fn show_labels(labels: &BTreeMap<String, String>) -> String {

@@ -11,20 +11,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use hyper_util::rt::TokioIo;
+use hyper_util::rt::TokioTimer;
 use hyper_util::service::TowerToHyperService;
 use k8s_openapi::api::core::v1::Pod;
-use kproxy_api::crd::KafkaProxyPolicy;
-use kube::api::ListParams;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::{Api, Client, ResourceExt};
+use kube::{Client, ResourceExt};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::inject::{self, InjectConfig};
 use crate::metrics::{Metrics, Outcome};
+use crate::policies::PolicyCache;
 use crate::tls::{self, Resolver, TlsSource};
-use crate::{Error, Result, select};
+use crate::{Error, Refusal, Result, select};
 
 /// Everything `serve` needs besides the API client.
 #[derive(Clone, Debug)]
@@ -37,22 +37,40 @@ pub struct WebhookConfig {
     pub tls: TlsSource,
     /// Where to count reviews; `None` counts nothing.
     pub metrics: Option<Metrics>,
+    /// Namespaces whose policies are watched (the operator's); empty: every namespace.
+    pub namespaces: Vec<String>,
+    /// Connections served at once; more wait in the listen backlog. Idle and slow ones are closed by the
+    /// handshake and header-read timeouts, so the cap bounds memory without starving the API server for long.
+    pub max_connections: usize,
 }
 
 impl WebhookConfig {
     /// A config serving `/mutate` without metrics.
     pub fn new(listen: SocketAddr, inject: InjectConfig, tls: TlsSource) -> WebhookConfig {
-        WebhookConfig { listen, path: "/mutate".into(), inject, tls, metrics: None }
+        WebhookConfig {
+            listen,
+            path: "/mutate".into(),
+            inject,
+            tls,
+            metrics: None,
+            namespaces: Vec::new(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
     }
 }
 
 /// A TLS handshake slower than this is dropped, so idle sockets cannot pile up.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that has not sent a whole request head this long after it was opened (or after its previous
+/// response) is closed: the API server sends its reviews at once, only a stalled or hostile client is slower.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`WebhookConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// In-flight reviews get this long to finish after shutdown is requested.
 const DRAIN: Duration = Duration::from_secs(5);
 
 struct AppState {
-    client: Client,
+    policies: PolicyCache,
     inject: InjectConfig,
     metrics: Option<Metrics>,
 }
@@ -76,6 +94,9 @@ pub async fn serve_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     cfg.inject.validate().map_err(|problems| Error::Config(problems.join("; ")))?;
+    if cfg.max_connections == 0 {
+        return Err(Error::Config("the webhook's connection cap must be at least 1".into()));
+    }
     if !cfg.path.starts_with('/') || cfg.path == "/healthz" {
         return Err(Error::Config(format!("webhook path {:?} must start with / and not be /healthz", cfg.path)));
     }
@@ -114,16 +135,28 @@ pub async fn serve_on(
         }
     }
     let acceptor = TlsAcceptor::from(tls::server_config(resolver)?);
-    let app = Router::new()
-        .route(&cfg.path, post(mutate))
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(Arc::new(AppState { client, inject: cfg.inject, metrics: cfg.metrics }));
+    let app = Router::new().route(&cfg.path, post(mutate)).route("/healthz", get(|| async { "ok" })).with_state(
+        Arc::new(AppState {
+            policies: PolicyCache::start(client, &cfg.namespaces),
+            inject: cfg.inject,
+            metrics: cfg.metrics,
+        }),
+    );
+    let permits = Arc::new(Semaphore::new(cfg.max_connections));
     tracing::info!(addr = ?listener.local_addr().ok(), "admission webhook listening");
 
     let mut connections = tokio::task::JoinSet::new();
     let stop = stopped(stop_rx.clone());
     tokio::pin!(stop);
     loop {
+        // At the cap, new connections wait in the listen backlog until a served one ends.
+        let permit = tokio::select! {
+            _ = &mut stop => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
         let (stream, peer) = tokio::select! {
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
@@ -138,12 +171,15 @@ pub async fn serve_on(
         };
         let (acceptor, app, stop) = (acceptor.clone(), app.clone(), stopped(stop_rx.clone()));
         connections.spawn(async move {
+            let _permit = permit;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "webhook TLS handshake failed"),
                 Err(_) => return tracing::debug!(%peer, "webhook TLS handshake timed out"),
             };
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app));
             tokio::pin!(conn);
             let result = tokio::select! {
@@ -215,9 +251,17 @@ async fn admit(state: &AppState, request: &AdmissionRequest<Pod>) -> Result<Admi
         Ok(true) => {}
         Err(refusal) => return Ok(refused(response, &namespace, &pod_name, &refusal)),
     }
-    let api: Api<KafkaProxyPolicy> = Api::namespaced(state.client.clone(), &namespace);
-    let policies = api.list(&ListParams::default()).await?.items;
-    let policy = match select::policy_for(pod, &namespace, &policies) {
+    let Some(mut policies) = state.policies.in_namespace(&namespace).await? else {
+        let refusal = Refusal::NotWatched { namespace: namespace.clone() };
+        return Ok(refused(response, &namespace, &pod_name, &refusal));
+    };
+    if let Err(Refusal::NoPolicy { .. } | Refusal::UnknownPolicy { .. }) =
+        select::policy_for(pod, &namespace, policies.iter().map(Arc::as_ref))
+    {
+        // A policy applied a moment ago may not have reached the cache: a refusal is confirmed against the API.
+        policies = state.policies.list(&namespace).await?;
+    }
+    let policy = match select::policy_for(pod, &namespace, policies.iter().map(Arc::as_ref)) {
         Ok(policy) => policy,
         Err(refusal) => return Ok(refused(response, &namespace, &pod_name, &refusal)),
     };

@@ -36,10 +36,12 @@ async fn main() -> Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     let args = Args::parse();
     let client = kube::Client::try_default().await.context("connecting to the API server")?;
-    let Some(cfg) = args.webhook.config(client.default_namespace(), None)? else {
+    let Some(mut cfg) = args.webhook.config(client.default_namespace(), None)? else {
         bail!("--webhook-addr is required");
     };
 
+    // Policies are watched where pods are admitted: the registered namespaces, or all of them.
+    cfg.namespaces = args.only_namespaces.clone();
     if let Some(url) = &args.register_url {
         let mut registration = Registration::new(&args.webhook.webhook_configuration, Endpoint::Url(url.clone()));
         registration.failure_policy = args.failure_policy.clone();

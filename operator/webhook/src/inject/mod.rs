@@ -98,7 +98,7 @@ impl InjectConfig {
 /// pods set it in `env` to keep their own. Init containers other than the sidecar are left unchanged.
 pub fn inject(pod: &Pod, policy: &KafkaProxyPolicy, cfg: &InjectConfig) -> Result<Option<Pod>> {
     let annotations = pod.annotations();
-    if !wants_injection(annotations)? || is_injected(pod) {
+    if !requested(pod)? {
         return Ok(None);
     }
     let resources = resources(&cfg.resources, annotations)?;
@@ -109,6 +109,11 @@ pub fn inject(pod: &Pod, policy: &KafkaProxyPolicy, cfg: &InjectConfig) -> Resul
 
     let mut pod = pod.clone();
     pod.annotations_mut().insert(annotation::INJECTED.into(), policy_name);
+    // What this pod can read for its whole life (Secret volumes are fixed at creation): the operator compares it
+    // with what the policy names now and reports pods that need a restart.
+    pod.annotations_mut().insert(annotation::SECRETS.into(), secrets.join(","));
+    // A label, unlike the annotation, can be selected on: monitors and the operator's pod watch use it.
+    pod.labels_mut().insert(annotation::INJECTED_LABEL.into(), "true".into());
     let spec = pod.spec.get_or_insert_with(Default::default);
     spec.init_containers.get_or_insert_with(Vec::new).insert(0, container::sidecar(cfg, &resources, &secrets));
     spec.volumes.get_or_insert_with(Vec::new).extend(new_volumes);
@@ -183,9 +188,14 @@ pub fn warnings(pod: &Pod, policy: &KafkaProxyPolicy) -> Vec<String> {
     out
 }
 
-/// Whether the pod asks for a sidecar it does not have yet: the cheap check done before any API call.
+/// Whether the pod asks for a sidecar it does not have yet: the cheap check done before any policy is looked up.
+/// A pod on the host network is refused: the sidecar's loopback listeners would be the node's.
 pub fn requested(pod: &Pod) -> Result<bool, Refusal> {
-    Ok(wants_injection(pod.annotations())? && !is_injected(pod))
+    let wanted = wants_injection(pod.annotations())? && !is_injected(pod);
+    if wanted && pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
+        return Err(Refusal::HostNetwork);
+    }
+    Ok(wanted)
 }
 
 /// Whether the pod asks for injection; anything but "true"/"false" is refused rather than guessed.
