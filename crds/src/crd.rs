@@ -13,6 +13,9 @@ use crate::policy::{Acls, Quotas, Route};
 
 /// Name of the `Ready` condition in the policy's status.
 pub const READY: &str = "Ready";
+/// Condition type: `True` while injected pods run without a Secret the policy now names (Secret volumes are fixed
+/// when a pod is created, so only a restart gives it to them).
+pub const PODS_NEED_RESTART: &str = "PodsNeedRestart";
 
 /// Which pods use the policy, which Kafka clusters they reach, and what they may do there.
 ///

@@ -63,6 +63,8 @@ impl Operator {
             .args(["--identity", &options.identity])
             .args(["--lease-duration-seconds", &options.lease_duration_seconds.to_string()])
             .args(["--renew-interval-seconds", &options.renew_interval_seconds.to_string()])
+            // Run as the admin, the operator may check the Secrets policies name (the chart leaves this off).
+            .arg("--check-secrets")
             .env("RUST_LOG", "info,kube=warn")
             .stdin(Stdio::null())
             .stdout(out)

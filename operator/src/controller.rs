@@ -1,24 +1,26 @@
 //! The policy controller: renders each `KafkaProxyPolicy` into its ConfigMap, repairs the ConfigMap when it
-//! drifts, notices Secrets appearing or vanishing, and reports the outcome in the policy's status.
+//! drifts, notices Secrets appearing or vanishing (when allowed to), counts injected pods that need a restart, and
+//! reports the outcome in the policy's status.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kproxy_api::config::config_hash;
 use kproxy_api::crd::{KafkaProxyPolicy, referenced_secrets};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
+use tokio_util::sync::CancellationToken;
 use tracing::{Span, debug, info, instrument, warn};
 
 use crate::metrics::{Metrics, Outcome};
 use crate::status::{Desired, Reason};
-use crate::{Error, Result, configmap, events, render, status};
+use crate::{Error, Result, configmap, events, pods, render, status};
 
 /// How often a ready policy is re-checked even without events (a safety net, not the repair path).
 const RESYNC: Duration = Duration::from_secs(300);
@@ -33,54 +35,109 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Publishes Events on policies whose readiness changes.
     pub recorder: Recorder,
+    /// Metadata of the injected pods in the controller's scope, for `PodsNeedRestart`.
+    pub pods: Store<PartialObjectMeta<Pod>>,
+    /// Whether the operator may read Secrets to check the ones a policy names (off by default: least privilege).
+    pub check_secrets: bool,
 }
 
-/// Runs the controller until `shutdown` completes, then lets in-flight reconciles finish.
-///
-/// `namespace` limits it to one namespace; `None` watches them all.
-pub async fn run(
-    client: Client,
-    namespace: Option<String>,
-    identity: String,
-    metrics: Arc<Metrics>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
-    let (policies, configmaps, secrets) = match &namespace {
-        Some(ns) => (
-            Api::<KafkaProxyPolicy>::namespaced(client.clone(), ns),
-            Api::<ConfigMap>::namespaced(client.clone(), ns),
-            Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Namespaces whose policies are reconciled; empty: every namespace.
+    pub namespaces: Vec<String>,
+    /// Check that the Secrets a policy names exist and hold its keys (needs Secret read access).
+    pub check_secrets: bool,
+    /// This replica's name on the Events it publishes.
+    pub identity: String,
+}
+
+/// Runs the controller (one per watched namespace, or one for the cluster) until `shutdown` is cancelled, then
+/// lets in-flight reconciles finish.
+pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
     };
+    let mut stores = Vec::new();
+    let mut runs = Vec::new();
+    for scope in scopes {
+        let (store, run) = scope_controller(client.clone(), scope, &settings, metrics.clone(), shutdown.clone());
+        stores.push(store);
+        runs.push(run);
+    }
+    metrics.set_policies_stores(stores);
+    futures::future::join_all(runs).await;
+    metrics.set_policies_stores(Vec::new());
+}
+
+/// One controller over `scope` (a namespace, or `None` for all): its policy cache and the future that runs it.
+fn scope_controller(
+    client: Client,
+    scope: Option<String>,
+    settings: &Settings,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> (Store<KafkaProxyPolicy>, impl Future<Output = ()> + Send + 'static) {
+    fn api<K>(client: &Client, scope: &Option<String>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match scope {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
     let owned = watcher::Config::default().labels(&format!("{}={}", configmap::MANAGED_BY.0, configmap::MANAGED_BY.1));
-    let controller = Controller::new(policies, watcher::Config::default()).owns(configmaps, owned);
+    let mut controller = Controller::new(api::<KafkaProxyPolicy>(&client, &scope), watcher::Config::default())
+        .owns(api::<ConfigMap>(&client, &scope), owned);
     let store = controller.store();
-    metrics.set_policies_store(Some(store.clone()));
-    let reporter = Reporter { controller: crate::FIELD_MANAGER.into(), instance: Some(identity) };
-    let recorder = Recorder::new(client.clone(), reporter);
-    let ctx = Arc::new(Context { client, metrics: metrics.clone(), recorder });
-    controller
+
+    // Injected pods, metadata only: which Secrets each mounts (set by the webhook) and which policy it uses.
+    let (pods, writer) = reflector::store();
+    let pod_events = reflector::reflector(
+        writer,
+        watcher(
+            api::<PartialObjectMeta<Pod>>(&client, &scope),
+            watcher::Config::default().labels(pods::INJECTED_SELECTOR),
+        )
+        .default_backoff(),
+    )
+    .touched_objects();
+    controller = controller.watches_stream(pod_events, |pod: PartialObjectMeta<Pod>| {
+        let policy = pod.annotations().get(pods::POLICY_ANNOTATION).cloned();
+        policy.zip(pod.namespace()).map(|(name, ns)| ObjectRef::<KafkaProxyPolicy>::new(&name).within(&ns))
+    });
+    if settings.check_secrets {
         // Only Secret metadata is watched (a metadata-only API): the operator needs to know that a Secret appeared
         // or vanished, not what it holds.
-        .watches(secrets, watcher::Config::default(), move |secret| {
-            let (ns, name) = (secret.namespace(), secret.name_any());
-            store
-                .state()
-                .into_iter()
-                .filter(|p| p.namespace() == ns && referenced_secrets(&p.spec).contains(&name))
-                .map(|p| ObjectRef::from(p.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
+        let policies = store.clone();
+        controller = controller.watches(
+            api::<PartialObjectMeta<Secret>>(&client, &scope),
+            watcher::Config::default(),
+            move |secret| {
+                let (ns, name) = (secret.namespace(), secret.name_any());
+                policies
+                    .state()
+                    .into_iter()
+                    .filter(|p| p.namespace() == ns && referenced_secrets(&p.spec).contains(&name))
+                    .map(|p| ObjectRef::from(p.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        );
+    }
+    let reporter = Reporter { controller: crate::FIELD_MANAGER.into(), instance: Some(settings.identity.clone()) };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let ctx = Arc::new(Context { client, metrics, recorder, pods, check_secrets: settings.check_secrets });
+    let run = controller.graceful_shutdown_on(shutdown.cancelled_owned()).run(reconcile, error_policy, ctx).for_each(
+        |result| async move {
             if let Err(e) = result {
                 debug!(error = %e, "controller event");
             }
-        })
-        .await;
-    metrics.set_policies_store(None);
+        },
+    );
+    (store, run)
 }
 
 /// Brings one policy's ConfigMap and status in line with its spec.
@@ -122,6 +179,7 @@ async fn reconcile_inner(policy: &KafkaProxyPolicy, ctx: &Context) -> Result<(Ou
                 message,
                 config_map_name: previous.config_map_name,
                 config_hash: previous.config_hash,
+                stale: pods::stale(&ctx.pods, policy),
             };
             let new = status::build(policy, &desired);
             events::announce(&ctx.recorder, policy, &new).await;
@@ -134,20 +192,28 @@ async fn reconcile_inner(policy: &KafkaProxyPolicy, ctx: &Context) -> Result<(Ou
     let cm = configmap::build(policy, &yaml, &hash)?;
     let cm_name = configmap::name(&policy.name_any());
     configmap::apply(&Api::namespaced(ctx.client.clone(), &ns), &cm).await?;
-    let secrets = configmap::check_secrets(&Api::namespaced(ctx.client.clone(), &ns), policy).await?;
+    let secrets = match ctx.check_secrets {
+        true => configmap::check_secrets(&Api::namespaced(ctx.client.clone(), &ns), policy).await?,
+        false => None,
+    };
     let (outcome, action, reason, message) = match secrets {
-        None => (
-            Outcome::Ready,
-            Action::requeue(RESYNC),
-            Reason::Rendered,
-            format!("ConfigMap {cm_name} holds generation {} ({hash})", config.generation),
-        ),
+        None => {
+            let mut message = format!("ConfigMap {cm_name} holds generation {} ({hash})", config.generation);
+            if !ctx.check_secrets && !referenced_secrets(&policy.spec).is_empty() {
+                message.push_str(
+                    "; Secrets not checked (the operator may not read Secrets: a missing Secret or key fails the \
+                     pod's volume mount, see kubectl describe pod)",
+                );
+            }
+            (Outcome::Ready, Action::requeue(RESYNC), Reason::Rendered, message)
+        }
         Some((reason, message)) => (Outcome::NotReady, Action::requeue(SECRET_RETRY), reason, message),
     };
     if previous.config_hash.as_deref() != Some(hash.as_str()) {
         info!(configmap = %cm_name, %hash, "rendered");
     }
-    let desired = Desired { reason, message, config_map_name: Some(cm_name), config_hash: Some(hash) };
+    let stale = pods::stale(&ctx.pods, policy);
+    let desired = Desired { reason, message, config_map_name: Some(cm_name), config_hash: Some(hash), stale };
     let new = status::build(policy, &desired);
     events::announce(&ctx.recorder, policy, &new).await;
     status::write(&policies, policy, new).await?;

@@ -8,6 +8,7 @@ pub mod controller;
 pub mod events;
 pub mod leader;
 pub mod metrics;
+pub mod pods;
 pub mod render;
 pub mod status;
 

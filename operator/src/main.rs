@@ -23,9 +23,14 @@ struct Args {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "KPROXY_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     admin_addr: SocketAddr,
-    /// Watch policies in this namespace only (default: every namespace).
-    #[arg(long, env = "KPROXY_WATCH_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch policies (and admit pods) in these namespaces only, repeated or comma-separated (default: every
+    /// namespace). The chart's namespaced RBAC grants exactly these.
+    #[arg(long, env = "KPROXY_WATCH_NAMESPACE", value_delimiter = ',')]
+    namespace: Vec<String>,
+    /// Check that the Secrets a policy names exist and hold its keys. Needs read access to Secrets in the watched
+    /// namespaces, which RBAC cannot limit to metadata; off by default, when a missing Secret shows on the pod.
+    #[arg(long, env = "KPROXY_CHECK_SECRETS")]
+    check_secrets: bool,
     /// Name of the leader-election Lease.
     #[arg(long, env = "KPROXY_LEASE_NAME", default_value = "kproxy-operator")]
     lease_name: String,
@@ -69,8 +74,10 @@ async fn main() -> anyhow::Result<()> {
 
     // Sidecar injection webhook: every replica serves it, leader or not, so the webhook Service can use any pod.
     let webhook_metrics = kproxy_webhook::metrics::Metrics::new(&metrics.registry)?;
+    let namespaces: Vec<String> = args.namespace.iter().filter(|n| !n.is_empty()).cloned().collect();
     let webhook = match args.webhook.config(client.default_namespace(), Some(webhook_metrics))? {
-        Some(cfg) => {
+        Some(mut cfg) => {
+            cfg.namespaces = namespaces.clone();
             info!(addr = %cfg.listen, "admission webhook listening");
             Some(tokio::spawn(kproxy_webhook::serve(client.clone(), cfg, shutdown.clone().cancelled_owned())))
         }
@@ -88,7 +95,8 @@ async fn main() -> anyhow::Result<()> {
     let identity = lease.identity.clone();
     let (leading_tx, leading_rx) = watch::channel(false);
     let elector = tokio::spawn(Elector::new(client.clone(), lease).run(leading_tx, health.clone(), shutdown.clone()));
-    let term = Term { client, namespace: args.namespace, identity, metrics };
+    let settings = controller::Settings { namespaces, check_secrets: args.check_secrets, identity };
+    let term = Term { client, settings, metrics };
     let leading = tokio::spawn(lead_while_elected(term, leading_rx, shutdown.clone()));
 
     // A webhook that cannot serve ends the process, so the pod restarts rather than looking healthy.
@@ -118,17 +126,16 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the controller during each term of leadership; stops it when leadership is lost or on shutdown.
 /// What each term of leadership runs the controller with.
 struct Term {
     client: kube::Client,
-    namespace: Option<String>,
-    identity: String,
+    settings: controller::Settings,
     metrics: Arc<Metrics>,
 }
 
+/// Runs the controller during each term of leadership; stops it when leadership is lost or on shutdown.
 async fn lead_while_elected(term_of: Term, mut leading: watch::Receiver<bool>, shutdown: CancellationToken) {
-    let Term { client, namespace, identity, metrics } = term_of;
+    let Term { client, settings, metrics } = term_of;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -146,8 +153,7 @@ async fn lead_while_elected(term_of: Term, mut leading: watch::Receiver<bool>, s
                 _ = stop.cancelled() => {}
             }
         });
-        let stop = term.clone().cancelled_owned();
-        controller::run(client.clone(), namespace.clone(), identity.clone(), metrics.clone(), stop).await;
+        controller::run(client.clone(), settings.clone(), metrics.clone(), term.clone()).await;
         term.cancel();
         let _ = watch_term.await;
         metrics.leader.set(0);

@@ -40,7 +40,7 @@ pub struct Metrics {
     pub leader_changes: IntCounter,
     /// The controller's cache while this replica leads, so `kproxy_operator_policies` is counted at scrape time
     /// and deleted policies drop out without a reconcile.
-    policies_store: Mutex<Option<Store<KafkaProxyPolicy>>>,
+    policies_stores: Mutex<Vec<Store<KafkaProxyPolicy>>>,
 }
 
 impl Metrics {
@@ -76,7 +76,7 @@ impl Metrics {
             policies,
             leader,
             leader_changes,
-            policies_store: Mutex::new(None),
+            policies_stores: Mutex::new(Vec::new()),
         })
     }
 
@@ -85,10 +85,11 @@ impl Metrics {
         self.reconcile_duration.observe(seconds);
     }
 
-    /// Points the policy gauge at the running controller's cache, or at nothing while not leading.
-    pub fn set_policies_store(&self, store: Option<Store<KafkaProxyPolicy>>) {
-        if let Ok(mut slot) = self.policies_store.lock() {
-            *slot = store;
+    /// Points the policy gauge at the running controllers' caches (one per watched namespace), or at nothing
+    /// while not leading.
+    pub fn set_policies_stores(&self, stores: Vec<Store<KafkaProxyPolicy>>) {
+        if let Ok(mut slot) = self.policies_stores.lock() {
+            *slot = stores;
         }
     }
 
@@ -104,10 +105,8 @@ impl Metrics {
 
     fn count_policies(&self) {
         let (mut ready, mut not_ready) = (0, 0);
-        if let Ok(slot) = self.policies_store.lock()
-            && let Some(store) = slot.as_ref()
-        {
-            for policy in store.state() {
+        if let Ok(slot) = self.policies_stores.lock() {
+            for policy in slot.iter().flat_map(Store::state) {
                 let is_ready = policy
                     .status
                     .as_ref()

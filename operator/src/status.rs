@@ -3,11 +3,12 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kproxy_api::crd::{KafkaProxyPolicy, KafkaProxyPolicyStatus, READY};
+use kproxy_api::crd::{KafkaProxyPolicy, KafkaProxyPolicyStatus, PODS_NEED_RESTART, READY};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
+use crate::pods::Stale;
 use crate::{FIELD_MANAGER, Result};
 
 /// Why a policy is or is not ready: the condition's `reason`.
@@ -42,31 +43,56 @@ pub struct Desired {
     /// Name and hash of the ConfigMap now in place (after an invalid edit: the last good one, if any).
     pub config_map_name: Option<String>,
     pub config_hash: Option<String>,
+    /// Injected pods that run without a Secret the policy names.
+    pub stale: Stale,
 }
 
-/// Builds the full status, keeping the condition's transition time when its truth did not change, so an
+/// Builds the full status, keeping each condition's transition time when its truth did not change, so an
 /// unchanged outcome is a no-op write that wakes no watcher.
 pub fn build(policy: &KafkaProxyPolicy, desired: &Desired) -> KafkaProxyPolicyStatus {
-    let generation = policy.metadata.generation;
-    let status = if desired.reason == Reason::Rendered { "True" } else { "False" };
-    let previous = policy.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
+    let ready = desired.reason == Reason::Rendered;
+    let stale = &desired.stale;
+    let restart = if stale.pods == 0 {
+        (false, "PodsCurrent", "every injected pod mounts the Secrets the policy names".to_string())
+    } else {
+        let s = if stale.pods == 1 { "" } else { "s" };
+        (
+            true,
+            "SecretsNotMounted",
+            format!(
+                "{} injected pod{s} started before the policy named Secret {} and cannot read it (Secret volumes \
+                 are fixed at pod creation); restart them, e.g. kubectl rollout restart",
+                stale.pods,
+                stale.secrets.join(", ")
+            ),
+        )
+    };
+    KafkaProxyPolicyStatus {
+        observed_generation: policy.metadata.generation,
+        config_map_name: desired.config_map_name.clone(),
+        config_hash: desired.config_hash.clone(),
+        clusters: Some(policy.spec.clusters.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(",")),
+        conditions: vec![
+            condition(policy, READY, ready, desired.reason.as_str(), &desired.message),
+            condition(policy, PODS_NEED_RESTART, restart.0, restart.1, &restart.2),
+        ],
+    }
+}
+
+fn condition(policy: &KafkaProxyPolicy, type_: &str, truth: bool, reason: &str, message: &str) -> Condition {
+    let status = if truth { "True" } else { "False" };
+    let previous = policy.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == type_));
     let last_transition_time = match previous {
         Some(c) if c.status == status => c.last_transition_time.clone(),
         _ => Time(Timestamp::now()),
     };
-    KafkaProxyPolicyStatus {
-        observed_generation: generation,
-        config_map_name: desired.config_map_name.clone(),
-        config_hash: desired.config_hash.clone(),
-        clusters: Some(policy.spec.clusters.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(",")),
-        conditions: vec![Condition {
-            type_: READY.to_string(),
-            status: status.to_string(),
-            reason: desired.reason.as_str().to_string(),
-            message: desired.message.clone(),
-            observed_generation: generation,
-            last_transition_time,
-        }],
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message: message.to_string(),
+        observed_generation: policy.metadata.generation,
+        last_transition_time,
     }
 }
 
@@ -112,6 +138,7 @@ mod tests {
             message: "m".into(),
             config_map_name: Some("p-kproxy".into()),
             config_hash: Some("sha256:00".into()),
+            stale: Stale::default(),
         }
     }
 
@@ -141,5 +168,20 @@ mod tests {
         assert_ne!(flipped.conditions[0].last_transition_time, long_ago);
         assert_eq!(flipped.conditions[0].status, "False");
         assert_eq!(flipped.conditions[0].reason, "SecretNotFound");
+    }
+
+    #[test]
+    fn pods_need_restart_counts_the_pods_and_names_the_secrets() {
+        let p = policy();
+        let current = build(&p, &desired(Reason::Rendered));
+        assert_eq!(current.conditions[1].type_, "PodsNeedRestart");
+        assert_eq!(current.conditions[1].status, "False");
+        let mut d = desired(Reason::Rendered);
+        d.stale = Stale { pods: 3, secrets: vec!["west-kafka".into()] };
+        let stale = build(&p, &d);
+        let c = &stale.conditions[1];
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "SecretsNotMounted"));
+        assert!(c.message.starts_with("3 injected pods") && c.message.contains("west-kafka"), "{}", c.message);
+        assert_eq!(stale.conditions[0].status, "True", "the policy itself is still Ready");
     }
 }
