@@ -85,3 +85,12 @@ app.kubernetes.io/component: operator
 {{- define "kproxy.certificateName" -}}
 {{- printf "%s-webhook" (include "kproxy.fullname" .) }}
 {{- end }}
+
+{{/* The namespaces the operator watches, comma-separated; empty means every namespace (cluster-wide mode).
+operator.watchNamespace (one) and operator.watchNamespaces (a list) are merged. */}}
+{{- define "kproxy.watchNamespaces" -}}
+{{- $all := list }}
+{{- with .Values.operator.watchNamespace }}{{ $all = append $all . }}{{ end }}
+{{- range .Values.operator.watchNamespaces }}{{ $all = append $all . }}{{ end }}
+{{- $all | uniq | join "," }}
+{{- end }}
