@@ -94,3 +94,32 @@ operator.watchNamespace (one) and operator.watchNamespaces (a list) are merged. 
 {{- range .Values.operator.watchNamespaces }}{{ $all = append $all . }}{{ end }}
 {{- $all | uniq | join "," }}
 {{- end }}
+
+{{/* What the controller and the webhook need where policies live: granted by one ClusterRole in cluster-wide
+mode, by a Role in each watched namespace otherwise. No Secret is readable unless operator.checkSecrets is set. */}}
+{{- define "kproxy.policyRules" -}}
+- apiGroups: ["kproxy.dev"]
+  resources: ["kafkaproxypolicies"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["kproxy.dev"]
+  resources: ["kafkaproxypolicies/status"]
+  verbs: ["get", "patch"]
+# The rendered sidecar config of each policy (owned by the policy, applied server-side, drift repaired). The
+# chart's ValidatingAdmissionPolicy refuses the operator any write to a ConfigMap it does not label as its own.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Read-only, metadata watched: which Secrets each injected pod mounts, for the PodsNeedRestart condition.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["", "events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- if .Values.operator.checkSecrets }}
+# operator.checkSecrets: RBAC cannot grant Secret metadata without Secret contents.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch"]
+{{- end }}
+{{- end }}
