@@ -6,6 +6,8 @@
 mod operator;
 #[path = "chart/packaging.rs"]
 mod packaging;
+#[path = "chart/rbac.rs"]
+mod rbac;
 #[path = "chart/support.rs"]
 mod support;
 

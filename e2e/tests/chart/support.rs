@@ -100,6 +100,21 @@ pub fn ids(objects: &[Value]) -> BTreeSet<ObjectId> {
         .collect()
 }
 
+/// `kind/name` of every cluster-scoped object among `objects`, as `kubectl delete` takes them.
+pub fn cluster_scoped(objects: &[Value]) -> Vec<String> {
+    objects
+        .iter()
+        .filter(|o| o["metadata"]["namespace"].is_null())
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap_or("").to_lowercase(),
+                o["metadata"]["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
 pub fn find<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
     objects.iter().find(|o| o["kind"] == kind).unwrap_or_else(|| panic!("no {kind} among the applied objects"))
 }
