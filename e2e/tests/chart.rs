@@ -80,6 +80,9 @@ fn default_chart_is_accepted_by_the_api_server() {
         "MutatingWebhookConfiguration",
         "PodDisruptionBudget",
         "ConfigMap",
+        "NetworkPolicy",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ] {
         assert!(kinds.contains(kind), "the default chart has no {kind}: {kinds:?}");
     }
@@ -89,6 +92,7 @@ fn default_chart_is_accepted_by_the_api_server() {
     assert!(args.contains("--lease-name="), "no leader-election Lease: {args}");
     let webhook = &find(&accepted, "MutatingWebhookConfiguration")["webhooks"][0];
     assert_eq!(webhook["failurePolicy"], "Fail");
+    assert_eq!(webhook["timeoutSeconds"], 5);
     assert!(webhook["matchConditions"].to_string().contains("kproxy.dev/inject"), "{webhook}");
     let dashboard = find(&accepted, "ConfigMap");
     assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
@@ -221,4 +225,20 @@ fn upgrade_keeps_the_ca_bundle_the_operator_wrote() {
         bundle.as_str(),
         "the upgrade dropped the caBundle"
     );
+}
+
+/// In namespaced mode the webhook is only called for the watched namespaces (the operator has no policies, and
+/// no RBAC, anywhere else), on top of the configured namespaceSelector; the API server accepts the result.
+#[test]
+fn namespaced_mode_limits_the_webhook_to_the_watched_namespaces() {
+    let Some(env) = env() else { return };
+    let ns = Namespace::create(env, "chart-nsmode");
+    let sets = ["operator.watchNamespaces={shop,billing}"];
+    let extra = ["--show-only", "templates/mutatingwebhook.yaml"];
+    let accepted = apply(env, &render(env, &unique("kpm"), &ns.name, &sets, &extra).unwrap(), true).unwrap();
+    let selector = &find(&accepted, "MutatingWebhookConfiguration")["webhooks"][0]["namespaceSelector"];
+    let expressions = selector["matchExpressions"].as_array().unwrap();
+    let watched = expressions.iter().find(|e| e["operator"] == "In").unwrap_or_else(|| panic!("{selector}"));
+    assert_eq!(watched["values"], serde_json::json!(["shop", "billing"]), "{selector}");
+    assert!(expressions.iter().any(|e| e["operator"] == "NotIn"), "the configured selector was dropped: {selector}");
 }
