@@ -1,5 +1,5 @@
 # kproxy: the two commands a newcomer runs are `make demo` and `make test`; the rest are their parts.
-.PHONY: test demo env-up env-down tools crds bench images chart-crds fuzz
+.PHONY: test demo env-up env-down tools crds bench images docker-images chart-crds fuzz
 
 ## The whole suite: fmt, clippy, unit tests, 20 s of fuzzing per target, release build, e2e against a fresh real environment.
 test:
@@ -24,15 +24,17 @@ bench:
 	scripts/bench.sh
 
 # --- test environment (scripts/env) ---
-## Installs (first time) and starts the real services: Kafka east/west/legacy, etcd, kube-apiserver.
+## Installs (first time) and starts the real services: Kafka east/west/legacy, etcd, kube-apiserver, the
+## controller manager and scheduler, a node (containerd, kubelet, kube-proxy) and prometheus-operator.
 env-up:
 	scripts/env/up.sh
 
-## Stops exactly what env-up started.
+## Stops exactly what env-up started and removes what the node created (bridge, pods, mounts, iptables chains).
 env-down:
 	scripts/env/down.sh
 
-## Installs the environment's programs into .cache/ without starting anything (Kafka jars, kcat, etcd, kube, helm).
+## Installs the environment's programs without starting anything (Kafka jars, kcat, containerd, etcd, kube, helm,
+## prometheus-operator, Prometheus); Go builds are cached in $$KPROXY_CACHE (default ~/.cache/kproxy).
 tools:
 	scripts/env/install.sh all
 # --- end test environment ---
@@ -41,11 +43,15 @@ tools:
 IMAGE_REPO ?= ghcr.io/kproxy-dev
 IMAGE_TAG ?= $(shell sed -n 's/^appVersion: *"*\([^"]*\)"*$$/\1/p' charts/kproxy/Chart.yaml)
 
-## Builds the sidecar and operator images (needs a reachable Docker engine; says so and fails without one).
+## Builds the images without a Docker engine or registry (release binaries + Debian packages, docker-archive tars
+## in .cache/images, imported into the test node's containerd when it runs): sidecar, operator, pause, demo app.
 images:
+	scripts/images.sh
+
+## The same two images with a Docker engine, from Dockerfile.sidecar and Dockerfile.operator.
+docker-images:
 	@if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then \
-	  echo "make images: no Docker engine is reachable here (docker info failed), so no image was built."; \
-	  echo "The build the images run is checked by make test: cargo build --release --locked -p kproxy-sidecar -p kproxy-operator"; \
+	  echo "make docker-images: no Docker engine is reachable here (docker info failed); make images needs none."; \
 	  exit 1; \
 	fi
 	DOCKER_BUILDKIT=1 docker build -f Dockerfile.sidecar -t $(IMAGE_REPO)/kproxy-sidecar:$(IMAGE_TAG) .
