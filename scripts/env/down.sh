@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make env-down`: stops exactly the services up.sh started (found by their pid files) and nothing else. Data,
+# `make env-down`: stops exactly the services up.sh started (found by their pid files) and removes what the node
+# created on the machine (pods' containers and namespaces, mounts, cgroups, iptables chains, the bridge). Data,
 # ports, certificates and installs stay under .cache/ for the next `make env-up`.
 set -euo pipefail
 # shellcheck source=scripts/env/lib.sh
@@ -12,8 +13,9 @@ exec 9>"$ENV_DIR/.lock"
 flock 9
 # The environment is no longer usable once anything stops.
 rm -f "$CACHE_DIR/env.sh"
-if [ -x "$here/k8s.sh" ]; then
-  "$here/k8s.sh" down
-fi
+"$here/monitoring.sh" down
+"$here/k8s.sh" down
+# After the API server: it listens on the bridge's address, which goes with the node.
+"$here/node.sh" down
 "$here/kafka.sh" down
 log "test environment stopped"

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Runs the test environment's Kubernetes control plane on loopback: etcd, kube-apiserver (client-certificate admin
-# auth, RBAC) and kube-controller-manager with only the controllers that make sense without nodes (garbage
-# collection of owned objects, namespace deletion, service accounts and their tokens, deployments/replicasets;
-# pods stay Pending since there is no scheduler or kubelet).
+# Runs the test environment's Kubernetes control plane: etcd on loopback, kube-apiserver on the node bridge's
+# address (client-certificate admin auth, Node+RBAC authorization; see node.sh), kube-controller-manager with the
+# controllers a one-node cluster uses, and kube-scheduler. The node itself (containerd, kubelet, kube-proxy) is
+# node.sh's.
 #
 #   k8s.sh up        start whatever is not running and wait for /readyz; writes .cache/env/kubeconfig
-#   k8s.sh down      stop all three
+#   k8s.sh down      stop all four
 #   k8s.sh status    one line per process
+#   k8s.sh kubeconfig USER FILE   a kubeconfig for one of the environment's identities (node, kube-proxy, ...)
 #
 # etcd starts from an empty data dir whenever it was not running, so every `make env-up` gets a clean cluster.
 # State lives in .cache/env/kube/; logs go to .cache/logs/{etcd,kube-apiserver,kube-controller-manager}.log.
@@ -17,14 +18,18 @@ source "$(dirname "$0")/lib.sh"
 KUBE_DIR="$ENV_DIR/kube"
 PKI="$KUBE_DIR/pki"
 KUBECONFIG_FILE="$ENV_DIR/kubeconfig"
-SERVICE_CIDR=10.0.0.0/24
 READY_TIMEOUT=${KPROXY_KUBE_READY_TIMEOUT:-120}
 # Owner-reference garbage collection, namespace deletion, default service accounts and their tokens, the
-# kube-root-ca.crt ConfigMap that token volumes reference, aggregated ClusterRoles, and Deployments creating
-# ReplicaSets creating (Pending) Pods, so the admission webhook sees pods as a cluster makes them.
+# kube-root-ca.crt ConfigMap that token volumes reference, aggregated ClusterRoles, Deployments/ReplicaSets and
+# StatefulSets (Prometheus) making Pods, Endpoints/EndpointSlices for Services (kube-proxy, Prometheus discovery),
+# node lifecycle (clears the not-ready taint a node registers with) and pod garbage collection.
 KCM_CONTROLLERS=garbage-collector-controller,namespace-controller,serviceaccount-controller
 KCM_CONTROLLERS+=,serviceaccount-token-controller,root-ca-certificate-publisher-controller
 KCM_CONTROLLERS+=,clusterrole-aggregation-controller,deployment-controller,replicaset-controller
+KCM_CONTROLLERS+=,statefulset-controller,endpoints-controller,endpointslice-controller
+KCM_CONTROLLERS+=,node-lifecycle-controller,pod-garbage-collector-controller
+# Bumped when the set of certificates changes, so an older .cache/env is regenerated.
+PKI_VERSION=2
 
 pidfile() { echo "$KUBE_DIR/$1.pid"; }
 # Each process is recognised by its binary path under .cache/bin plus a flag unique to this environment.
@@ -34,13 +39,18 @@ running() { is_running "$(pidfile "$1")" "$(pattern "$1")"; }
 ensure_ports() {
   if [ ! -f "$KUBE_DIR/ports.env" ]; then
     local p
-    read -r -a p <<<"$(free_ports 4)"
+    read -r -a p <<<"$(free_ports 5)"
     mkdir -p "$KUBE_DIR"
-    printf 'ETCD_PORT=%s\nETCD_PEER_PORT=%s\nAPISERVER_PORT=%s\nKCM_PORT=%s\n' "${p[@]}" >"$KUBE_DIR/ports.env.tmp"
+    printf 'ETCD_PORT=%s\nETCD_PEER_PORT=%s\nAPISERVER_PORT=%s\nKCM_PORT=%s\nSCHEDULER_PORT=%s\n' "${p[@]}" \
+      >"$KUBE_DIR/ports.env.tmp"
     mv "$KUBE_DIR/ports.env.tmp" "$KUBE_DIR/ports.env"
   fi
   # shellcheck source=/dev/null
   source "$KUBE_DIR/ports.env"
+  if [ -z "${SCHEDULER_PORT:-}" ]; then
+    SCHEDULER_PORT=$(free_ports 1)
+    echo "SCHEDULER_PORT=$SCHEDULER_PORT" >>"$KUBE_DIR/ports.env"
+  fi
 }
 
 # sign NAME SUBJECT EXTENSIONS...: a key and a certificate signed by the environment's Kubernetes CA.
@@ -55,7 +65,7 @@ sign() {
 }
 
 ensure_pki() {
-  [ -f "$PKI/.complete" ] && return 0
+  [ "$(cat "$PKI/.complete" 2>/dev/null)" = "$PKI_VERSION" ] && return 0
   rm -rf "$PKI"
   mkdir -p "$PKI"
   log "generating the Kubernetes CA, serving, client and service-account keys"
@@ -65,17 +75,31 @@ ensure_pki() {
       -addext "keyUsage=critical,keyCertSign,cRLSign" -addext "subjectKeyIdentifier=hash"
     sign apiserver "/CN=kube-apiserver" "basicConstraints=critical,CA:FALSE" \
       "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
-      "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+      "subjectAltName=IP:$BRIDGE_IP,IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
     # system:masters: the admin the tests act as, and the controller manager (which then needs no per-controller
     # service-account credentials).
     sign admin "/O=system:masters/CN=kproxy-admin" "basicConstraints=critical,CA:FALSE" \
       "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=clientAuth"
     sign controller-manager "/O=system:masters/CN=system:kube-controller-manager" "basicConstraints=critical,CA:FALSE" \
       "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=clientAuth"
+    # The node: kubelet's client identity (the Node authorizer scopes it to its own node and pods), the API
+    # server's identity towards kubelets, kubelet's serving certificate (verified by the API server), and the
+    # scheduler and kube-proxy (as privileged as the controller manager, like the admin).
+    sign node "/O=system:nodes/CN=system:node:$NODE_NAME" "basicConstraints=critical,CA:FALSE" \
+      "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=clientAuth"
+    sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "basicConstraints=critical,CA:FALSE" \
+      "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=clientAuth"
+    sign kubelet "/CN=$NODE_NAME" "basicConstraints=critical,CA:FALSE" \
+      "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
+      "subjectAltName=IP:$BRIDGE_IP,DNS:$NODE_NAME"
+    sign scheduler "/O=system:masters/CN=system:kube-scheduler" "basicConstraints=critical,CA:FALSE" \
+      "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=clientAuth"
+    sign kube-proxy "/O=system:masters/CN=system:kube-proxy" "basicConstraints=critical,CA:FALSE" \
+      "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=clientAuth"
     openssl genrsa -out "$PKI/sa.key" 2048
     openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub"
   } >"$LOG_DIR/kube-pki.log" 2>&1 || die "generating Kubernetes certificates failed; see $LOG_DIR/kube-pki.log"
-  touch "$PKI/.complete"
+  echo "$PKI_VERSION" >"$PKI/.complete"
 }
 
 # write_kubeconfig FILE USER: a kubeconfig with embedded certificates for one of the client identities.
@@ -87,7 +111,7 @@ kind: Config
 clusters:
 - name: kproxy-test
   cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
+    server: https://$BRIDGE_IP:$APISERVER_PORT
     certificate-authority-data: $(base64 -w0 "$PKI/ca.pem")
 users:
 - name: $user
@@ -135,20 +159,25 @@ start_apiserver() {
   need_binary kube-apiserver kube
   port_free "$APISERVER_PORT" ||
     die "kube-apiserver's port $APISERVER_PORT is taken; run k8s.sh down, remove $KUBE_DIR/ports.env and retry"
-  log "starting kube-apiserver on https://127.0.0.1:$APISERVER_PORT"
+  ip -4 addr show dev "$BRIDGE" 2>/dev/null | grep -qF "inet $BRIDGE_IP/" ||
+    die "the node bridge $BRIDGE ($BRIDGE_IP) is missing; node.sh net creates it"
+  log "starting kube-apiserver on https://$BRIDGE_IP:$APISERVER_PORT"
   spawn "$(pidfile kube-apiserver)" "$LOG_DIR/kube-apiserver.log" "$BIN_DIR/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+    --bind-address "$BRIDGE_IP" --advertise-address "$BRIDGE_IP" --secure-port "$APISERVER_PORT" \
     --cert-dir "$KUBE_DIR/serving" --tls-cert-file "$PKI/apiserver.pem" --tls-private-key-file "$PKI/apiserver.key" \
     --client-ca-file "$PKI/ca.pem" \
     --requestheader-client-ca-file "$PKI/ca.pem" --requestheader-allowed-names front-proxy-client \
     --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
     --requestheader-extra-headers-prefix X-Remote-Extra- \
-    --authorization-mode RBAC \
+    --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
+    --kubelet-client-certificate "$PKI/apiserver-kubelet-client.pem" \
+    --kubelet-client-key "$PKI/apiserver-kubelet-client.key" --kubelet-certificate-authority "$PKI/ca.pem" \
+    --kubelet-preferred-address-types InternalIP --enable-aggregator-routing=true \
     --service-cluster-ip-range "$SERVICE_CIDR" \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
-    --endpoint-reconciler-type none --allow-privileged=true --profiling=false --v=1
+    --allow-privileged=true --profiling=false --v=1
   wait_for kube-apiserver "$READY_TIMEOUT" "$LOG_DIR/kube-apiserver.log" "$(pidfile kube-apiserver)" \
     "$(pattern kube-apiserver)" apiserver_ready
 }
@@ -174,12 +203,28 @@ start_controller_manager() {
     "$(pidfile kube-controller-manager)" "$(pattern kube-controller-manager)" controller_manager_healthy
 }
 
+scheduler_healthy() { curl -skf --max-time 2 "https://127.0.0.1:$SCHEDULER_PORT/healthz" | grep -q ok; }
+
+start_scheduler() {
+  running kube-scheduler && return 0
+  need_binary kube-scheduler kube
+  port_free "$SCHEDULER_PORT" || die "kube-scheduler's port $SCHEDULER_PORT is taken; remove $KUBE_DIR/ports.env"
+  local kc="$KUBE_DIR/scheduler.kubeconfig"
+  write_kubeconfig "$kc" scheduler
+  log "starting kube-scheduler"
+  spawn "$(pidfile kube-scheduler)" "$LOG_DIR/kube-scheduler.log" "$BIN_DIR/kube-scheduler" \
+    --kubeconfig "$kc" --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc" \
+    --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --leader-elect=false --profiling=false --v=1
+  wait_for kube-scheduler "$READY_TIMEOUT" "$LOG_DIR/kube-scheduler.log" "$(pidfile kube-scheduler)" \
+    "$(pattern kube-scheduler)" scheduler_healthy
+}
+
 status() {
   local p
-  for p in etcd kube-apiserver kube-controller-manager; do
+  for p in etcd kube-apiserver kube-controller-manager kube-scheduler; do
     if running "$p"; then echo "$p: running, pid $(cat "$(pidfile "$p")")"; else echo "$p: stopped"; fi
   done
-  [ -f "$KUBE_DIR/ports.env" ] && echo "kube-apiserver: https://127.0.0.1:$APISERVER_PORT (KUBECONFIG=$KUBECONFIG_FILE)"
+  [ -f "$KUBE_DIR/ports.env" ] && echo "kube-apiserver: https://$BRIDGE_IP:$APISERVER_PORT (KUBECONFIG=$KUBECONFIG_FILE)"
   return 0
 }
 
@@ -193,15 +238,23 @@ main() {
       start_etcd
       start_apiserver
       start_controller_manager
+      start_scheduler
       ;;
     down)
       # Reverse order: nothing is left talking to a stopped dependency.
+      stop_pid kube-scheduler "$(pidfile kube-scheduler)" "$(pattern kube-scheduler)"
       stop_pid kube-controller-manager "$(pidfile kube-controller-manager)" "$(pattern kube-controller-manager)"
       stop_pid kube-apiserver "$(pidfile kube-apiserver)" "$(pattern kube-apiserver)"
       stop_pid etcd "$(pidfile etcd)" "$(pattern etcd)"
       ;;
     status) status ;;
-    *) die "usage: k8s.sh up|down|status" ;;
+    # For node.sh: a kubeconfig for one of the identities ensure_pki signed.
+    kubeconfig)
+      [ $# -eq 3 ] || die "usage: k8s.sh kubeconfig USER FILE"
+      ensure_pki
+      write_kubeconfig "$3" "$2"
+      ;;
+    *) die "usage: k8s.sh up|down|status|kubeconfig USER FILE" ;;
   esac
 }
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the test environment's three independent single-node KRaft Kafka clusters: "east" and "west" (4.x) and
-# "legacy" (3.9.x), each with PLAINTEXT, SASL_SSL (SCRAM-SHA-512) and CONTROLLER listeners on loopback.
+# "legacy" (3.9.x), each with PLAINTEXT, SASL_SSL (SCRAM-SHA-512) and CONTROLLER listeners on loopback, and a POD
+# listener (PLAINTEXT, on loopback too) advertised at the node bridge's address, which pods reach through a DNAT
+# rule (node.sh): a client in a pod must be handed broker addresses it can dial.
 # Legacy's SASL_SSL sessions expire after LEGACY_REAUTH_MS (KIP-368), so clients must re-authenticate there.
 #
 #   kafka.sh up                  install if needed, start every cluster that is not running, wait until ready
@@ -94,11 +96,12 @@ ensure_cluster_state() {
   dir=$(cluster_dir "$name")
   mkdir -p "$dir"
   if [ ! -f "$dir/cluster.env" ]; then
-    read -r -a ports <<<"$(free_ports 3)"
+    read -r -a ports <<<"$(free_ports 4)"
     {
       echo "PLAINTEXT_PORT=${ports[0]}"
       echo "SASL_PORT=${ports[1]}"
       echo "CONTROLLER_PORT=${ports[2]}"
+      echo "POD_PORT=${ports[3]}"
       # A Kafka cluster id is 16 random bytes in URL-safe base64 without padding.
       echo "CLUSTER_ID=$(openssl rand -base64 16 | tr '+/' '-_' | tr -d '=')"
       echo "VERSION=$(cluster_version "$name")"
@@ -108,8 +111,16 @@ ensure_cluster_state() {
 }
 
 load_cluster_state() {
+  local env
+  env="$(cluster_dir "$1")/cluster.env"
+  unset POD_PORT
   # shellcheck source=/dev/null
-  source "$(cluster_dir "$1")/cluster.env"
+  source "$env"
+  # A cluster.env from before the POD listener gets a port for it.
+  if [ -z "${POD_PORT:-}" ]; then
+    POD_PORT=$(free_ports 1)
+    echo "POD_PORT=$POD_PORT" >>"$env"
+  fi
 }
 
 write_server_properties() {
@@ -126,9 +137,9 @@ write_server_properties() {
 process.roles=broker,controller
 node.id=1
 $quorum
-listeners=PLAINTEXT://127.0.0.1:$PLAINTEXT_PORT,SASL_SSL://127.0.0.1:$SASL_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PLAINTEXT_PORT,SASL_SSL://127.0.0.1:$SASL_PORT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:$PLAINTEXT_PORT,SASL_SSL://127.0.0.1:$SASL_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT,POD://127.0.0.1:$POD_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PLAINTEXT_PORT,SASL_SSL://127.0.0.1:$SASL_PORT,POD://$BRIDGE_IP:$POD_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT,POD:PLAINTEXT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 
@@ -194,7 +205,7 @@ format_storage() {
 }
 
 ports_free() {
-  port_free "$PLAINTEXT_PORT" && port_free "$SASL_PORT" && port_free "$CONTROLLER_PORT"
+  port_free "$PLAINTEXT_PORT" && port_free "$SASL_PORT" && port_free "$CONTROLLER_PORT" && port_free "$POD_PORT"
 }
 
 kcat_metadata() {
@@ -255,7 +266,7 @@ status() {
     if [ -f "$(cluster_dir "$name")/cluster.env" ]; then
       load_cluster_state "$name"
       if cluster_running "$name"; then
-        echo "kafka $name ($VERSION): running, pid $(cat "$(pid_file "$name")"), PLAINTEXT 127.0.0.1:$PLAINTEXT_PORT, SASL_SSL 127.0.0.1:$SASL_PORT"
+        echo "kafka $name ($VERSION): running, pid $(cat "$(pid_file "$name")"), PLAINTEXT 127.0.0.1:$PLAINTEXT_PORT, SASL_SSL 127.0.0.1:$SASL_PORT, pods $BRIDGE_IP:$POD_PORT"
       else
         echo "kafka $name ($VERSION): stopped (ports $PLAINTEXT_PORT/$SASL_PORT/$CONTROLLER_PORT kept)"
       fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make env-up`: installs what is missing, starts every service of the test environment that is not already running
-# (Kafka east/west/legacy, etcd, kube-apiserver, kube-controller-manager), waits until each answers, and writes
-# .cache/env.sh for tests and shells (`source .cache/env.sh`). Running it again is harmless.
+# (Kafka east/west/legacy, etcd, kube-apiserver, kube-controller-manager, kube-scheduler, the node: containerd,
+# kubelet, kube-proxy; prometheus-operator), waits until each answers, and writes .cache/env.sh for tests and
+# shells (`source .cache/env.sh`). Running it again is harmless.
 # KPROXY_ENV_SKIP_KUBE=1 starts Kafka only.
 set -euo pipefail
 # shellcheck source=scripts/env/lib.sh
@@ -18,7 +19,9 @@ kube=0
 [ "${KPROXY_ENV_SKIP_KUBE:-0}" = 1 ] || kube=1
 # Cold Go builds first, alone on the cores; then the JVMs start while the control plane comes up.
 if [ "$kube" = 1 ]; then
-  "$here/install.sh" etcd kube helm crds
+  "$here/install.sh" node etcd kube helm crds prometheus
+  # The bridge first: the API server listens on its address and the brokers advertise it to pods.
+  "$here/node.sh" net
 fi
 "$here/install.sh" apt rdkafka python kafka
 "$here/kafka.sh" launch
@@ -26,6 +29,10 @@ if [ "$kube" = 1 ]; then
   "$here/k8s.sh" up
 fi
 "$here/kafka.sh" up
+if [ "$kube" = 1 ]; then
+  "$here/node.sh" up
+  "$here/monitoring.sh" up
+fi
 
 # env.sh is written last, and atomically, so its presence means the environment answered.
 write_env() {
@@ -35,11 +42,14 @@ write_env() {
   {
     echo "# Written by scripts/env/up.sh: the running test environment. Source it: . .cache/env.sh"
     for name in "${KAFKA_CLUSTERS[@]}"; do
+      unset POD_PORT
       # shellcheck source=/dev/null
       source "$ENV_DIR/kafka/$name/cluster.env"
       upper=${name^^}
       echo "export KPROXY_KAFKA_${upper}=\"127.0.0.1:$PLAINTEXT_PORT\""
       echo "export KPROXY_KAFKA_${upper}_SASL=\"127.0.0.1:$SASL_PORT\""
+      # What a pod on the node dials (the POD listener, DNATed from the bridge address).
+      [ -n "${POD_PORT:-}" ] && echo "export KPROXY_KAFKA_${upper}_POD=\"$BRIDGE_IP:$POD_PORT\""
     done
     echo "export KPROXY_KAFKA_CA=\"$ENV_DIR/tls/ca.pem\""
     echo "export KPROXY_KAFKA_USER=\"$KAFKA_USER\""
@@ -51,6 +61,9 @@ write_env() {
     if [ "$kube" = 1 ]; then
       echo "export KUBECONFIG=\"$ENV_DIR/kubeconfig\""
       echo "export KPROXY_PROM_CRDS=\"$CACHE_DIR/crds\""
+      echo "export KPROXY_NODE=\"$NODE_NAME\""
+      echo "export KPROXY_IMAGES=\"$CACHE_DIR/images/images.list\""
+      echo "export KPROXY_PROMETHEUS_OPERATOR=\"$(cat "$ENV_DIR/monitoring/address")\""
     fi
     echo "export KPROXY_PYTHON=\"$CACHE_DIR/venv/bin/python\""
     echo "export KPROXY_LOG_DIR=\"$LOG_DIR\""
@@ -64,5 +77,9 @@ write_env
 echo
 echo "test environment up in $(($(date +%s) - start))s (logs: $LOG_DIR)"
 "$here/kafka.sh" status
-if [ "$kube" = 1 ]; then "$here/k8s.sh" status; fi
+if [ "$kube" = 1 ]; then
+  "$here/k8s.sh" status
+  "$here/node.sh" status
+  "$here/monitoring.sh" status
+fi
 echo "environment: source $CACHE_DIR/env.sh"
