@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
 # The whole kproxy test suite: format, lint, unit tests, a bounded fuzz run (FUZZ_SECONDS per target), the release
-# build the images run, then the e2e tests against one fresh environment (real Kafka brokers and kube-apiserver)
-# that is torn down afterwards.
+# build the images run, the images, then the e2e tests (against those release binaries) in one fresh environment
+# (real Kafka brokers, control plane and a node running the chart's pods) that is torn down afterwards.
+#
+# Builds are cached outside the clone so repeated runs on one machine are warm: $KPROXY_CACHE (default
+# ~/.cache/kproxy) holds the Go caches and binaries, the images and, for a clone without its own target/, cargo's
+# target dir (a clone that already has target/ keeps using it; CARGO_TARGET_DIR wins over both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+export KPROXY_CACHE=${KPROXY_CACHE:-$HOME/.cache/kproxy}
+if [ -z "${CARGO_TARGET_DIR:-}" ] && [ ! -d "$root/target" ]; then
+  export CARGO_TARGET_DIR="$KPROXY_CACHE/target"
+fi
+echo "cargo target dir: ${CARGO_TARGET_DIR:-$root/target}; Go and image caches: $KPROXY_CACHE"
 
 timings=()
 step_start=0
@@ -59,12 +68,16 @@ step "fuzz (${FUZZ_SECONDS:-20}s per target)"
 # regression inputs, then fuzzes each target; any crash, hang or runaway allocation fails the suite.
 FUZZ_SECONDS=${FUZZ_SECONDS:-20} scripts/fuzz.sh
 
-step "release build (images)"
-# The same command Dockerfile.sidecar and Dockerfile.operator run, so a broken image build fails here.
-cargo build --release --locked -p kproxy-sidecar -p kproxy-operator
+step "release build (images, e2e)"
+# What Dockerfile.sidecar and Dockerfile.operator build (so a broken image build fails here), plus the benchmark
+# programs; the e2e tests run these release binaries, so there is no separate debug build.
+cargo build --release --locked -p kproxy-sidecar -p kproxy-operator -p kproxy-bench
 
-step "debug binaries for e2e"
-cargo build --workspace --bins --locked
+step "environment programs (Go builds, Debian packages)"
+scripts/env/install.sh all
+
+step "images"
+KPROXY_IMAGES_NO_CARGO=1 scripts/images.sh
 
 step "environment up"
 scripts/env/up.sh

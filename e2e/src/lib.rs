@@ -32,6 +32,11 @@ impl Env {
         self.vars.get(name).map(String::as_str).unwrap_or_else(|| panic!("{name} is not set by .cache/env.sh"))
     }
 
+    /// A variable `env.sh` may export (parts of the environment that can be left out, e.g. the node).
+    pub fn var_opt(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+
     pub fn kafka_east(&self) -> &str {
         self.var("KPROXY_KAFKA_EAST")
     }
@@ -206,12 +211,19 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// A built binary of the workspace (`make test` builds them before the e2e tests run).
+/// A built binary of the workspace (`make test` builds them before the e2e tests run): the release binaries the
+/// images ship are the ones tested (`KPROXY_E2E_PROFILE=debug` picks debug builds instead).
 pub fn binary(name: &str) -> PathBuf {
     let target =
         std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("target"));
-    let path = target.join("debug").join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
+    let profile = std::env::var("KPROXY_E2E_PROFILE").unwrap_or_else(|_| "release".to_string());
+    let path = target.join(&profile).join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --release -p kproxy-sidecar -p kproxy-operator -p kproxy-bench` first (or set \
+         KPROXY_E2E_PROFILE to the profile you built)",
+        path.display()
+    );
     path
 }
 
