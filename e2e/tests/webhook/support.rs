@@ -73,6 +73,8 @@ impl<'a> Webhook<'a> {
         if launch.operator {
             let admin = format!("127.0.0.1:{}", free_port());
             cmd.args(["--admin-addr", &admin, "--namespace", namespace, "--lease-namespace", namespace]);
+            // Run as the admin, the operator may check the Secrets policies name (the chart leaves this off).
+            cmd.arg("--check-secrets");
             if launch.register {
                 let yaml =
                     webhook_configuration(&configuration, namespace, port, launch.failure_policy, launch.ca_bundle);
@@ -98,6 +100,11 @@ impl<'a> Webhook<'a> {
         wait_for(&format!("the webhook to inject (log: {})", self.log.display()), Duration::from_secs(60), || {
             Ok(dry_run_injects(self.env, namespace)?.then_some(()))
         })
+    }
+
+    /// The process id, to read its memory use.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Whether the process still runs (a certificate change must not need a restart).
