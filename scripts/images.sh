@@ -37,8 +37,19 @@ CONFLUENT_KAFKA_VERSION=2.16.1
 hash_of() { sha256sum | cut -c1-16; }
 
 # closure PACKAGE...: the packages PACKAGE... need at run time (Depends and Pre-Depends, transitively), minus
-# APP_EXCLUDE; alternatives resolve to the first one.
+# APP_EXCLUDE; alternatives resolve to the first one. Kept until the package lists change.
 closure() {
+  local key file
+  key=$( (echo "$* $APP_EXCLUDE"; ls -l --time-style=+%s /var/lib/apt/lists/ 2>/dev/null) | hash_of)
+  file="$IMAGES/closure-$key"
+  if [ ! -s "$file" ]; then
+    closure_of "$@" >"$file.tmp"
+    mv "$file.tmp" "$file"
+  fi
+  cat "$file"
+}
+
+closure_of() {
   local -A seen=()
   local queue=("$@") p deps d
   while [ ${#queue[@]} -gt 0 ]; do
@@ -117,10 +128,8 @@ rootfs() {
 image() {
   local name=$1 ref=$2 config=$3 key tar cfg
   shift 3
-  key=$( (echo "$ref $config"; cat "$ARCHIVE"; for d in "$@"; do
-    (cd "$d" && find . -path ./.complete -prune -o -printf '%p %m %s %l\n' | sort && find . -type f ! -name .complete -print0 |
-      sort -z | xargs -0 cat | sha256sum)
-  done) | hash_of)
+  # Every layer folder is named by a key of its own content (rootfs, binary_layer), so the names stand for it.
+  key=$( (echo "$ref $config"; cat "$ARCHIVE"; for d in "$@"; do basename "$d"; done) | hash_of)
   tar="$IMAGES/$name-$key.tar"
   if [ ! -f "$tar" ]; then
     cfg=$(mktemp)
@@ -129,6 +138,8 @@ image() {
     rm -f "$cfg"
   fi
   ln -sfn "$tar" "$OUT/$name.tar"
+  # Only the current archive of each image is kept.
+  find "$IMAGES" -maxdepth 1 -name "$name-????????????????.tar" ! -name "$(basename "$tar")" -delete
   echo "$name $ref" >>"$OUT/images.list.tmp"
 }
 
@@ -142,6 +153,7 @@ binary_layer() {
     install -D -m 0555 "$file" "$dir.tmp/$dest"
     touch "$dir.tmp/.complete"
     rm -rf "$dir" && mv "$dir.tmp" "$dir"
+    find "$IMAGES/layers" -maxdepth 1 -name "$name-????????????????" ! -name "$(basename "$dir")" -exec rm -rf {} +
   fi
   echo "$dir"
 }
@@ -221,13 +233,22 @@ build_prometheus() {
 
 # import: loads every archive into the node's containerd (namespace k8s.io) when it runs.
 import_images() {
-  local sock=${KPROXY_CONTAINERD_SOCK:-/run/kproxy-node/containerd/containerd.sock} name ref
+  local sock=${KPROXY_CONTAINERD_SOCK:-$NODE_RUN/containerd/containerd.sock} name ref key have n=0
   [ -S "$sock" ] || return 0
+  # What this containerd already holds (its root goes with env-down): an unchanged archive is not imported again.
+  mkdir -p "$NODE_LIB/imported"
+  have=$(ctr --address "$sock" -n k8s.io images ls -q)
   while read -r name ref; do
+    key=$(basename "$(readlink -f "$OUT/$name.tar")")
+    if [ "$(cat "$NODE_LIB/imported/$name" 2>/dev/null)" = "$key" ] && grep -qxF "$ref" <<<"$have"; then
+      continue
+    fi
     ctr --address "$sock" -n k8s.io images import "$OUT/$name.tar" >/dev/null ||
       die "importing $name into containerd failed"
+    echo "$key" >"$NODE_LIB/imported/$name"
+    n=$((n + 1))
   done <"$OUT/images.list"
-  log "imported $(wc -l <"$OUT/images.list") images into the node's containerd"
+  log "imported $n changed images into the node's containerd"
 }
 
 main() {
