@@ -84,7 +84,24 @@ scripts/env/up.sh
 
 step "e2e tests"
 # One environment for every e2e test; each test makes its own topics, namespaces and ports.
-KPROXY_E2E_REQUIRED=1 cargo test -p kproxy-e2e --locked -- --test-threads="${KPROXY_E2E_THREADS:-4}"
+export KPROXY_E2E_REQUIRED=1
+cargo test -p kproxy-e2e --locked --no-run
+# The tests on the node spend most of their time waiting for kubelet's sync period, so they run next to the
+# others; their whole output (pods, propagation figures) is printed afterwards.
+node_tests=(chart_policy_and_injected_pod_on_a_real_node policy_edit_propagation_through_kubelet)
+node_log="$root/.cache/logs/e2e-node-flow.log"
+mkdir -p "$(dirname "$node_log")"
+cargo test -p kproxy-e2e --locked --test node_flow -- --nocapture --test-threads=2 >"$node_log" 2>&1 &
+node_pid=$!
+e2e_rc=0
+cargo test -p kproxy-e2e --locked -- --test-threads="${KPROXY_E2E_THREADS:-4}" \
+  "${node_tests[@]/#/--skip=}" || e2e_rc=$?
+node_rc=0
+wait "$node_pid" || node_rc=$?
+echo
+echo "== e2e on the node (node_flow, $node_log)"
+cat "$node_log"
+[ "$e2e_rc" = 0 ] && [ "$node_rc" = 0 ]
 
 finish_step
 echo
