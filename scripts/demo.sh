@@ -1,57 +1,49 @@
 #!/usr/bin/env bash
-# A narrated local demo of kproxy: a real Kafka broker and kube-apiserver, the operator, a sidecar fed the
-# policy's ConfigMap the way kubelet mounts it, a real client, and a policy edit that takes effect live.
+# `make demo`: kproxy as a platform team meets it, on this machine's real one-node cluster (scripts/env): the
+# images built here, `helm install` of the chart, a policy, a Deployment asking for the sidecar, its app producing
+# through localhost:9092, a policy edit reaching the running pod through kubelet, and Prometheus scraping it all.
+# About 3-4 minutes on a warm machine (most of it is kubelet's ConfigMap refresh, 1 minute by default). The
+# environment stays up afterwards so you can look around; `make env-down` removes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-demo_dir="$root/.cache/demo"
 ns=kproxy-demo
-topic="demo.orders.$(date +%s)"  # fresh each run, so earlier runs' records never show up
-pids=()
-started_env=0
+sys=kproxy-system
+topic="demo.orders.$(date +%s)" # fresh each run, so earlier runs' records never show up
+start=$(date +%s)
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-cleanup() {
-  say "Cleaning up"
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [ -n "${KUBECONFIG:-}" ]; then kubectl delete namespace "$ns" --wait=false >/dev/null 2>&1 || true; fi
-  if [ "$started_env" = 1 ]; then scripts/env/down.sh || true; fi
-  echo "done (logs: $demo_dir)"
+say() { printf '\n\033[1m== [%3ss] %s\033[0m\n' "$(($(date +%s) - start))" "$*"; }
+run() {
+  printf '\033[2m$ %s\033[0m\n' "$*"
+  "$@"
 }
-trap cleanup EXIT
 
-say "Building kproxy (operator and sidecar)"
+say "Building kproxy (release) and its images"
 scripts/install-tools.sh
-cargo build -q -p kproxy-operator -p kproxy-sidecar
-cargo build -q -p kproxy-api --bin crdgen
-
-if [ ! -f .cache/env.sh ] || ! (. .cache/env.sh && kubectl get --raw /readyz >/dev/null 2>&1); then
-  say "Starting the local environment (Kafka brokers, etcd, kube-apiserver) — first run installs them"
+cargo build -q --release --locked -p kproxy-sidecar -p kproxy-operator
+if [ ! -f .cache/env.sh ] || ! (. .cache/env.sh && kubectl get node kproxy-node >/dev/null 2>&1); then
+  say "Starting the environment: Kafka, etcd, kube-apiserver, a node (containerd, kubelet, kube-proxy) — the first run installs them"
   scripts/env/up.sh
-  started_env=1
 fi
+KPROXY_IMAGES_NO_CARGO=1 scripts/images.sh
 # shellcheck disable=SC1091
 . .cache/env.sh
-rm -rf "$demo_dir" && mkdir -p "$demo_dir/config" "$demo_dir/secrets"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-op_admin=$(free_port); sc_listen=$(free_port); sc_admin=$(free_port)
+image() { awk -v n="$1" '$1 == n {print $2}' "$KPROXY_IMAGES"; }
 
-say "Installing the KafkaProxyPolicy CRD and a namespace"
-kubectl apply --server-side -f crds/kafkaproxypolicies.yaml
-# Polled: `kubectl wait` fails outright while a just-created CRD has no conditions yet.
-for _ in $(seq 1 150); do
-  [ "$(kubectl get crd kafkaproxypolicies.kproxy.dev -o jsonpath='{.status.conditions[?(@.type=="Established")].status}')" = True ] && break
-  sleep 0.2
-done
-kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f -
+say "A fresh start: the demo's namespaces and release"
+helm uninstall kproxy -n "$sys" --wait >/dev/null 2>&1 || true
+kubectl delete namespace "$ns" "$sys" --ignore-not-found --wait=true >/dev/null
+kubectl get nodes -o wide
 
-say "Starting the operator (out of cluster, with the admin kubeconfig; metrics on 127.0.0.1:$op_admin)"
-target/debug/kproxy-operator --admin-addr "127.0.0.1:$op_admin" --lease-namespace "$ns" \
-  --lease-name kproxy-demo >"$demo_dir/operator.log" 2>&1 &
-pids+=($!)
+say "helm install the chart (operator image, webhook with its own certificates, PodMonitor and ServiceMonitor)"
+kubectl create namespace "$ns"
+run helm install kproxy charts/kproxy -n "$sys" --create-namespace --wait --timeout 180s \
+  --set operator.replicas=1 --set operator.image.pullPolicy=Never --set sidecar.image.pullPolicy=Never \
+  --set podMonitor.enabled=true --set podMonitor.interval=5s --set podMonitor.scrapeTimeout=4s \
+  --set serviceMonitor.enabled=true --set serviceMonitor.interval=5s --set serviceMonitor.scrapeTimeout=4s
+run kubectl get pods -n "$sys" -o wide
 
-policy() { # $1 = effect for the demo topic
+policy() { # $1 = Allow or Deny for writes to the demo topic
   cat <<YAML
 apiVersion: kproxy.dev/v1alpha1
 kind: KafkaProxyPolicy
@@ -60,103 +52,115 @@ spec:
   podSelector: {matchLabels: {app: payments}}
   clusters:
     - name: dc-east
-      bootstrapServers: ["$KPROXY_KAFKA_EAST"]
+      bootstrapServers: ["$KPROXY_KAFKA_EAST_POD"]
   acls:
     defaultAction: Allow
     rules:
-      - resource: {type: Topic, name: $topic}
+      - resource: {type: Topic, name: "$topic"}
         operations: [Write]
         effect: $1
 YAML
 }
 
-say "Applying a policy that allows writes to $topic"
-policy Allow | tee "$demo_dir/policy.yaml"
-kubectl apply -f "$demo_dir/policy.yaml"
+say "kubectl apply a policy allowing writes to $topic"
+policy Allow | tee /dev/stderr | kubectl apply -f -
+kubectl wait kpp/payments -n "$ns" --for=condition=Ready --timeout=60s
+run kubectl get kpp -n "$ns"
 
-wait_ready() {
-  for _ in $(seq 1 100); do
-    gen=$(kubectl get kpp payments -n "$ns" -o jsonpath='{.metadata.generation}')
-    obs=$(kubectl get kpp payments -n "$ns" -o jsonpath='{.status.observedGeneration}' 2>/dev/null || true)
-    ready=$(kubectl get kpp payments -n "$ns" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)
-    if [ "$gen" = "$obs" ] && [ "$ready" = True ]; then return 0; fi
-    sleep 0.2
-  done
-  echo "the policy did not become Ready; see $demo_dir/operator.log" >&2
-  return 1
-}
-wait_ready
-say "The operator rendered it into ConfigMap payments-kproxy; the policy's status:"
-kubectl get kpp payments -n "$ns"
-kubectl get kpp payments -n "$ns" -o jsonpath='{.status}' && echo
-kubectl get configmap payments-kproxy -n "$ns" -o jsonpath='{.data.config\.yaml}'
+say "kubectl apply a Deployment whose pods ask for the sidecar (kproxy.dev/inject: \"true\")"
+kubectl apply -n "$ns" -f - <<YAML
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: payments}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: payments}}
+  template:
+    metadata:
+      labels: {app: payments}
+      annotations: {kproxy.dev/inject: "true"}
+    spec:
+      containers:
+        - name: app
+          image: $(image kafka-client)
+          imagePullPolicy: Never
+          # confluent-kafka (librdkafka) producing one record per second to localhost:9092: the sidecar.
+          args: ["produce", "$topic", "1"]
+          env: [{name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
+          securityContext: {runAsNonRoot: true, runAsUser: 65532, readOnlyRootFilesystem: true}
+YAML
+kubectl rollout status deployment/payments -n "$ns" --timeout=180s
+run kubectl get pods -n "$ns" -o wide
+pod=$(kubectl get pods -n "$ns" -l app=payments -o jsonpath='{.items[0].metadata.name}')
+echo "the injected native sidecar (an init container that keeps running):"
+kubectl get pod "$pod" -n "$ns" -o jsonpath='{range .spec.initContainers[*]}  {.name}: {.image} restartPolicy={.restartPolicy}{"\n"}{end}'
 
-# Plays kubelet: a new timestamped folder, then the ..data symlink swapped atomically.
-project() {
-  local stamp="..$(date +%Y_%m_%d_%H_%M_%S.%N)"
-  mkdir "$demo_dir/config/$stamp"
-  kubectl get configmap payments-kproxy -n "$ns" -o jsonpath='{.data.config\.yaml}' >"$demo_dir/config/$stamp/config.yaml"
-  local old; old=$(readlink "$demo_dir/config/..data" 2>/dev/null || true)
-  ln -sfn "$stamp" "$demo_dir/config/..data_tmp"
-  mv -T "$demo_dir/config/..data_tmp" "$demo_dir/config/..data"
-  [ -L "$demo_dir/config/config.yaml" ] || ln -s ..data/config.yaml "$demo_dir/config/config.yaml"
-  if [ -n "$old" ]; then rm -rf "${demo_dir:?}/config/$old"; fi
-}
-kubelet_loop() {
-  local last=""
-  while true; do
-    rv=$(kubectl get configmap payments-kproxy -n "$ns" -o jsonpath='{.metadata.resourceVersion}' 2>/dev/null || true)
-    if [ -n "$rv" ] && [ "$rv" != "$last" ]; then project; last=$rv; fi
-    sleep 1
-  done
-}
-project
-kubelet_loop >"$demo_dir/kubelet.log" 2>&1 &
-pids+=($!)
+say "The app produces through the sidecar; reading the records back directly from the broker"
+sleep 4
+run kubectl logs -n "$ns" "$pod" -c app --tail=4
+run kcat -b "$KPROXY_KAFKA_EAST" -t "$topic" -C -o beginning -c 4 -e -q
 
-say "Starting the sidecar: the app's Kafka client will talk to 127.0.0.1:$sc_listen (admin on $sc_admin)"
-target/debug/kproxy-sidecar --config "$demo_dir/config" --listen "127.0.0.1:$sc_listen" \
-  --admin "127.0.0.1:$sc_admin" --secrets-dir "$demo_dir/secrets" >"$demo_dir/sidecar.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$sc_admin/readyz" >/dev/null && break; sleep 0.1; done
-curl -fs "http://127.0.0.1:$sc_admin/readyz" && echo " (sidecar ready)"
-
-say "A client (librdkafka) keeps ONE connection open and produces a record every second through the sidecar"
-mkfifo "$demo_dir/producer.in"
-"$KPROXY_PYTHON" e2e/clients/line_producer.py "127.0.0.1:$sc_listen" "$topic" \
-  <"$demo_dir/producer.in" >"$demo_dir/producer.out" 2>"$demo_dir/producer.err" &
-pids+=($!)
-exec 7>"$demo_dir/producer.in"
-for i in 1 2 3; do echo "order-$i" >&7; sleep 1; done
-sleep 1
-echo "the client's delivery reports:"
-cat "$demo_dir/producer.out"
-echo "consumed back through the sidecar:"
-kcat -b "127.0.0.1:$sc_listen" -t "$topic" -C -o beginning -e -q
-
-say "Editing the policy live: writes to $topic are now denied"
-policy Deny >"$demo_dir/policy.yaml"
-kubectl apply -f "$demo_dir/policy.yaml"
-wait_ready
-hash=$(kubectl get kpp payments -n "$ns" -o jsonpath='{.status.configHash}')
-echo "new configHash in the policy's status: $hash"
-for _ in $(seq 1 50); do
-  curl -fs "http://127.0.0.1:$sc_admin/metrics" | grep -q "$hash" && break
-  sleep 0.2
+say "Prometheus, made by prometheus-operator from a Prometheus object, scraping the chart's PodMonitor/ServiceMonitor"
+kubectl apply -n "$sys" -f - <<YAML
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: prometheus}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: kproxy-demo-prometheus}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
+subjects: [{kind: ServiceAccount, name: prometheus, namespace: $sys}]
+---
+apiVersion: monitoring.coreos.com/v1
+kind: Prometheus
+metadata: {name: kproxy}
+spec:
+  image: $(image prometheus)
+  version: $(image prometheus | sed 's/.*://')
+  serviceAccountName: prometheus
+  podMonitorSelector: {}
+  podMonitorNamespaceSelector: {}
+  serviceMonitorSelector: {}
+  serviceMonitorNamespaceSelector: {}
+  scrapeInterval: 5s
+YAML
+for _ in $(seq 1 90); do
+  prom=$(kubectl get pod prometheus-kproxy-0 -n "$sys" -o jsonpath='{.status.podIP}' 2>/dev/null || true)
+  [ -n "$prom" ] && curl -sf "http://$prom:9090/-/ready" >/dev/null 2>&1 && break
+  sleep 2
 done
-echo "the sidecar now serves it:"
-curl -fs "http://127.0.0.1:$sc_admin/metrics" | grep -E '^kproxy_config_(info|generation)'
+query() { curl -sf --get "http://$prom:9090/api/v1/query" --data-urlencode "query=$1"; }
+for _ in $(seq 1 30); do
+  query "sum by (namespace, pod, api) (kproxy_requests_total{namespace=\"$ns\"})" | grep -q '"pod"' && break
+  sleep 2
+done
+echo "sum by (namespace, pod, api) (kproxy_requests_total{namespace=\"$ns\"}):"
+query "sum by (namespace, pod, api) (kproxy_requests_total{namespace=\"$ns\"})" |
+  python3 -c 'import json,sys; [print("  ", r["metric"], r["value"][1]) for r in json.load(sys.stdin)["data"]["result"]]'
 
-say "The same client connection produces again"
-for i in 4 5; do echo "order-$i" >&7; sleep 1; done
-sleep 2
-echo "the client's delivery reports (same connection, no reconnect):"
-cat "$demo_dir/producer.out"
-echo "client connections accepted by the sidecar over the whole demo:"
-curl -fs "http://127.0.0.1:$sc_admin/metrics" | grep -E '^kproxy_client_connections_accepted_total'
+say "Editing the policy: writes to $topic are now denied (kubelet refreshes the mounted ConfigMap within ~1-2 min)"
+edited=$(date +%s)
+policy Deny | kubectl apply -f -
+for _ in $(seq 1 150); do
+  kubectl logs -n "$ns" "$pod" -c app --tail=3 | grep -q TOPIC_AUTHORIZATION_FAILED && break
+  sleep 2
+done
+echo "enforced in the running pod $(($(date +%s) - edited))s after kubectl apply (same pod, no restart):"
+run kubectl logs -n "$ns" "$pod" -c app --tail=3
+run kubectl get pods -n "$ns" -o wide
+echo "kproxy_acl_denied_total in Prometheus (after its next scrape):"
+sleep 6
+query "sum by (pod) (kproxy_acl_denied_total{namespace=\"$ns\"})" |
+  python3 -c 'import json,sys; [print("  ", r["metric"], r["value"][1]) for r in json.load(sys.stdin)["data"]["result"]]'
 
-say "Where to look"
-echo "sidecar metrics:  curl http://127.0.0.1:$sc_admin/metrics   (kproxy_requests_total, kproxy_acl_denied_total, ...)"
-echo "operator metrics: curl http://127.0.0.1:$op_admin/metrics   (kproxy_operator_reconciles_total, ...)"
-echo "logs:             $demo_dir/{operator.log,sidecar.log,producer.out}"
-exec 7>&-
+say "Where to look (the demo keeps running; make env-down removes everything)"
+cat <<EOF
+  source $root/.cache/env.sh
+  kubectl get pods -n $ns -o wide; kubectl get kpp -n $ns; kubectl logs -n $ns $pod -c app -f
+  kubectl edit kpp payments -n $ns           # change the ACL and watch the app's log
+  Prometheus:  http://$prom:9090  (from this machine; e.g. curl 'http://$prom:9090/api/v1/query?query=kproxy_requests_total')
+  operator:    kubectl logs -n $sys deploy/kproxy
+  node logs:   $root/.cache/logs/{kubelet,containerd,kube-proxy,kube-apiserver}.log
+demo took $(($(date +%s) - start))s
+EOF
