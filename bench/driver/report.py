@@ -331,6 +331,10 @@ def write(out_dir, root, work, rows, notes, profile, commands, plan_desc, md_pat
                       a="no reloads", b="reload every 250 ms"),
         "",
     ]
+    # Figures measured elsewhere (the e2e tests on the test node), kept across regenerations.
+    extra = root / "benchmarks" / "propagation.md"
+    if extra.exists():
+        md += [extra.read_text().rstrip(), ""]
     if notes:
         md += ["## Notes from this run", ""] + [f"- {n}" for n in notes] + [""]
     md += ["## Commands", "", "`make bench` (= `scripts/bench.sh`; `BENCH_QUICK=1` for one short round) ran these,",
