@@ -29,11 +29,15 @@ pub const PODS_NEED_RESTART: &str = "PodsNeedRestart";
     doc = "A kproxy policy: which Kafka clusters the selected pods' sidecars reach, and what they may do there.",
     namespaced,
     shortname = "kpp",
+    category = "kafka",
+    category = "kproxy",
     status = "KafkaProxyPolicyStatus",
     derive = "PartialEq",
     printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name": "Clusters", "type": "string", "jsonPath": ".status.clusters"}"#,
-    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name": "Message", "type": "string", "priority": 1, "jsonPath": ".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
 #[cfg_attr(test, kube(cel))]
 #[x_kube(validation = Rule::new("self.clusters.all(c, self.clusters.exists_one(d, d.name == c.name))")
@@ -129,8 +133,10 @@ pub struct TlsSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
+    /// Name of the Secret, in the policy's namespace; mounted into the sidecar only.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    /// Key within the Secret.
     #[schemars(length(min = 1, max = 253))]
     pub key: String,
 }
@@ -139,6 +145,7 @@ pub struct SecretKeyRef {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretRef {
+    /// Name of the Secret, in the policy's namespace; mounted into the sidecar only.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
@@ -147,7 +154,9 @@ pub struct SecretRef {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SaslSpec {
+    /// SASL mechanism to authenticate upstream with: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER.
     pub mechanism: SaslMechanism,
+    /// The Secret holding the credentials, and which of its keys hold what.
     pub secret_ref: SaslSecretRef,
 }
 
@@ -155,6 +164,7 @@ pub struct SaslSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SaslSecretRef {
+    /// Name of the Secret, in the policy's namespace; mounted into the sidecar only.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// Key holding the username (PLAIN, SCRAM).

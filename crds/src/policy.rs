@@ -11,16 +11,22 @@ use serde::{Deserialize, Serialize};
     "message": "exactly one of topic, topicPrefix, group, groupPrefix, transactionalId, transactionalIdPrefix must be set"
 }]))]
 pub struct RouteMatch {
+    /// Exactly this topic name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic: Option<String>,
+    /// Every topic whose name starts with this prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic_prefix: Option<String>,
+    /// Exactly this consumer group (its coordinator, offsets and membership requests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Every consumer group whose id starts with this prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_prefix: Option<String>,
+    /// Exactly this transactional id (its coordinator and transaction requests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transactional_id: Option<String>,
+    /// Every transactional id that starts with this prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transactional_id_prefix: Option<String>,
 }
@@ -29,6 +35,8 @@ pub struct RouteMatch {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Route {
+    /// What the route applies to: exactly one of topic, topicPrefix, group, groupPrefix, transactionalId or
+    /// transactionalIdPrefix.
     #[serde(rename = "match")]
     pub matches: RouteMatch,
     /// Name of the cluster that serves this route.
@@ -86,11 +94,13 @@ pub enum Operation {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Resource {
+    /// Kafka resource type: Topic, Group, Cluster or TransactionalId.
     #[serde(rename = "type")]
     pub kind: ResourceType,
     /// Resource name; `kafka-cluster` (or anything) for `Cluster`, `*` for every name.
     #[serde(default = "wildcard")]
     pub name: String,
+    /// How `name` matches: Literal (the exact name, or every name for `*`) or Prefixed (names starting with it).
     #[serde(default)]
     pub pattern_type: PatternType,
 }
@@ -103,9 +113,13 @@ fn wildcard() -> String {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Rule {
+    /// The Kafka resource (type, name, pattern) the rule is about.
     pub resource: Resource,
+    /// Kafka ACL operations the rule covers (Read, Write, Create, Delete, Alter, Describe, ClusterAction,
+    /// DescribeConfigs, AlterConfigs, IdempotentWrite, or All), mapped from each request as the broker does.
     #[schemars(length(min = 1))]
     pub operations: Vec<Operation>,
+    /// Allow or Deny these operations on the resource; a matching Deny beats any Allow.
     pub effect: Action,
 }
 
@@ -113,8 +127,10 @@ pub struct Rule {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Acls {
+    /// What happens to an operation no rule matches: Allow or Deny (the default).
     #[serde(default)]
     pub default_action: Action,
+    /// The rules; order does not matter (Deny wins over Allow).
     #[serde(default)]
     pub rules: Vec<Rule>,
 }
@@ -123,13 +139,17 @@ pub struct Acls {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientQuota {
+    /// The Kafka client id (`client.id`) these rates apply to.
     pub client_id: String,
+    /// Produce bytes per second for this client id; absent: the pod-wide rate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub producer_byte_rate: Option<u64>,
+    /// Fetch bytes per second for this client id; absent: the pod-wide rate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub consumer_byte_rate: Option<u64>,
+    /// Requests per second for this client id; absent: the pod-wide rate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub request_rate: Option<u64>,
@@ -151,6 +171,7 @@ pub struct Quotas {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub request_rate: Option<u64>,
+    /// Rates for particular client ids, replacing the pod-wide ones each sets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub client_id_overrides: Vec<ClientQuota>,
 }

@@ -51,7 +51,34 @@ fn crd_identity_and_printer_columns() {
     assert_eq!(version.name, "v1alpha1");
     assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
     let columns: Vec<_> = version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
-    assert_eq!(columns, ["Ready", "Clusters", "Age"]);
+    assert_eq!(columns, ["Ready", "Reason", "Clusters", "Age", "Message"]);
+    let message = version.additional_printer_columns.iter().flatten().find(|c| c.name == "Message").unwrap();
+    assert_eq!(message.priority, Some(1), "Message shows with -o wide only");
+    assert_eq!(crd.spec.names.categories, Some(vec!["kafka".to_string(), "kproxy".to_string()]));
+}
+
+/// `kubectl explain` shows each field's description: every property of every object in the schema needs one
+/// (items of lists of plain values and map values are explained by their list's or map's own description).
+#[test]
+fn every_schema_field_is_documented() {
+    let crd = serde_json::to_value(KafkaProxyPolicy::crd()).unwrap();
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    fn walk(node: &Value, path: &str, missing: &mut Vec<String>) {
+        if !path.is_empty() && node.get("description").and_then(Value::as_str).is_none_or(str::is_empty) {
+            missing.push(path.to_string());
+        }
+        for (name, child) in node["properties"].as_object().into_iter().flatten() {
+            walk(child, &format!("{path}.{name}"), missing);
+        }
+        for nested in [&node["items"], &node["additionalProperties"]] {
+            if nested.get("properties").is_some() {
+                walk(nested, &format!("{path}[]"), missing);
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    walk(schema, "", &mut missing);
+    assert!(missing.is_empty(), "schema nodes without a description: {missing:#?}");
 }
 
 #[test]
