@@ -108,8 +108,17 @@ impl Env {
 
     /// `kubectl apply -f -` with the manifest on stdin.
     pub fn kubectl_apply(&self, manifest: &str) -> Result<String> {
+        self.kubectl_apply_args(&[], manifest)
+    }
+
+    /// `kubectl apply -n NAMESPACE -f -`: the manifest's objects land in `ns` unless they name another.
+    pub fn kubectl_apply_in(&self, ns: &str, manifest: &str) -> Result<String> {
+        self.kubectl_apply_args(&["-n", ns], manifest)
+    }
+
+    fn kubectl_apply_args(&self, args: &[&str], manifest: &str) -> Result<String> {
         let out = run_with_timeout(
-            self.command("kubectl").args(["apply", "-f", "-"]),
+            self.command("kubectl").arg("apply").args(args).args(["-f", "-"]),
             Some(manifest.as_bytes()),
             Duration::from_secs(60),
         )?;
@@ -204,6 +213,28 @@ fn load_env_file(path: &Path) -> Result<Env> {
         bail!("{} does not export KPROXY_KAFKA_EAST", path.display());
     }
     Ok(Env { vars })
+}
+
+/// A policy sending everything to one cluster (`brokers`), allowing all but answering writes to `topic` with
+/// `effect` (Allow or Deny); it selects pods labelled `app: <app>`.
+pub fn topic_write_policy(ns: &str, name: &str, app: &str, brokers: &str, topic: &str, effect: &str) -> String {
+    format!(
+        r#"apiVersion: kproxy.dev/v1alpha1
+kind: KafkaProxyPolicy
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  podSelector: {{matchLabels: {{app: {app}}}}}
+  clusters:
+    - name: east
+      bootstrapServers: ["{brokers}"]
+  acls:
+    defaultAction: Allow
+    rules:
+      - resource: {{type: Topic, name: "{topic}"}}
+        operations: [Write]
+        effect: {effect}
+"#
+    )
 }
 
 /// The repository root (this crate lives in `<root>/e2e`).

@@ -78,7 +78,7 @@ fn chart_policy_and_injected_pod_on_a_real_node() {
     show_pods(env, &release.ns);
     let topic = unique("node-orders");
 
-    apply_in(env, &ns, &policy("shop", "{app: shop}", brokers, &topic, "Allow")).unwrap();
+    apply_in(env, &ns, &policy(&ns, "shop", brokers, &topic, "Allow")).unwrap();
     wait_policy_ready(env, &ns, "shop").unwrap();
 
     // A pod that does not ask for the sidecar starts as it was written.
@@ -146,7 +146,7 @@ fn chart_policy_and_injected_pod_on_a_real_node() {
 
     // The edit reaches the running app through kubelet's projection (its defaults), without a restart.
     let edited = Instant::now();
-    apply_in(env, &ns, &policy("shop", "{app: shop}", brokers, &topic, "Deny")).unwrap();
+    apply_in(env, &ns, &policy(&ns, "shop", brokers, &topic, "Deny")).unwrap();
     wait_for("the running app to be refused", Duration::from_secs(240), || {
         let o = app_outcomes(env, &ns, &pod)?;
         Ok(o.iter().any(|l| l.starts_with("error ") && l.ends_with(" TOPIC_AUTHORIZATION_FAILED")).then_some(()))
@@ -216,8 +216,7 @@ fn policy_edit_propagation_through_kubelet() {
     let topics: Vec<String> = (0..PODS).map(|i| unique(&format!("prop-{i}"))).collect();
     for (i, topic) in topics.iter().enumerate() {
         let labels = format!("{{app: prop-{i}, group: prop}}");
-        apply_in(env, &ns, &policy(&format!("prop-{i}"), &format!("{{app: prop-{i}}}"), brokers, topic, "Allow"))
-            .unwrap();
+        apply_in(env, &ns, &policy(&ns, &format!("prop-{i}"), brokers, topic, "Allow")).unwrap();
         wait_policy_ready(env, &ns, &format!("prop-{i}")).unwrap();
         apply_in(env, &ns, &app_deployment(&format!("prop-{i}"), &labels, &app_image, topic, true)).unwrap();
     }
@@ -236,12 +235,7 @@ fn policy_edit_propagation_through_kubelet() {
         assert!(start.elapsed() < Duration::from_secs(400), "edits not enforced after 400 s: {took:?}");
         for i in 0..PODS {
             if applied[i].is_none() && start.elapsed() >= Duration::from_secs(5 * i as u64) {
-                apply_in(
-                    env,
-                    &ns,
-                    &policy(&format!("prop-{i}"), &format!("{{app: prop-{i}}}"), brokers, &topics[i], "Deny"),
-                )
-                .unwrap();
+                apply_in(env, &ns, &policy(&ns, &format!("prop-{i}"), brokers, &topics[i], "Deny")).unwrap();
                 applied[i] = Some(Instant::now());
             }
         }

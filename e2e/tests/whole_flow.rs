@@ -38,23 +38,7 @@ impl Drop for Operator {
 }
 
 fn policy(ns: &str, brokers: &str, topic: &str, effect: &str) -> String {
-    format!(
-        r#"apiVersion: kproxy.dev/v1alpha1
-kind: KafkaProxyPolicy
-metadata: {{name: shop, namespace: {ns}}}
-spec:
-  podSelector: {{matchLabels: {{app: shop}}}}
-  clusters:
-    - name: east
-      bootstrapServers: ["{brokers}"]
-  acls:
-    defaultAction: Allow
-    rules:
-      - resource: {{type: Topic, name: "{topic}"}}
-        operations: [Write]
-        effect: {effect}
-"#
-    )
+    kproxy_e2e::topic_write_policy(ns, "shop", "shop", brokers, topic, effect)
 }
 
 /// Waits until the policy's status describes its current generation and is Ready; returns its config hash.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use kproxy_e2e::{Env, unique, wait_for, workspace_root};
 use serde_json::Value;
 
@@ -193,38 +193,15 @@ spec:
     )
 }
 
-/// A policy sending everything to the east cluster's pod listener; `effect` is the verdict on writing `topic`.
-pub fn policy(name: &str, selector: &str, brokers: &str, topic: &str, effect: &str) -> String {
-    format!(
-        r#"apiVersion: kproxy.dev/v1alpha1
-kind: KafkaProxyPolicy
-metadata: {{name: {name}}}
-spec:
-  podSelector: {{matchLabels: {selector}}}
-  clusters:
-    - name: east
-      bootstrapServers: ["{brokers}"]
-  acls:
-    defaultAction: Allow
-    rules:
-      - resource: {{type: Topic, name: "{topic}"}}
-        operations: [Write]
-        effect: {effect}
-"#
-    )
+/// A policy (in `ns`) sending everything to the east cluster's pod listener for pods labelled `app: <app>`;
+/// `effect` is the verdict on writing `topic`.
+pub fn policy(ns: &str, app: &str, brokers: &str, topic: &str, effect: &str) -> String {
+    kproxy_e2e::topic_write_policy(ns, app, app, brokers, topic, effect)
 }
 
 /// `kubectl apply -f -` into a namespace.
 pub fn apply_in(env: &Env, ns: &str, manifest: &str) -> Result<()> {
-    let out = kproxy_e2e::run_with_timeout(
-        env.command("kubectl").args(["apply", "-n", ns, "-f", "-"]),
-        Some(manifest.as_bytes()),
-        Duration::from_secs(60),
-    )?;
-    if !out.status.success() {
-        bail!("kubectl apply -n {ns} failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
+    env.kubectl_apply_in(ns, manifest).map(drop)
 }
 
 /// Waits until the policy's status is Ready for its current generation.
