@@ -10,9 +10,11 @@ cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-60}
 targets=${FUZZ_TARGETS:-"frame request_header request_body response_rewrite"}
 work=.cache/fuzz
+# The fuzz builds' target dir; scripts/test.sh points it outside the clone so a fresh clone builds warm.
+target_dir=${FUZZ_TARGET_DIR:-$work/target}
 # Coverage-guided without a sanitizer by default: the sidecar forbids unsafe code, so the bugs to find are panics,
 # aborts, overflows (debug assertions are on), hangs and huge allocations. FUZZ_SANITIZER=address adds ASan.
-flags=(--fuzz-dir fuzz --target-dir "$work/target" -s "${FUZZ_SANITIZER:-none}" --debug-assertions)
+flags=(--fuzz-dir fuzz --target-dir "$target_dir" -s "${FUZZ_SANITIZER:-none}" --debug-assertions)
 
 scripts/install-tools.sh fuzz
 
@@ -33,7 +35,7 @@ echo "fuzz build: $(( $(date +%s) - start ))s"
 if [ "$seconds" = 0 ]; then bound=(-runs=0); else bound=(-max_total_time="$seconds"); fi
 
 # The binaries are run directly: `cargo fuzz run` would build again first, for nothing.
-bin="$work/target/x86_64-unknown-linux-gnu/release"
+bin="$target_dir/x86_64-unknown-linux-gnu/release"
 failed=()
 for target in $targets; do
   mkdir -p "$work/corpus/$target" "$work/artifacts/$target"

@@ -12,6 +12,8 @@ root=$(pwd)
 export KPROXY_CACHE=${KPROXY_CACHE:-$HOME/.cache/kproxy}
 if [ -z "${CARGO_TARGET_DIR:-}" ] && [ ! -d "$root/target" ]; then
   export CARGO_TARGET_DIR="$KPROXY_CACHE/target"
+  # The fuzz targets' own build (a separate workspace, nightly) likewise.
+  export FUZZ_TARGET_DIR=${FUZZ_TARGET_DIR:-$KPROXY_CACHE/fuzz-target}
 fi
 echo "cargo target dir: ${CARGO_TARGET_DIR:-$root/target}; Go and image caches: $KPROXY_CACHE"
 
