@@ -32,9 +32,11 @@ finish_step() {
   fi
   step_start=0
 }
+install_pid=""
 report() {
   local rc=$?
   finish_step
+  if [ -n "$install_pid" ]; then kill -- -"$install_pid" 2>/dev/null || true; fi
   echo
   echo "== step timings"
   printf '%s\n' "${timings[@]}"
@@ -51,6 +53,16 @@ trap report EXIT
 suite_start=$(date +%s)
 step "toolchain"
 scripts/install-tools.sh
+
+step "environment programs (started in the background)"
+# The Go builds (one go build per tools module; ~N min cold, seconds warm) and Debian packages the environment
+# needs, next to the Rust steps below: they take the cores those steps leave idle (test runs, single-threaded
+# fuzzing, link tails). Waited for, and their log printed, before the images are built.
+mkdir -p "$root/.cache/logs"
+install_log="$root/.cache/logs/install-all.log"
+# Its own session, so a failing suite stops the whole build (report kills the group).
+setsid scripts/env/install.sh all >"$install_log" 2>&1 &
+install_pid=$!
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -75,8 +87,12 @@ step "release build (images, e2e)"
 # programs; the e2e tests run these release binaries, so there is no separate debug build.
 cargo build --release --locked -p kproxy-sidecar -p kproxy-operator -p kproxy-bench
 
-step "environment programs (Go builds, Debian packages)"
-scripts/env/install.sh all
+step "environment programs (waiting for the background install)"
+install_rc=0
+wait "$install_pid" || install_rc=$?
+install_pid=""
+cat "$install_log"
+[ "$install_rc" = 0 ]
 
 step "images"
 KPROXY_IMAGES_NO_CARGO=1 scripts/images.sh
