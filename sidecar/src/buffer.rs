@@ -1,7 +1,10 @@
 //! A bounded, size-classed pool of frame buffers, shared by every connection and kept across reloads.
 //!
 //! Frames are read straight into pooled `BytesMut`s and written out from them, so steady traffic allocates
-//! nothing. Idle buffers are capped per class and in total; anything above the cap is freed.
+//! nothing. Idle buffers are capped per class and in total; anything above the cap is freed. Frames above the
+//! largest class get an exact allocation, so a buffer never holds much more memory than its frame and the memory
+//! budget ([`crate::budget`]) can charge a frame its buffer's capacity: a buffer carries its [`Charge`] and gives
+//! it back when dropped, after its last write.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -10,9 +13,11 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 
+use crate::budget::Charge;
+
 /// Capacities of the pooled classes; larger frames get an exact, unpooled allocation. 64 KiB is the
 /// per-connection read buffer of [`crate::protocol::reader`].
-const CLASSES: [usize; 7] = [1 << 9, 1 << 12, 1 << 15, 1 << 16, 1 << 18, 1 << 21, 1 << 24];
+const CLASSES: [usize; 5] = [1 << 9, 1 << 12, 1 << 15, 1 << 16, 1 << 18];
 
 /// The shared pool; clone the `Arc` to hand it around.
 pub struct Pool {
@@ -34,6 +39,11 @@ impl Pool {
         })
     }
 
+    /// The capacity [`Pool::get`] gives a buffer for `len` bytes: what a frame of that size costs in memory.
+    pub fn footprint(len: usize) -> usize {
+        CLASSES.iter().copied().find(|&c| c >= len).unwrap_or(len)
+    }
+
     /// An empty buffer with room for at least `len` bytes.
     pub fn get(self: &Arc<Self>, len: usize) -> Buf {
         let buf = match CLASSES.iter().position(|&c| c >= len) {
@@ -50,7 +60,7 @@ impl Pool {
             None => BytesMut::with_capacity(len),
         };
         self.in_use_bytes.fetch_add(buf.capacity() as i64, Ordering::Relaxed);
-        Buf { inner: buf, pool: self.clone() }
+        Buf { inner: buf, pool: self.clone(), charge: None }
     }
 
     fn give_back(&self, mut buf: BytesMut) {
@@ -81,13 +91,30 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A buffer on loan from the pool; it goes back when dropped.
+/// A buffer on loan from the pool; it goes back when dropped, and its memory-budget charge with it.
 pub struct Buf {
     inner: BytesMut,
     pool: Arc<Pool>,
+    /// The budget bytes this frame holds until it has been written out.
+    charge: Option<Charge>,
 }
 
 impl Buf {
+    /// Makes the buffer hold `charge` until it is dropped (replacing any it held).
+    pub fn set_charge(&mut self, charge: Charge) {
+        self.charge = Some(charge);
+    }
+
+    /// The charge the buffer holds, taken out (to carry it on, or give it back early).
+    pub fn take_charge(&mut self) -> Option<Charge> {
+        self.charge.take()
+    }
+
+    /// Budget bytes the buffer holds.
+    pub fn charged(&self) -> usize {
+        self.charge.as_ref().map_or(0, Charge::bytes)
+    }
+
     /// Lends the bytes out as `Bytes` (for decoding, which slices instead of copying) and takes them back.
     /// If a slice escaped `f`, the buffer cannot be reused and a copy is kept instead.
     pub fn with_frozen<R>(&mut self, f: impl FnOnce(&Bytes) -> R) -> R {
@@ -123,6 +150,8 @@ impl DerefMut for Buf {
 impl Drop for Buf {
     fn drop(&mut self) {
         self.pool.give_back(std::mem::take(&mut self.inner));
+        // The charge (if any) is released after the memory is back in the pool or freed.
+        self.charge.take();
     }
 }
 

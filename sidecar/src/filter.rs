@@ -53,6 +53,15 @@ pub struct After {
     learn_ids: bool,
 }
 
+/// The throttle a request without a response (acks=0 produce) earned, counted as [`respond`] counts the others;
+/// the caller holds the connection's next read that long.
+pub fn unanswered(state: &State, after: &After) -> Duration {
+    if let Some(kind) = after.throttle_kind.filter(|_| !after.throttle.is_zero()) {
+        state.throttle_seconds.with_label_values(&[kind.label()]).inc_by(after.throttle.as_secs_f64());
+    }
+    after.throttle
+}
+
 /// Policy state that outlives requests and reloads: quota measurements, topic ids, the compiled policy.
 pub struct State {
     /// The policy compiled from the snapshot with this hash.

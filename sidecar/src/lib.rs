@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod broker_map;
+pub mod budget;
 pub mod buffer;
 pub mod cluster;
 pub mod filter;

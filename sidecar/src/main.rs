@@ -62,6 +62,13 @@ struct Args {
     /// Upstream connections per broker for long-poll requests.
     #[arg(long, env = "KPROXY_UPSTREAM_LONG_POLL_CONNECTIONS", default_value_t = 16)]
     upstream_long_poll_connections: usize,
+    /// Bytes of frames held in flight at once across all connections; 0: half the container's memory limit
+    /// (cgroup memory.max), or 512 MiB without one. Clients wait (are not read) while it is used up.
+    #[arg(long, env = "KPROXY_MEMORY_BUDGET_BYTES", default_value_t = 0)]
+    memory_budget_bytes: usize,
+    /// The share of the memory budget one client connection may hold; 0: an eighth of the budget.
+    #[arg(long, env = "KPROXY_CONNECTION_MEMORY_BYTES", default_value_t = 0)]
+    connection_memory_bytes: usize,
     /// Log as JSON lines (log level from RUST_LOG, default info).
     #[arg(long, env = "KPROXY_LOG_JSON")]
     log_json: bool,
@@ -76,6 +83,12 @@ fn main() -> ExitCode {
             tracing::error!(path = %args.config.display(), error = %e, "cannot load config");
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
+    };
+    let defaults = Limits::default();
+    let budget = if args.memory_budget_bytes > 0 { args.memory_budget_bytes } else { defaults.memory_budget_bytes };
+    let share = match args.connection_memory_bytes {
+        0 => kproxy_sidecar::settings::default_connection_share(budget),
+        n => n,
     };
     let settings = Settings {
         config: args.config.clone(),
@@ -94,7 +107,10 @@ fn main() -> ExitCode {
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
             upstream_connections: args.upstream_connections.max(1),
             upstream_long_poll_connections: args.upstream_long_poll_connections.max(1),
-            ..Limits::default()
+            memory_budget_bytes: budget,
+            connection_memory_bytes: share,
+            buffer_pool_bytes: kproxy_sidecar::settings::default_pool_bytes(budget),
+            ..defaults
         },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -114,6 +130,20 @@ fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings, snapshot: Snapshot) -> anyhow::Result<()> {
+    let limits = &settings.limits;
+    if limits.max_frame_bytes > limits.memory_budget_bytes {
+        tracing::warn!(
+            max_frame_bytes = limits.max_frame_bytes,
+            memory_budget_bytes = limits.memory_budget_bytes,
+            "a frame larger than the memory budget waits until nothing else is in flight"
+        );
+    }
+    tracing::info!(
+        memory_budget_bytes = limits.memory_budget_bytes,
+        connection_memory_bytes = limits.connection_memory_bytes,
+        cgroup_memory_limit = ?kproxy_sidecar::budget::cgroup_memory_limit(),
+        "memory budget"
+    );
     tracing::info!(
         path = %settings.config.display(),
         generation = snapshot.generation,

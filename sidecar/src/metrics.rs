@@ -1,8 +1,8 @@
 //! The sidecar's Prometheus metrics, registered once on one registry and rendered by the admin server.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Counter, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::Result;
@@ -27,6 +27,14 @@ pub struct Metrics {
     pub config_info: IntGaugeVec,
     pub reload_seconds: Histogram,
     pub broker_listeners: IntGauge,
+    /// The memory budget's size: bytes of frames that may be in flight at once.
+    pub memory_budget: IntGauge,
+    /// Bytes reserved in the memory budget now (frames not yet written, room held for responses).
+    pub memory_reserved: IntGauge,
+    /// Seconds client connections spent not read because the memory budget had no room, summed.
+    pub client_paused_seconds: Counter,
+    /// Fetch requests whose `max_bytes` was lowered to what the memory budget had room for.
+    pub fetch_lowered: IntCounter,
 }
 
 impl Metrics {
@@ -78,6 +86,24 @@ impl Metrics {
         )?;
         let broker_listeners =
             IntGauge::new("kproxy_broker_listeners", "Local listeners standing for upstream brokers")?;
+        let memory_budget =
+            IntGauge::new("kproxy_memory_budget_bytes", "Bytes of frames that may be held in flight at once")?;
+        let memory_reserved = IntGauge::new(
+            "kproxy_memory_reserved_bytes",
+            "Bytes reserved in the memory budget: frames not yet written and room held for responses",
+        )?;
+        let client_paused_seconds = Counter::new(
+            "kproxy_client_paused_seconds_total",
+            "Time client connections were not read because the memory budget had no room",
+        )?;
+        let fetch_lowered = IntCounter::new(
+            "kproxy_fetch_max_bytes_lowered_total",
+            "Fetch requests whose max_bytes was lowered to the room the memory budget had",
+        )?;
+        registry.register(Box::new(memory_budget.clone()))?;
+        registry.register(Box::new(memory_reserved.clone()))?;
+        registry.register(Box::new(client_paused_seconds.clone()))?;
+        registry.register(Box::new(fetch_lowered.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(frames_rejected.clone()))?;
@@ -108,6 +134,10 @@ impl Metrics {
             config_info,
             reload_seconds,
             broker_listeners,
+            memory_budget,
+            memory_reserved,
+            client_paused_seconds,
+            fetch_lowered,
         })
     }
 

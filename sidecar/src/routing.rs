@@ -218,7 +218,7 @@ pub async fn send_copy(app: &App, up: &Arc<Upstream>, frame: &[u8]) -> Option<on
     };
     let mut copy = app.buffers.get(frame.len());
     copy.extend_from_slice(frame);
-    lease.conn.send(copy, true).ok().flatten()
+    lease.conn.send(copy, true, None).await.ok().flatten()
 }
 
 fn left_out(up: &Upstream, error: &str) -> Option<oneshot::Receiver<Buf>> {
@@ -410,7 +410,7 @@ async fn probe(app: &App, up: &Arc<Upstream>, timeout: Duration) -> Result<()> {
     let mut frame = app.buffers.get(64);
     let request = MetadataRequest::default().with_topics(Some(vec![]));
     protocol::request_frame(&mut frame, ApiKey::Metadata, PROBE_VERSION, 0, &request)?;
-    let rx = lease.conn.send(frame, true).map_err(|_| Error::Protocol("connection closed".into()))?;
+    let rx = lease.conn.send(frame, true, None).await.map_err(|_| Error::Protocol("connection closed".into()))?;
     let rx = rx.ok_or_else(|| Error::Protocol("no reply expected".into()))?;
     tokio::time::timeout(timeout, rx)
         .await

@@ -45,6 +45,10 @@ pub struct Limits {
     pub upstream_long_poll_connections: usize,
     /// Idle buffers kept in the pool.
     pub buffer_pool_bytes: usize,
+    /// The memory budget: bytes of frames in flight at once across every connection (see [`crate::budget`]).
+    pub memory_budget_bytes: usize,
+    /// The share of the budget one client connection may hold (one frame larger than it still passes alone).
+    pub connection_memory_bytes: usize,
     /// How long a cluster removed by a reload keeps serving its broker listeners: clients refresh metadata at
     /// least every 5 minutes (metadata.max.age.ms), after which they no longer dial them.
     pub removed_cluster_grace: Duration,
@@ -52,6 +56,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
+        let budget = crate::budget::default_limit();
         Limits {
             max_frame_bytes: 100 * 1024 * 1024,
             max_connections: 10_000,
@@ -62,10 +67,22 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(10),
             upstream_connections: 4,
             upstream_long_poll_connections: 16,
-            buffer_pool_bytes: 64 * 1024 * 1024,
+            buffer_pool_bytes: default_pool_bytes(budget),
+            memory_budget_bytes: budget,
+            connection_memory_bytes: default_connection_share(budget),
             removed_cluster_grace: Duration::from_secs(330),
         }
     }
+}
+
+/// Idle buffers kept: a quarter of the budget, at most 64 MiB (idle buffers are memory the budget does not see).
+pub fn default_pool_bytes(budget: usize) -> usize {
+    (budget / 4).min(64 << 20)
+}
+
+/// One connection's share: an eighth of the budget, at least 1 MiB.
+pub fn default_connection_share(budget: usize) -> usize {
+    (budget / 8).max(1 << 20)
 }
 
 impl Settings {

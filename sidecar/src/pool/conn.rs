@@ -5,6 +5,12 @@
 //! connection is dropped (every request waiting on it fails, and their clients reconnect as they would after a
 //! broker restart). A SASL connection's writer also renews the session before the broker ends it (see
 //! [`super::reauth`]).
+//!
+//! The send queue is bounded ([`QUEUE`] frames; their bytes are bounded by the memory budget, which they hold
+//! until written). A request may carry a [`Credit`]: room its client reserved for the response, which becomes the
+//! response buffer's charge when it is read (larger responses are charged the difference), so this reader never
+//! waits on a budget. Draining (a reload replaced the pool) writes every queued frame, acks=0 produce included,
+//! and waits for the answers before closing.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,26 +23,45 @@ use tokio_util::sync::CancellationToken;
 
 use super::BoxStream;
 use super::reauth::{Reauth, RoundTrip};
+use crate::budget::Credit;
 use crate::buffer::{Buf, Pool};
 use crate::protocol::{self, MIN_RESPONSE, reader};
 
 /// Responses are bounded only loosely: the broker caps them by fetch sizes the client chose.
 const MAX_RESPONSE: usize = 1 << 30;
 
+/// Frames queued for one upstream connection's writer before senders wait.
+pub const QUEUE: usize = 256;
+
 /// A request queued for the writer task.
 struct Outgoing {
     frame: Buf,
-    reply: Option<oneshot::Sender<Buf>>,
+    reply: Option<Reply>,
 }
 
-/// Requests awaiting their response, oldest first: upstream correlation id, when it was written, reply slot.
-type Fifo = Arc<Mutex<VecDeque<(i32, Instant, oneshot::Sender<Buf>)>>>;
+/// Where a response goes, with the room reserved for it.
+struct Reply {
+    tx: oneshot::Sender<Buf>,
+    credit: Option<Credit>,
+}
+
+/// A request awaiting its response: upstream correlation id, when it was written, where the answer goes.
+struct Waiting {
+    id: i32,
+    at: Instant,
+    reply: Reply,
+}
+
+/// Requests awaiting their response, oldest first.
+type Fifo = Arc<Mutex<VecDeque<Waiting>>>;
 
 /// Handle to an upstream connection; cheap to share.
 pub struct Conn {
-    tx: mpsc::UnboundedSender<Outgoing>,
+    tx: mpsc::Sender<Outgoing>,
     /// Requests sent and not yet answered; long-poll requests pick the least busy connection by it.
     pending: Arc<AtomicUsize>,
+    /// Frames queued and not yet written (acks=0 produce included): a draining connection writes them all.
+    queued: Arc<AtomicUsize>,
     /// Client connections bound to this one; ordinary requests stick to one connection per client so the
     /// broker sees each client's requests in the order the client sent them.
     pub(super) clients: AtomicUsize,
@@ -55,13 +80,19 @@ impl Conn {
         on_close: impl FnOnce() + Send + 'static,
     ) -> Arc<Conn> {
         let (rd, wr) = tokio::io::split(stream);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(QUEUE);
         let fifo: Fifo = Arc::default();
         let closed = CancellationToken::new();
         let pending = Arc::new(AtomicUsize::new(0));
-        let conn =
-            Arc::new(Conn { tx, pending: pending.clone(), clients: AtomicUsize::new(0), closed: closed.clone() });
-        let out = Writer { wr, fifo: fifo.clone(), pending: pending.clone(), next_id: 0 };
+        let queued = Arc::new(AtomicUsize::new(0));
+        let conn = Arc::new(Conn {
+            tx,
+            pending: pending.clone(),
+            queued: queued.clone(),
+            clients: AtomicUsize::new(0),
+            closed: closed.clone(),
+        });
+        let out = Writer { wr, fifo: fifo.clone(), pending: pending.clone(), queued, next_id: 0 };
         let writer = tokio::spawn(write_loop(out, rx, closed.clone(), reauth, buffers.clone()));
         tokio::spawn(watchdog(fifo.clone(), closed.clone(), request_timeout));
         tokio::spawn(async move {
@@ -81,24 +112,38 @@ impl Conn {
         conn
     }
 
-    /// Queues a request. With `expects_response` the receiver yields the response frame (correlation id as sent
-    /// upstream; the caller restores its own). Gives the frame back if the connection is closed.
-    pub fn send(&self, frame: Buf, expects_response: bool) -> Result<Option<oneshot::Receiver<Buf>>, Buf> {
+    /// Queues a request, waiting while the queue is full. With `expects_response` the receiver yields the
+    /// response frame (correlation id as sent upstream; the caller restores its own), charged to `credit` when
+    /// one is given. Gives the frame back if the connection is closed.
+    pub async fn send(
+        &self,
+        frame: Buf,
+        expects_response: bool,
+        credit: Option<Credit>,
+    ) -> Result<Option<oneshot::Receiver<Buf>>, Buf> {
         if self.is_closed() {
             return Err(frame);
         }
         let (reply, rx) = if expects_response {
             let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
+            (Some(Reply { tx, credit }), Some(rx))
         } else {
             (None, None)
         };
-        if reply.is_some() {
+        let expects = reply.is_some();
+        if expects {
             self.pending.fetch_add(1, Ordering::Relaxed);
         }
-        match self.tx.send(Outgoing { frame, reply }) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        match self.tx.send(Outgoing { frame, reply }).await {
             Ok(()) => Ok(rx),
-            Err(mpsc::error::SendError(out)) => Err(out.frame),
+            Err(mpsc::error::SendError(out)) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                if expects {
+                    self.pending.fetch_sub(1, Ordering::Relaxed);
+                }
+                Err(out.frame)
+            }
         }
     }
 
@@ -110,11 +155,12 @@ impl Conn {
         self.pending.load(Ordering::Relaxed)
     }
 
-    /// Closes once the requests already sent are answered (used when a cluster's pool is replaced).
+    /// Closes once the requests already queued are written and those sent are answered (used when a cluster's
+    /// pool is replaced).
     pub fn drain(self: &Arc<Self>) {
         let conn = self.clone();
         tokio::spawn(async move {
-            while conn.pending() > 0 && !conn.is_closed() {
+            while (conn.pending() > 0 || conn.queued.load(Ordering::Relaxed) > 0) && !conn.is_closed() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             conn.closed.cancel();
@@ -136,7 +182,7 @@ async fn watchdog(fifo: Fifo, closed: CancellationToken, timeout: Duration) {
             _ = closed.cancelled() => return,
             _ = tokio::time::sleep(tick) => {}
         }
-        if lock(&fifo).front().is_some_and(|(_, at, _)| at.elapsed() > timeout) {
+        if lock(&fifo).front().is_some_and(|w| w.at.elapsed() > timeout) {
             tracing::warn!(
                 ?timeout,
                 "no upstream response within the request timeout; closing the upstream connection"
@@ -153,15 +199,17 @@ struct Writer {
     fifo: Fifo,
     /// Shared with [`Conn`]; the reader decrements it per response, so requests made here count too.
     pending: Arc<AtomicUsize>,
+    /// Shared with [`Conn`]: decremented once a queued frame is written.
+    queued: Arc<AtomicUsize>,
     next_id: i32,
 }
 
 impl Writer {
-    async fn write(&mut self, mut frame: Buf, reply: Option<oneshot::Sender<Buf>>) -> std::io::Result<()> {
+    async fn write(&mut self, mut frame: Buf, reply: Option<Reply>) -> std::io::Result<()> {
         self.next_id = self.next_id.wrapping_add(1) & i32::MAX;
         protocol::set_request_correlation(&mut frame, self.next_id);
         if let Some(reply) = reply {
-            lock(&self.fifo).push_back((self.next_id, Instant::now(), reply));
+            lock(&self.fifo).push_back(Waiting { id: self.next_id, at: Instant::now(), reply });
         }
         self.wr.write_all(&frame).await
     }
@@ -171,14 +219,14 @@ impl RoundTrip for Writer {
     async fn round_trip(&mut self, frame: Buf) -> Option<Buf> {
         let (tx, rx) = oneshot::channel();
         self.pending.fetch_add(1, Ordering::Relaxed);
-        self.write(frame, Some(tx)).await.ok()?;
+        self.write(frame, Some(Reply { tx, credit: None })).await.ok()?;
         rx.await.ok()
     }
 }
 
 async fn write_loop(
     mut out: Writer,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    mut rx: mpsc::Receiver<Outgoing>,
     closed: CancellationToken,
     mut reauth: Option<Reauth>,
     buffers: Arc<Pool>,
@@ -206,6 +254,7 @@ async fn write_loop(
             r = out.write(frame, reply) => r,
             _ = closed.cancelled() => Err(std::io::ErrorKind::ConnectionAborted.into()),
         };
+        out.queued.fetch_sub(1, Ordering::Relaxed);
         if let Err(e) = written {
             tracing::warn!(error = %e, "upstream write failed");
             break;
@@ -243,15 +292,20 @@ async fn read_loop(
         let id = protocol::response_correlation(&frame).unwrap_or(-1);
         let head = lock(fifo).pop_front();
         match head {
-            Some((want, _, reply)) if want == id => {
+            Some(Waiting { id: want, reply, .. }) if want == id => {
                 pending.fetch_sub(1, Ordering::Relaxed);
+                let mut frame = frame;
+                if let Some(mut credit) = reply.credit {
+                    credit.resize(frame.capacity());
+                    frame.set_charge(credit);
+                }
                 // The client may have gone; its response is then simply dropped (and the buffer reused).
-                let _ = reply.send(frame);
+                let _ = reply.tx.send(frame);
             }
             other => {
                 return Err(crate::Error::Protocol(format!(
                     "response correlation id {id} does not match the oldest request {:?}",
-                    other.map(|(w, ..)| w)
+                    other.map(|w| w.id)
                 )));
             }
         }

@@ -237,6 +237,17 @@ fn fetch_max_wait(frame: &[u8], h: &Header) -> Option<i32> {
     Some(i32::from_be_bytes(frame.get(at..at + 4)?.try_into().ok()?))
 }
 
+/// Where a Fetch request's `max_bytes` (the bound of its whole response, v3+) sits in the frame, and its value.
+pub fn fetch_max_bytes(frame: &[u8], h: &Header) -> Option<(usize, i32)> {
+    if h.api_key != ApiKey::Fetch as i16 || h.api_version < 3 {
+        return None;
+    }
+    let at = request_body_offset(frame, ApiKey::Fetch, h.api_version)?;
+    // replica_id (until v15), max_wait_ms and min_bytes come first.
+    let at = if h.api_version < 15 { at + 12 } else { at + 8 };
+    Some((at, i32::from_be_bytes(frame.get(at..at + 4)?.try_into().ok()?)))
+}
+
 /// Whether a request gets a response: everything but Produce with acks=0.
 pub fn expects_response(frame: &[u8], h: &Header) -> bool {
     if h.api_key != ApiKey::Produce as i16 {

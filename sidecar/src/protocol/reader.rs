@@ -6,6 +6,11 @@
 //! buffer of its size class; a large one at the head of the buffer leaves in it. A frame larger than the room left in the read buffer (a large produce request's
 //! record batches, a fetch response) gets a pooled buffer of its own, takes the bytes already read, and has the
 //! rest read straight into it. No byte of a frame is copied twice.
+//!
+//! With a memory-budget [`Share`] (client connections), a frame's bytes are reserved as soon as its length prefix
+//! is in, before its body is read or a buffer allocated for it; while the reservation waits nothing more is
+//! read from the connection, so the client is held back by TCP. The wait counts against neither the idle nor
+//! the partial-frame timeout (the client is not the one being slow), and the frame carries its charge.
 
 use std::future::Future;
 use std::io;
@@ -17,6 +22,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{FrameError, frame_length};
+use crate::budget::{Charge, Share};
 use crate::buffer::{Buf, Pool};
 
 /// Capacity of a connection's read buffer (a pool size class): dozens of small frames per read, and a large
@@ -52,35 +58,63 @@ pub struct FrameReader<R> {
     /// A frame too large for the room left in `read`, with its total length, being filled from the socket. Kept
     /// here rather than in the future so that a cancelled read loses nothing.
     large: Option<(Buf, usize)>,
+    /// Where frames reserve their bytes before they are read; `None` reads without a budget (upstream responses,
+    /// whose room was reserved with their requests).
+    share: Option<Share>,
+    /// The reservation of the frame at the head of the read buffer, once its length is known.
+    charge: Option<Charge>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(io: R, pool: Arc<Pool>, limits: Limits) -> Self {
-        FrameReader { io, pool, limits, read: None, start: 0, large: None }
+        FrameReader { io, pool, limits, read: None, start: 0, large: None, share: None, charge: None }
+    }
+
+    /// Reserves every frame's bytes in `share` (and the global budget behind it) before reading it.
+    pub fn with_budget(mut self, share: Share) -> Self {
+        self.share = Some(share);
+        self
     }
 
     /// The next frame, length prefix included. `Ok(None)` is a clean close between frames. Cancel-safe: a frame
     /// half read when the future is dropped is completed by the next call.
     pub async fn next(&mut self) -> Result<Option<Buf>, FrameError> {
-        if let Some(frame) = self.split()? {
-            return Ok(Some(frame));
-        }
-        if !self.started() {
-            let idle = self.limits.idle;
-            match tokio::time::timeout(idle, self.fill()).await {
-                Err(_) => return Err(FrameError::Idle(idle)),
-                Ok(Ok(0)) => return Ok(None),
-                Ok(read) => read?,
-            };
+        loop {
+            if let Some(bytes) = self.uncharged()?
+                && let Some(share) = &self.share
+            {
+                self.charge = Some(share.reserve(bytes).await);
+            }
             if let Some(frame) = self.split()? {
                 return Ok(Some(frame));
             }
+            if !self.started() {
+                let idle = self.limits.idle;
+                match tokio::time::timeout(idle, self.fill()).await {
+                    Err(_) => return Err(FrameError::Idle(idle)),
+                    Ok(Ok(0)) => return Ok(None),
+                    Ok(read) => read?,
+                };
+                continue;
+            }
+            let partial = self.limits.partial;
+            match tokio::time::timeout(partial, self.finish()).await {
+                Err(_) => return Err(FrameError::PartialTimeout(partial)),
+                Ok(Ok(Some(frame))) => return Ok(Some(frame)),
+                // The frame's length just arrived: reserve it before reading on.
+                Ok(Ok(None)) => continue,
+                Ok(Err(e)) => return Err(e),
+            }
         }
-        let partial = self.limits.partial;
-        match tokio::time::timeout(partial, self.finish()).await {
-            Err(_) => Err(FrameError::PartialTimeout(partial)),
-            Ok(frame) => frame.map(Some),
+    }
+
+    /// The bytes the frame at the head of the read buffer must reserve before it is read on: `Some` when its
+    /// length is known, the reader has a budget, and the frame holds no reservation yet.
+    fn uncharged(&self) -> Result<Option<usize>, FrameError> {
+        if self.share.is_none() || self.charge.is_some() || self.large.is_some() {
+            return Ok(None);
         }
+        Ok(self.head_len()?.map(Pool::footprint))
     }
 
     fn buffered(&self) -> &[u8] {
@@ -116,6 +150,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             });
             let Some(mut frame) = std::mem::replace(&mut self.read, rest) else { return Ok(None) };
             frame.truncate(total);
+            self.attach(&mut frame);
             return Ok(Some(frame));
         }
         // The copy of a smaller frame that arrived whole is a memcpy from cache; it replaces a read(2) per frame
@@ -124,11 +159,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let mut frame = self.pool.get(total);
         frame.extend_from_slice(&bytes[..total]);
         self.start += total;
+        self.attach(&mut frame);
         Ok(Some(frame))
     }
 
-    /// Reads until the started frame is complete.
-    async fn finish(&mut self) -> Result<Buf, FrameError> {
+    /// Hands the head frame's reservation to its buffer.
+    fn attach(&mut self, frame: &mut Buf) {
+        if let Some(charge) = self.charge.take() {
+            frame.set_charge(charge);
+        }
+    }
+
+    /// Reads until the started frame is complete; `None` as soon as its length is known and it must reserve.
+    async fn finish(&mut self) -> Result<Option<Buf>, FrameError> {
         loop {
             if let Some((frame, total)) = &mut self.large {
                 let want = *total - frame.len();
@@ -140,11 +183,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     continue;
                 }
                 if let Some((frame, _)) = self.large.take() {
-                    return Ok(frame);
+                    return Ok(Some(frame));
                 }
             }
+            if self.uncharged()?.is_some() {
+                return Ok(None);
+            }
             if let Some(frame) = self.split()? {
-                return Ok(frame);
+                return Ok(Some(frame));
             }
             if let Some(total) = self.head_len()?
                 && total > self.room()
@@ -167,6 +213,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     fn start_large(&mut self, total: usize) {
         let mut frame = self.pool.get(total);
         frame.extend_from_slice(self.buffered());
+        self.attach(&mut frame);
         if let Some(read) = &mut self.read {
             read.clear();
         }

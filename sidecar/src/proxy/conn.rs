@@ -13,6 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::App;
+use crate::budget::{Charge, Share};
 use crate::buffer::Buf;
 use crate::cluster::Upstream;
 use crate::filter::{self, Verdict};
@@ -62,8 +63,11 @@ pub async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, target: T
     let dead = CancellationToken::new();
     // Quotas hold the connection's next request (KIP-219): the writer sets it, the reader waits it out.
     let hold = Arc::new(filter::Hold::default());
+    let paused = Some(app.metrics.client_paused_seconds.clone());
+    let share = Share::new(app.budget.clone(), app.settings.limits.connection_memory_bytes, paused);
     let writer = tokio::spawn(write_loop(app.clone(), wr, rx, dead.clone(), peer, hold.clone()));
-    if let Err(reason) = read_loop(&app, rd, &tx, &target, &dead, peer, &hold).await {
+    let client = Client { target: &target, dead: &dead, peer, hold: &hold, share: &share };
+    if let Err(reason) = read_loop(&app, rd, &tx, &client).await {
         match CLOSING.allow() {
             Some(suppressed) => tracing::warn!(%peer, ?target, %reason, suppressed, "closing client connection"),
             None => tracing::debug!(%peer, ?target, %reason, "closing client connection"),
@@ -72,6 +76,44 @@ pub async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, target: T
     drop(tx);
     let _ = writer.await;
     app.metrics.client_connections.dec();
+    // Frames this connection read and the sidecar still holds (acks=0 produce on their way upstream) are
+    // written before the connection's permit goes back: shutdown waits for them instead of dropping them.
+    if !share.drained(app.settings.limits.shutdown_grace).await {
+        tracing::debug!(%peer, held = share.held(), "connection's frames not all written within the grace period");
+    }
+}
+
+/// What the read loop knows of its client connection.
+struct Client<'a> {
+    target: &'a Target,
+    /// Cancelled when the writer stopped.
+    dead: &'a CancellationToken,
+    peer: SocketAddr,
+    /// When the next request may be read (quotas).
+    hold: &'a filter::Hold,
+    /// The connection's share of the memory budget.
+    share: &'a Share,
+}
+
+/// Room reserved for a Fetch response beyond `max_bytes`: headers, topic and partition entries, aborted
+/// transactions.
+const FETCH_OVERHEAD: usize = 16 * 1024;
+/// The least a Fetch reserves (it waits for this much); with less, its `max_bytes` is lowered to what it got.
+const FETCH_FLOOR: usize = 64 * 1024;
+
+/// Room for the response of a request about to be sent: a Fetch reserves up to its `max_bytes` and, when the
+/// budget is short, has `max_bytes` lowered in the frame to the room it got; other responses are charged when
+/// they arrive (a zero credit).
+async fn response_credit(app: &App, share: &Share, header: &Header, frame: &mut Buf) -> Charge {
+    let Some((at, max_bytes)) = protocol::fetch_max_bytes(frame, header) else { return share.force(0) };
+    let want = usize::try_from(max_bytes).unwrap_or(0).saturating_add(FETCH_OVERHEAD);
+    let credit = share.reserve_up_to(want, FETCH_FLOOR.min(want)).await;
+    if credit.bytes() < want {
+        let lowered = i32::try_from(credit.bytes().saturating_sub(FETCH_OVERHEAD).max(1)).unwrap_or(i32::MAX);
+        frame[at..at + 4].copy_from_slice(&lowered.to_be_bytes());
+        app.metrics.fetch_lowered.inc();
+    }
+    credit
 }
 
 /// Warnings that one bad client, or a broker going away under many clients, would otherwise repeat per
@@ -148,11 +190,9 @@ async fn read_loop(
     app: &Arc<App>,
     mut rd: OwnedReadHalf,
     tx: &mpsc::Sender<Pending>,
-    target: &Target,
-    dead: &CancellationToken,
-    peer: SocketAddr,
-    hold: &filter::Hold,
+    client: &Client<'_>,
 ) -> Result<(), String> {
+    let Client { target, dead, peer, hold, share } = *client;
     let limits = &app.settings.limits;
     let mut current: Option<Route> = None;
     let mut sasl = super::sasl::Local::new(app.settings.listen, peer);
@@ -162,7 +202,7 @@ async fn read_loop(
         idle: limits.idle_timeout,
         partial: limits.frame_timeout,
     };
-    let mut frames = reader::FrameReader::new(&mut rd, app.buffers.clone(), frame_limits);
+    let mut frames = reader::FrameReader::new(&mut rd, app.buffers.clone(), frame_limits).with_budget(share.clone());
     loop {
         hold.wait().await;
         let read = frames.next();
@@ -297,7 +337,11 @@ async fn read_loop(
             {
                 // The group's (or transaction's) coordinator lives in the cluster its route picks.
                 let lease = there.bootstrap_pool().lease().await.map_err(|e| e.to_string())?;
-                let rx = lease.conn.send(frame, true).map_err(|_| "upstream connection closed".to_string())?;
+                let rx = lease
+                    .conn
+                    .send(frame, true, Some(share.force(0)))
+                    .await
+                    .map_err(|_| "upstream connection closed".to_string())?;
                 let rx = rx.ok_or("no reply expected")?;
                 let after = after.take().unwrap_or_default();
                 let body = Body::Upstream(rx);
@@ -305,6 +349,7 @@ async fn read_loop(
                 continue;
             }
         }
+        let mut credit = if expects { Some(response_credit(app, share, &header, &mut frame).await) } else { None };
         // A closed connection gives the frame back: retry once on a fresh one.
         for attempt in 0..2 {
             let conn = if protocol::is_long_poll(&frame, &header) {
@@ -315,7 +360,7 @@ async fn read_loop(
                 }
                 route.lease.conn.clone()
             };
-            match conn.send(frame, expects) {
+            match conn.send(frame, expects, credit.take()).await {
                 Ok(Some(rx)) => {
                     let after = after.take().unwrap_or_default();
                     let fanout = std::mem::take(&mut fanout);
@@ -323,10 +368,23 @@ async fn read_loop(
                     break;
                 }
                 Ok(None) => {
+                    // acks=0: no response carries the throttle, so the connection's next read is held instead (as
+                    // a broker mutes the channel).
+                    if let Some(after) = after.take() {
+                        let throttle = filter::unanswered(&app.filters, &after);
+                        if !throttle.is_zero() {
+                            hold.set(throttle);
+                        }
+                    }
                     app.metrics.requests.with_label_values(&[api_name(api), "forwarded"]).inc();
                     break;
                 }
-                Err(back) if attempt == 0 => frame = back,
+                Err(back) if attempt == 0 => {
+                    frame = back;
+                    if expects {
+                        credit = Some(response_credit(app, share, &header, &mut frame).await);
+                    }
+                }
                 Err(_) => return Err("upstream connection closed".into()),
             }
         }

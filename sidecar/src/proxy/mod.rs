@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 pub use conn::{Target, api_name};
 
 use crate::broker_map::{BrokerMap, NewListener};
+use crate::budget::Budget;
 use crate::buffer::Pool;
 use crate::cluster::Upstream;
 use crate::metrics::Metrics;
@@ -35,6 +36,8 @@ pub struct App {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub buffers: Arc<Pool>,
+    /// Bytes of frames in flight across every connection; each client connection reserves a share of it.
+    pub budget: Arc<Budget>,
     pub brokers: BrokerMap,
     /// The config in force; each request loads it once.
     pub config: ArcSwap<Snapshot>,
@@ -66,11 +69,14 @@ impl App {
         let metrics = Arc::new(Metrics::new()?);
         let filters = crate::filter::State::new(&metrics.registry)?;
         let buffers = Pool::new(settings.limits.buffer_pool_bytes);
+        let budget = Budget::with_gauge(settings.limits.memory_budget_bytes, metrics.memory_reserved.clone());
+        metrics.memory_budget.set(budget.limit() as i64);
         let brokers = BrokerMap::new(settings.advertised_host.clone(), settings.broker_port_base);
         let connections = Arc::new(Semaphore::new(settings.limits.max_connections));
         let app = Arc::new(App {
             metrics,
             buffers,
+            budget,
             brokers,
             config: ArcSwap::from_pointee(Snapshot::new(snapshot.config.clone(), "", 0)),
             filters,
@@ -276,7 +282,7 @@ async fn probe_once(app: &Arc<App>) -> Result<usize> {
         0,
         &MetadataRequest::default().with_topics(Some(vec![])),
     )?;
-    let rx = lease.conn.send(frame, true).map_err(|_| Error::Protocol("connection closed".into()))?;
+    let rx = lease.conn.send(frame, true, None).await.map_err(|_| Error::Protocol("connection closed".into()))?;
     let rx = rx.ok_or_else(|| Error::Protocol("no reply expected".into()))?;
     let mut response = tokio::time::timeout(Duration::from_secs(10), rx)
         .await

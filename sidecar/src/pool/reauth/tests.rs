@@ -151,7 +151,10 @@ async fn a_busy_connection_renews_its_session_in_place_before_it_ends() {
     let started = Instant::now();
     let mut answered = 0;
     while started.elapsed() < Duration::from_millis(LIFETIME_MS as u64 * 4) {
-        let waits: Vec<_> = (0..3).map(|_| conn.send(metadata_request(&buffers), true).unwrap().unwrap()).collect();
+        let mut waits = Vec::new();
+        for _ in 0..3 {
+            waits.push(conn.send(metadata_request(&buffers), true, None).await.unwrap().unwrap());
+        }
         for rx in waits {
             rx.await.expect("every request is answered");
             answered += 1;

@@ -194,3 +194,35 @@ async fn a_large_frame_that_arrived_whole_leaves_in_the_read_buffer() {
     assert_eq!(all(&mut r).await, &frames[1..]);
     assert_eq!(reads.load(Ordering::Relaxed), 1);
 }
+
+#[tokio::test]
+async fn with_a_budget_a_frame_is_not_read_on_until_its_bytes_are_reserved() {
+    use crate::budget::{Budget, Share};
+    let frames: Vec<_> = vec![frame(300_000, 1), frame(300_000, 2), frame(100, 3)];
+    for cut in [100, 1 << 20] {
+        let chunks = frames.concat().chunks(cut).map(<[u8]>::to_vec).collect();
+        let (r, reads, _) = reader(chunks, false);
+        let global = Budget::new(1 << 20);
+        let share = Share::new(global.clone(), 600_000, None);
+        let mut r = r.with_budget(share.clone());
+        let first = r.next().await.unwrap().unwrap();
+        assert_eq!(first.charged(), Pool::footprint(300_004));
+        assert_eq!(share.held(), first.charged());
+        // The second frame does not fit beside the first in the connection's share: no byte of its body is read.
+        let before = reads.load(Ordering::Relaxed);
+        assert!(tokio::time::timeout(Duration::from_millis(50), r.next()).await.is_err(), "cut {cut}");
+        assert!(reads.load(Ordering::Relaxed) - before <= 1, "cut {cut}: read on while waiting");
+        drop(first);
+        let second =
+            tokio::time::timeout(Duration::from_secs(5), r.next()).await.expect("room again").unwrap().unwrap();
+        assert_eq!(&second[..], &frames[1][..], "cut {cut}");
+        let third = tokio::time::timeout(Duration::from_secs(5), r.next())
+            .await
+            .expect("fits beside the second")
+            .unwrap()
+            .unwrap();
+        assert_eq!(&third[..], &frames[2][..]);
+        drop((second, third));
+        assert_eq!((share.held(), global.reserved()), (0, 0), "every charge given back");
+    }
+}
