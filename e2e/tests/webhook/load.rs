@@ -85,6 +85,9 @@ fn connector(ca_pem: &str) -> Result<TlsConnector> {
 
 async fn connect(port: u16, tls: &TlsConnector) -> Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    // As the API server's client does: without it, Nagle's algorithm holds a request's second write for the
+    // peer's delayed ACK and every review "takes" 40 ms.
+    tcp.set_nodelay(true)?;
     let name = ServerName::try_from("127.0.0.1")?;
     Ok(tls.connect(name, tcp).await?)
 }
@@ -114,8 +117,9 @@ async fn post(stream: &mut TlsStream<TcpStream>, body: &[u8]) -> Result<Value> {
         "POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body).await?;
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
+    stream.write_all(&request).await?;
     let mut buf = Vec::new();
     let end = loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {

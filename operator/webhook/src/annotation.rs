@@ -15,3 +15,7 @@ pub const CPU: &str = "kproxy.dev/cpu";
 pub const MEMORY: &str = "kproxy.dev/memory";
 pub const CPU_LIMIT: &str = "kproxy.dev/cpu-limit";
 pub const MEMORY_LIMIT: &str = "kproxy.dev/memory-limit";
+/// The sidecar's log filter (a tracing directive such as `debug` or `kproxy=debug,info`), passed as `RUST_LOG`.
+pub const LOG_LEVEL: &str = "kproxy.dev/log-level";
+/// The sidecar's log format: `text` (default) or `json`.
+pub const LOG_FORMAT: &str = "kproxy.dev/log-format";

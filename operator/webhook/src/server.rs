@@ -24,7 +24,7 @@ use crate::inject::{self, InjectConfig};
 use crate::metrics::{Metrics, Outcome};
 use crate::policies::PolicyCache;
 use crate::tls::{self, Resolver, TlsSource};
-use crate::{Error, Refusal, Result, select};
+use crate::{Error, Refusal, Result, annotation, select};
 
 /// Everything `serve` needs besides the API client.
 #[derive(Clone, Debug)]
@@ -135,13 +135,15 @@ pub async fn serve_on(
         }
     }
     let acceptor = TlsAcceptor::from(tls::server_config(resolver)?);
-    let app = Router::new().route(&cfg.path, post(mutate)).route("/healthz", get(|| async { "ok" })).with_state(
-        Arc::new(AppState {
+    let app = Router::new()
+        .route(&cfg.path, post(mutate))
+        .route(&namespace_path(&cfg.path), post(mutate_namespace))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(Arc::new(AppState {
             policies: PolicyCache::start(client, &cfg.namespaces),
             inject: cfg.inject,
             metrics: cfg.metrics,
-        }),
-    );
+        }));
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
     tracing::info!(addr = ?listener.local_addr().ok(), "admission webhook listening");
 
@@ -169,6 +171,8 @@ pub async fn serve_on(
                 }
             },
         };
+        // A response written in more than one piece must not wait for the API server's delayed ACK (Nagle).
+        let _ = stream.set_nodelay(true);
         let (acceptor, app, stop) = (acceptor.clone(), app.clone(), stopped(stop_rx.clone()));
         connections.spawn(async move {
             let _permit = permit;
@@ -210,15 +214,32 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
+/// The endpoint for pods of namespaces labelled `kproxy.dev/injection: enabled`: `<path>-namespace`.
+pub fn namespace_path(path: &str) -> String {
+    format!("{path}-namespace")
+}
+
+/// Pods that opted in with the annotation.
+async fn mutate(State(state): State<Arc<AppState>>, Json(review): Json<AdmissionReview<Pod>>) -> Response {
+    review_pod(&state, review, false).await
+}
+
+/// Pods of an opted-in namespace (the webhook configuration's namespaceSelector decides which namespaces): they
+/// are injected unless they opt out with `kproxy.dev/inject: "false"`, which the configuration's matchConditions
+/// already filter out.
+async fn mutate_namespace(State(state): State<Arc<AppState>>, Json(review): Json<AdmissionReview<Pod>>) -> Response {
+    review_pod(&state, review, true).await
+}
+
 /// Failures to reach the API server become HTTP 500, so the API server applies the configured `failurePolicy`
 /// exactly as if the webhook were down; refusals are a normal review answer.
-async fn mutate(State(state): State<Arc<AppState>>, Json(review): Json<AdmissionReview<Pod>>) -> Response {
+async fn review_pod(state: &AppState, review: AdmissionReview<Pod>, namespace_opt_in: bool) -> Response {
     let request: AdmissionRequest<Pod> = match review.try_into() {
         Ok(request) => request,
         Err(e) => return Json(AdmissionResponse::invalid(e.to_string()).into_review()).into_response(),
     };
     let started = Instant::now();
-    let (outcome, response) = match admit(&state, &request).await {
+    let (outcome, response) = match admit(state, &request, namespace_opt_in).await {
         Ok(response) => {
             let outcome = match (response.allowed, response.patch.is_some()) {
                 (false, _) => Outcome::Refused,
@@ -239,11 +260,18 @@ async fn mutate(State(state): State<Arc<AppState>>, Json(review): Json<Admission
     response
 }
 
-async fn admit(state: &AppState, request: &AdmissionRequest<Pod>) -> Result<AdmissionResponse> {
+async fn admit(state: &AppState, request: &AdmissionRequest<Pod>, namespace_opt_in: bool) -> Result<AdmissionResponse> {
     let response = AdmissionResponse::from(request);
-    let Some(pod) = request.object.as_ref().filter(|_| request.operation == Operation::Create) else {
+    let Some(original) = request.object.as_ref().filter(|_| request.operation == Operation::Create) else {
         return Ok(response);
     };
+    let mut asked = original.clone();
+    if namespace_opt_in {
+        // The namespace asks for every pod that did not opt out; the patch records the annotation on the pod, so
+        // it reads like any opted-in one.
+        asked.annotations_mut().entry(annotation::INJECT.into()).or_insert_with(|| "true".into());
+    }
+    let pod = &asked;
     let namespace = request.namespace.clone().or_else(|| pod.namespace()).unwrap_or_else(|| "default".into());
     let pod_name = pod.metadata.name.clone().or_else(|| pod.metadata.generate_name.clone()).unwrap_or_default();
     match inject::requested(pod) {
@@ -268,7 +296,7 @@ async fn admit(state: &AppState, request: &AdmissionRequest<Pod>) -> Result<Admi
     match inject::inject(pod, policy, &state.inject) {
         Ok(None) => Ok(response),
         Ok(Some(injected)) => {
-            let patch = inject::patch(pod, &injected)?;
+            let patch = inject::patch(original, &injected)?;
             tracing::info!(%namespace, pod = %pod_name, policy = %policy.name_any(), "injecting kproxy sidecar");
             let mut response = response.with_patch(patch).map_err(|e| Error::Config(e.to_string()))?;
             let warnings = inject::warnings(pod, policy);

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, Probe, ResourceRequirements,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction, Probe, ResourceRequirements,
     SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kproxy_api::config::{CONFIG_MOUNT_DIR, SECRETS_MOUNT_DIR};
 use sha2::{Digest, Sha256};
 
-use super::{ADMIN_PORT_NAME, CONTAINER_NAME, InjectConfig, Resources};
+use super::{ADMIN_PORT_NAME, CONTAINER_NAME, InjectConfig, Logging, Resources};
 
 /// The volume holding the policy's rendered ConfigMap.
 pub(crate) const CONFIG_VOLUME: &str = "kproxy-config";
@@ -54,7 +54,7 @@ pub(crate) fn volumes(policy: &str, secrets: &[String]) -> Vec<Volume> {
 
 /// The native sidecar: an init container with `restartPolicy: Always`, so it is up before the app and its init
 /// containers start and is stopped only after the app has exited.
-pub(crate) fn sidecar(cfg: &InjectConfig, resources: &Resources, secrets: &[String]) -> Container {
+pub(crate) fn sidecar(cfg: &InjectConfig, resources: &Resources, secrets: &[String], logging: &Logging) -> Container {
     let mut mounts = vec![VolumeMount {
         name: CONFIG_VOLUME.into(),
         mount_path: CONFIG_MOUNT_DIR.into(),
@@ -73,14 +73,23 @@ pub(crate) fn sidecar(cfg: &InjectConfig, resources: &Resources, secrets: &[Stri
         image_pull_policy: cfg.image_pull_policy.clone(),
         restart_policy: Some("Always".into()),
         // The admin port listens on every address: kubelet probes and Prometheus reach it through the pod IP.
-        args: Some(vec![
-            "--config".into(),
-            CONFIG_MOUNT_DIR.into(),
-            "--secrets-dir".into(),
-            SECRETS_MOUNT_DIR.into(),
-            "--admin".into(),
-            format!("0.0.0.0:{}", cfg.admin_port),
-        ]),
+        args: Some(
+            [
+                "--config".into(),
+                CONFIG_MOUNT_DIR.into(),
+                "--secrets-dir".into(),
+                SECRETS_MOUNT_DIR.into(),
+                "--admin".into(),
+                format!("0.0.0.0:{}", cfg.admin_port),
+            ]
+            .into_iter()
+            .chain(logging.json.then(|| "--log-json".to_string()))
+            .collect(),
+        ),
+        env: logging
+            .filter
+            .as_ref()
+            .map(|filter| vec![EnvVar { name: "RUST_LOG".into(), value: Some(filter.clone()), ..Default::default() }]),
         ports: Some(vec![ContainerPort {
             name: Some(ADMIN_PORT_NAME.into()),
             container_port: i32::from(cfg.admin_port),

@@ -102,6 +102,7 @@ pub fn inject(pod: &Pod, policy: &KafkaProxyPolicy, cfg: &InjectConfig) -> Resul
         return Ok(None);
     }
     let resources = resources(&cfg.resources, annotations)?;
+    let logging = logging(annotations)?;
     let policy_name = policy.name_any();
     let secrets = referenced_secrets(policy);
     let new_volumes = container::volumes(&policy_name, &secrets);
@@ -115,7 +116,9 @@ pub fn inject(pod: &Pod, policy: &KafkaProxyPolicy, cfg: &InjectConfig) -> Resul
     // A label, unlike the annotation, can be selected on: monitors and the operator's pod watch use it.
     pod.labels_mut().insert(annotation::INJECTED_LABEL.into(), "true".into());
     let spec = pod.spec.get_or_insert_with(Default::default);
-    spec.init_containers.get_or_insert_with(Vec::new).insert(0, container::sidecar(cfg, &resources, &secrets));
+    spec.init_containers
+        .get_or_insert_with(Vec::new)
+        .insert(0, container::sidecar(cfg, &resources, &secrets, &logging));
     spec.volumes.get_or_insert_with(Vec::new).extend(new_volumes);
     for app in &mut spec.containers {
         let env = app.env.get_or_insert_with(Vec::new);
@@ -218,6 +221,42 @@ fn is_injected(pod: &Pod) -> bool {
         s.containers.iter().chain(s.init_containers.iter().flatten()).any(|c| c.name == CONTAINER_NAME)
     });
     named_kproxy || pod.annotations().contains_key(annotation::INJECTED)
+}
+
+/// How the sidecar logs, from the pod's annotations: the `RUST_LOG` filter (`None`: the sidecar's default, info)
+/// and whether it writes JSON lines.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Logging {
+    pub filter: Option<String>,
+    pub json: bool,
+}
+
+/// The pod's log annotations, validated: a filter the sidecar could not parse would make it fall back silently.
+fn logging(annotations: &BTreeMap<String, String>) -> Result<Logging, Refusal> {
+    let invalid = |annotation: &'static str, value: &str, reason: String| Refusal::InvalidAnnotation {
+        annotation,
+        value: value.to_string(),
+        reason,
+    };
+    let filter = match annotations.get(annotation::LOG_LEVEL) {
+        None => None,
+        Some(value) => {
+            tracing_subscriber::EnvFilter::builder().parse(value).map_err(|e| {
+                invalid(
+                    annotation::LOG_LEVEL,
+                    value,
+                    format!("not a log filter ({e}); e.g. debug or kproxy=debug,info"),
+                )
+            })?;
+            Some(value.clone())
+        }
+    };
+    let json = match annotations.get(annotation::LOG_FORMAT).map(String::as_str) {
+        None | Some("text") => false,
+        Some("json") => true,
+        Some(other) => return Err(invalid(annotation::LOG_FORMAT, other, "expected \"text\" or \"json\"".into())),
+    };
+    Ok(Logging { filter, json })
 }
 
 /// The configured defaults with the pod's annotation overrides, each validated as a quantity.

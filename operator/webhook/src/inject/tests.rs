@@ -386,3 +386,27 @@ fn warnings_name_what_bypasses_or_is_not_ready() {
     p.status = Some(ready("False"));
     assert!(warnings(&annotated(), &p)[0].contains("Secret payments-kafka not found"));
 }
+
+#[test]
+fn log_annotations_set_the_sidecars_filter_and_format_or_are_refused() {
+    let p = policy("payments", LabelSelector::default(), &[]);
+    let with = |pairs: &[(&str, &str)]| {
+        let mut annotations = vec![(annotation::INJECT, "true")];
+        annotations.extend_from_slice(pairs);
+        inject(&pod(&annotations, &[]), &p, &InjectConfig::default())
+    };
+    let out = with(&[(annotation::LOG_LEVEL, "kproxy=debug,info"), (annotation::LOG_FORMAT, "json")]).unwrap().unwrap();
+    let sidecar = sidecar_of(&out);
+    assert!(sidecar.args.iter().flatten().any(|a| a == "--log-json"), "{:?}", sidecar.args);
+    let env = sidecar.env.clone().unwrap_or_default();
+    assert_eq!(env.iter().find(|e| e.name == "RUST_LOG").and_then(|e| e.value.as_deref()), Some("kproxy=debug,info"));
+
+    let plain = with(&[]).unwrap().unwrap();
+    assert!(!sidecar_of(&plain).args.iter().flatten().any(|a| a == "--log-json"));
+    assert!(sidecar_of(&plain).env.is_none(), "no filter: the sidecar's default");
+
+    for (annotation, value) in [(annotation::LOG_LEVEL, "kproxy=loud"), (annotation::LOG_FORMAT, "yaml")] {
+        let Err(Error::Refused(r)) = with(&[(annotation, value)]) else { panic!("{annotation}={value} accepted") };
+        assert!(r.to_string().contains(annotation) && r.to_string().contains(value), "{r}");
+    }
+}
