@@ -115,6 +115,8 @@ fn monitors_and_cert_manager_objects_are_accepted_by_the_api_server() {
     }
     let pods = find(&accepted, "PodMonitor");
     assert_eq!(pods["spec"]["podMetricsEndpoints"][0]["port"], "kproxy-admin");
+    assert_eq!(pods["spec"]["selector"]["matchLabels"]["kproxy.dev/injected"], "true", "{pods}");
+    assert_eq!(pods["spec"]["podTargetLabels"], serde_json::json!(["app", "app.kubernetes.io/name"]), "{pods}");
     if sets.contains(&"webhook.certificate.mode=cert-manager") {
         let certificate = find(&accepted, "Certificate");
         let webhook = find(&accepted, "MutatingWebhookConfiguration");
