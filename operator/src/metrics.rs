@@ -61,6 +61,18 @@ impl Metrics {
         let leader = IntGauge::new("kproxy_operator_leader", "1 while this replica holds the leader Lease.")?;
         let leader_changes =
             IntCounter::new("kproxy_operator_leader_changes_total", "Times this replica gained or lost leadership.")?;
+        // Which build runs where: 1 with the version and commit as labels (the commit is set at build time through
+        // KPROXY_GIT_COMMIT, "unknown" otherwise).
+        let build_info = IntGaugeVec::new(
+            Opts::new("kproxy_build_info", "1, labelled with the running build's version and commit."),
+            &["version", "commit"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), option_env!("KPROXY_GIT_COMMIT").unwrap_or("unknown")])
+            .set(1);
+        registry.register(Box::new(build_info))?;
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds and the rest.
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
         registry.register(Box::new(policies.clone()))?;
@@ -117,5 +129,24 @@ impl Metrics {
         }
         self.policies.with_label_values(&["true"]).set(ready);
         self.policies.with_label_values(&["false"]).set(not_ready);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_info_and_process_metrics_are_exported() {
+        let text = Metrics::new().unwrap().render();
+        let version = format!(
+            "kproxy_build_info{{commit=\"{}\",version=\"{}\"}} 1",
+            option_env!("KPROXY_GIT_COMMIT").unwrap_or("unknown"),
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&version), "{text}");
+        for name in ["process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds"] {
+            assert!(text.lines().any(|l| l.starts_with(name)), "{name} missing:\n{text}");
+        }
     }
 }
