@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kproxy_api::config::config_hash;
 use kproxy_api::crd::{KafkaProxyPolicy, referenced_secrets};
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -26,6 +26,8 @@ use crate::{Error, Result, configmap, events, pods, render, status};
 const RESYNC: Duration = Duration::from_secs(300);
 /// How soon a policy waiting for a Secret is re-checked, in case a Secret event was missed.
 const SECRET_RETRY: Duration = Duration::from_secs(30);
+/// Policies reconciled at once per watched scope (each reconcile makes two or three API calls).
+const CONCURRENCY: u16 = 16;
 /// Backoff after an API error.
 const ERROR_RETRY: Duration = Duration::from_secs(5);
 
@@ -90,9 +92,21 @@ fn scope_controller(
         }
     }
     let owned = watcher::Config::default().labels(&format!("{}={}", configmap::MANAGED_BY.0, configmap::MANAGED_BY.1));
-    let mut controller = Controller::new(api::<KafkaProxyPolicy>(&client, &scope), watcher::Config::default())
+    // The policy cache, without managedFields (never read, and often the larger part of each object).
+    let (store, writer) = reflector::store();
+    let policies = reflector::reflector(
+        writer,
+        watcher(api::<KafkaProxyPolicy>(&client, &scope), watcher::Config::default())
+            .default_backoff()
+            .modify(|p: &mut KafkaProxyPolicy| p.managed_fields_mut().clear()),
+    )
+    .applied_objects();
+    // Reconciles in flight at once: unbounded, 10,000 policies at start-up would mean 10,000 concurrent requests
+    // (the API server slows to a crawl and every one holds memory here).
+    let config = controller::Config::default().concurrency(CONCURRENCY);
+    let mut controller = Controller::for_stream(policies, store.clone())
+        .with_config(config)
         .owns(api::<ConfigMap>(&client, &scope), owned);
-    let store = controller.store();
 
     // Injected pods, metadata only: which Secrets each mounts (set by the webhook) and which policy it uses.
     let (pods, writer) = reflector::store();
@@ -102,7 +116,8 @@ fn scope_controller(
             api::<PartialObjectMeta<Pod>>(&client, &scope),
             watcher::Config::default().labels(pods::INJECTED_SELECTOR),
         )
-        .default_backoff(),
+        .default_backoff()
+        .modify(|pod: &mut PartialObjectMeta<Pod>| pod.managed_fields_mut().clear()),
     )
     .touched_objects();
     controller = controller.watches_stream(pod_events, |pod: PartialObjectMeta<Pod>| {

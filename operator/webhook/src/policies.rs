@@ -38,7 +38,11 @@ impl PolicyCache {
                 None => Api::all(client.clone()),
             };
             let (reader, writer) = reflector::store();
-            let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+            // managedFields are never read here and can be the larger part of each object: not kept in memory.
+            let events = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .modify(|p: &mut KafkaProxyPolicy| p.managed_fields_mut().clear());
+            let stream = reflector::reflector(writer, events);
             tasks.push(tokio::spawn(async move {
                 // The watcher retries with backoff on its own; errors are only logged.
                 stream
