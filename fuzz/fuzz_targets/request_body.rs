@@ -102,6 +102,9 @@ fuzz_target!(|data: &[u8]| {
         Outcome::Respond(response) => {
             let _ = response.encode(&mut BytesMut::new(), version);
         }
+        Outcome::Deny(code) => {
+            let _ = protocol::errors::encode(&body, &protocol::errors::Fill { version, code, message: None });
+        }
         Outcome::Forward { rewritten: false, .. } | Outcome::Close => {}
     }
 });

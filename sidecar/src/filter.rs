@@ -22,6 +22,7 @@ use kproxy_policy::{Policy, TopicIds};
 use prometheus::{CounterVec, GaugeVec, IntCounterVec, Opts, Registry};
 
 use crate::buffer::Buf;
+use crate::protocol::errors::Fill;
 use crate::protocol::{self, Header};
 use crate::reload::Snapshot;
 use crate::{Error, Result};
@@ -244,6 +245,10 @@ pub fn check(request: &Request<'_>, snapshot: &Snapshot, state: &State) -> (Verd
                 Err(e) => Verdict::Close(format!("cannot encode the {:?} denial: {e}", request.api)),
             }
         }
+        Outcome::Deny(code) => match protocol::errors::encode(&body, &Fill { version, code, message: None }) {
+            Some(out) => Verdict::RespondLocally(out),
+            None => Verdict::Close(format!("no {:?} v{version} denial can be encoded", request.api)),
+        },
         Outcome::Close => Verdict::Close(format!("{:?} is not allowed through the sidecar", request.api)),
     };
     (verdict, after)

@@ -337,9 +337,8 @@ fn transactional(frame: &[u8], version: i16) -> bool {
 pub fn refuse(app: &App, snapshot: &Snapshot, api: ApiKey, body: &RequestKind, version: i16) -> Option<BytesMut> {
     let compiled = app.filters.policy(snapshot);
     let why = route::cross_cluster(body, &compiled.1.routes)?;
-    let response = route::refuse(body, version, &why)?;
-    let mut out = BytesMut::new();
-    response.encode(&mut out, version).ok()?;
+    let fill = protocol::errors::Fill { version, code: kproxy_policy::code::INVALID_REQUEST, message: Some(&why) };
+    let out = protocol::errors::encode(body, &fill)?;
     let name = crate::proxy::api_name(api);
     app.filters.routing.refused.with_label_values(&[name]).inc();
     if let Some(suppressed) = REFUSING.allow() {

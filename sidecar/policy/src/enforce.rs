@@ -43,8 +43,11 @@ pub enum Outcome {
     /// Send it upstream. `rewritten`: the body changed and must be re-encoded (otherwise the original bytes go
     /// out untouched). `merge`: apply it to the broker's response before answering the client.
     Forward { rewritten: bool, merge: Option<Merge> },
-    /// Answer locally, without a broker.
+    /// Answer locally, without a broker, with this response (per-entity answers the policy merged).
     Respond(ResponseKind),
+    /// Answer locally with this error code on everything the request names: the whole request is denied. The
+    /// data path builds the answer (the sidecar's `protocol::errors`, which also answers unsupported versions).
+    Deny(i16),
     /// Close the client connection: what a broker does for an API it does not offer and for a failed acks=0
     /// produce (the client has no other way to learn about the failure).
     Close,
@@ -68,6 +71,11 @@ impl Decision {
 
     fn respond(response: ResponseKind, denied: usize) -> Self {
         Self { outcome: Outcome::Respond(response), denied }
+    }
+
+    /// The whole request denied with `code`.
+    fn deny(code: i16) -> Self {
+        Self { outcome: Outcome::Deny(code), denied: 1 }
     }
 
     /// Forward what is left; answer locally when nothing is; merge the rest.
@@ -150,15 +158,15 @@ pub fn authorize(acl: &Authorizer, names: &dyn TopicNames, version: i16, request
         K::DeleteRecords(r) => admin::delete_records(&ctx, r),
         K::DescribeConfigs(r) => admin::describe_configs(&ctx, r),
         K::DescribeCluster(_) => admin::describe_cluster(&ctx),
-        K::DescribeQuorum(_) => cluster_describe(&ctx, ResponseKind::DescribeQuorum(Default::default())),
+        K::DescribeQuorum(_) => cluster_describe(&ctx),
         K::OffsetCommit(r) => groups::offset_commit(&ctx, r),
         K::OffsetFetch(r) => groups::offset_fetch(&ctx, r),
         K::OffsetDelete(r) => groups::offset_delete(&ctx, r),
         K::FindCoordinator(r) => groups::find_coordinator(&ctx, r),
-        K::JoinGroup(r) => groups::membership(&ctx, &r.group_id, ResponseKind::JoinGroup(Default::default())),
-        K::SyncGroup(r) => groups::membership(&ctx, &r.group_id, ResponseKind::SyncGroup(Default::default())),
-        K::Heartbeat(r) => groups::membership(&ctx, &r.group_id, ResponseKind::Heartbeat(Default::default())),
-        K::LeaveGroup(r) => groups::membership(&ctx, &r.group_id, ResponseKind::LeaveGroup(Default::default())),
+        K::JoinGroup(r) => groups::membership(&ctx, &r.group_id),
+        K::SyncGroup(r) => groups::membership(&ctx, &r.group_id),
+        K::Heartbeat(r) => groups::membership(&ctx, &r.group_id),
+        K::LeaveGroup(r) => groups::membership(&ctx, &r.group_id),
         K::DescribeGroups(r) => groups::describe_groups(&ctx, r),
         K::ListGroups(_) => groups::list_groups(&ctx),
         K::DeleteGroups(r) => groups::delete_groups(&ctx, r),
@@ -173,11 +181,11 @@ pub fn authorize(acl: &Authorizer, names: &dyn TopicNames, version: i16, request
 }
 
 /// A request about the cluster as a whole, allowed by Cluster Describe.
-fn cluster_describe(ctx: &Ctx, empty: ResponseKind) -> Decision {
+fn cluster_describe(ctx: &Ctx) -> Decision {
     if ctx.acl.allows_cluster(Operation::Describe) {
         return Decision::forward();
     }
-    Decision::respond(crate::deny::with_error(empty, code::CLUSTER_AUTHORIZATION_FAILED), 1)
+    Decision::deny(code::CLUSTER_AUTHORIZATION_FAILED)
 }
 
 /// What every family needs to decide.

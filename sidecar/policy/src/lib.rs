@@ -6,7 +6,6 @@
 #![forbid(unsafe_code)]
 
 pub mod acl;
-pub mod deny;
 pub mod enforce;
 pub mod policy;
 pub mod quota;

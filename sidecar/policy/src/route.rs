@@ -6,7 +6,6 @@
 
 mod failover;
 mod merge;
-mod refuse;
 
 use std::collections::HashMap;
 
@@ -14,7 +13,6 @@ use kproxy_api::config::SidecarConfig;
 
 pub use failover::{Health, Switch, Switches, Transition};
 pub use merge::{NOT_LEADER_OR_FOLLOWER, cross_cluster, merge_metadata, steer};
-pub use refuse::refuse;
 
 /// Metric names the data path registers.
 pub const METRIC_SWITCHES: &str = "kproxy_route_switches_total";
@@ -136,3 +134,6 @@ impl Routes {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cross_cluster_tests;

@@ -3,9 +3,9 @@
 //! A frame buffer always holds the 4-byte length prefix followed by the message, so an unchanged frame is written
 //! out with a single write, and correlation ids are patched in place.
 
+pub mod errors;
 pub mod reader;
 pub mod rewrite;
-pub mod unsupported;
 pub mod versions;
 
 #[cfg(test)]

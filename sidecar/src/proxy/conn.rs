@@ -18,7 +18,7 @@ use crate::buffer::Buf;
 use crate::cluster::Upstream;
 use crate::filter::{self, Verdict};
 use crate::pool::{BrokerPool, Lease};
-use crate::protocol::{self, Header, MIN_REQUEST, reader, rewrite, unsupported};
+use crate::protocol::{self, Header, MIN_REQUEST, errors, reader, rewrite};
 use crate::ratelog::Gate;
 
 /// Which listener a client connection came in on.
@@ -264,7 +264,7 @@ async fn read_loop(
         if !versions.allows(header.api_key, header.api_version) {
             // UNSUPPORTED_VERSION on every entity the request names; a version kafka-protocol cannot encode has
             // no answer the client could parse, so the connection closes (as a broker's does), counted and logged.
-            let Some(body) = unsupported::response(api, header.api_version, &frame) else {
+            let Some(body) = errors::unsupported(api, header.api_version, &frame) else {
                 reject(app, "unsupported_version");
                 return Err(format!("{api:?} v{} is not supported", header.api_version));
             };

@@ -21,7 +21,6 @@ use kproxy_api::policy::{Operation, ResourceType};
 
 use super::{Ctx, Decision, Inserts, Merge, Outcome, insert, split};
 use crate::acl::Authorizer;
-use crate::deny;
 
 /// FindCoordinator key types.
 const KEY_GROUP: i8 = 0;
@@ -29,10 +28,10 @@ const KEY_TRANSACTION: i8 = 1;
 const KEY_SHARE: i8 = 2;
 
 /// JoinGroup, SyncGroup, Heartbeat and LeaveGroup: Read on the group or GROUP_AUTHORIZATION_FAILED.
-pub(super) fn membership(ctx: &Ctx, group: &GroupId, empty: ResponseKind) -> Decision {
+pub(super) fn membership(ctx: &Ctx, group: &GroupId) -> Decision {
     match ctx.group_error(group, Operation::Read) {
         None => Decision::forward(),
-        Some(error) => Decision::respond(deny::with_error(empty, error), 1),
+        Some(error) => Decision::deny(error),
     }
 }
 
@@ -120,7 +119,7 @@ pub(super) fn offset_fetch(ctx: &Ctx, request: &mut OffsetFetchRequest) -> Decis
     let mut count = 0;
     if ctx.version < 8 {
         if let Some(error) = ctx.group_error(&request.group_id, Operation::Describe) {
-            return Decision::respond(deny::offset_fetch_group(ctx.version, request, error), 1);
+            return Decision::deny(error);
         }
         match &mut request.topics {
             None => merge.filter = (!ctx.acl.is_open()).then(|| ctx.acl.clone()),
@@ -207,9 +206,7 @@ pub(super) fn find_coordinator(ctx: &Ctx, request: &mut FindCoordinatorRequest) 
     if ctx.version < 4 {
         return match coordinator_error(ctx, key_type, &request.key) {
             None => Decision::forward(),
-            Some(error) => {
-                Decision::respond(deny::with_error(ResponseKind::FindCoordinator(Default::default()), error), 1)
-            }
+            Some(error) => Decision::deny(error),
         };
     }
     let denied = split(&mut request.coordinator_keys, |key| {

@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
 use kproxy_api::policy::{Operation, ResourceType};
 
 use super::{Ctx, Decision, Merge, split};
-use crate::{code, deny};
+use crate::code;
 
 pub(super) fn init_producer_id(ctx: &Ctx, request: &InitProducerIdRequest) -> Decision {
     let error = match &request.transactional_id {
@@ -26,7 +26,7 @@ pub(super) fn init_producer_id(ctx: &Ctx, request: &InitProducerIdRequest) -> De
     };
     match error {
         None => Decision::forward(),
-        Some(error) => Decision::respond(deny::with_error(ResponseKind::InitProducerId(Default::default()), error), 1),
+        Some(error) => Decision::deny(error),
     }
 }
 
@@ -98,14 +98,14 @@ pub(super) fn add_offsets_to_txn(ctx: &Ctx, request: &AddOffsetsToTxnRequest) ->
         .or_else(|| ctx.group_error(&request.group_id, Operation::Read));
     match error {
         None => Decision::forward(),
-        Some(error) => Decision::respond(deny::with_error(ResponseKind::AddOffsetsToTxn(Default::default()), error), 1),
+        Some(error) => Decision::deny(error),
     }
 }
 
 pub(super) fn end_txn(ctx: &Ctx, request: &EndTxnRequest) -> Decision {
     match ctx.txn_error(&request.transactional_id, Operation::Write) {
         None => Decision::forward(),
-        Some(error) => Decision::respond(deny::with_error(ResponseKind::EndTxn(Default::default()), error), 1),
+        Some(error) => Decision::deny(error),
     }
 }
 

@@ -1,12 +1,12 @@
-//! Refusals of cross-cluster requests: the reason names the clash, and the answer encodes at every version.
+//! Refusals of cross-cluster requests: which requests clash, and the reason names the clash. (The answer, with
+//! INVALID_REQUEST on every entity and the reason as message, is built and tested in the sidecar's
+//! `protocol::errors`.)
 
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kproxy_api::config::SidecarConfig;
 
-use super::refuse;
-use crate::code::INVALID_REQUEST;
 use crate::route::{Routes, cross_cluster};
 
 fn routes() -> Routes {
@@ -83,7 +83,7 @@ fn add_partitions() -> RequestKind {
 }
 
 #[test]
-fn refusals_carry_invalid_request_and_encode_at_every_version() {
+fn every_api_that_can_span_clusters_is_refused_with_a_reason() {
     let r = routes();
     let offset_fetch = RequestKind::OffsetFetch(
         OffsetFetchRequest::default()
@@ -117,21 +117,12 @@ fn refusals_carry_invalid_request_and_encode_at_every_version() {
     ];
     for (api, request) in requests {
         let why = cross_cluster(&request, &r).unwrap_or_else(|| panic!("{api:?} should clash"));
-        let range = api.valid_versions();
-        for version in range.min..=range.max {
-            let response = refuse(&request, version, &why).unwrap();
-            let mut buf = BytesMut::new();
-            response.encode(&mut buf, version).unwrap_or_else(|e| panic!("{api:?} v{version}: {e}"));
-            let decoded = ResponseKind::decode(api, &mut buf.freeze(), version).unwrap();
-            assert!(format!("{decoded:?}").contains(&INVALID_REQUEST.to_string()), "{api:?} v{version}: {decoded:?}");
-            let codes = error_codes(&decoded);
-            assert!(!codes.is_empty() && codes.iter().all(|&c| c == INVALID_REQUEST), "{api:?} v{version}: {codes:?}");
-        }
+        assert!(why.contains("east") && why.contains("west"), "{api:?}: {why}");
     }
 }
 
 #[test]
-fn a_transactional_produce_to_another_cluster_carries_the_reason_where_the_version_has_a_message() {
+fn a_transactional_produce_to_another_cluster_is_refused_naming_the_topic() {
     use produce_request::{PartitionProduceData, TopicProduceData};
     let request = RequestKind::Produce(
         ProduceRequest::default().with_transactional_id(Some(TransactionalId(s("tx")))).with_topic_data(vec![
@@ -141,42 +132,5 @@ fn a_transactional_produce_to_another_cluster_carries_the_reason_where_the_versi
         ]),
     );
     let why = cross_cluster(&request, &routes()).unwrap();
-    for version in ApiKey::Produce.valid_versions().min..=ApiKey::Produce.valid_versions().max {
-        let response = refuse(&request, version, &why).unwrap();
-        let mut buf = BytesMut::new();
-        response.encode(&mut buf, version).unwrap();
-        let Ok(ResponseKind::Produce(r)) = ResponseKind::decode(ApiKey::Produce, &mut buf.freeze(), version) else {
-            panic!("v{version}")
-        };
-        let p = &r.responses[0].partition_responses[0];
-        assert_eq!((p.index, p.error_code), (2, INVALID_REQUEST));
-        if version >= 8 {
-            assert!(p.error_message.as_ref().is_some_and(|m| m.contains("orders.eu")), "v{version}");
-        }
-    }
-}
-
-/// Every error code in a refusal's answer, top-level and per entity.
-fn error_codes(response: &ResponseKind) -> Vec<i16> {
-    match response {
-        ResponseKind::OffsetCommit(r) => {
-            r.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.error_code)).collect()
-        }
-        ResponseKind::OffsetFetch(r) => {
-            let mut codes: Vec<i16> = r.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.error_code)).collect();
-            codes.extend(r.groups.iter().map(|g| g.error_code));
-            codes.extend((r.error_code != 0).then_some(r.error_code));
-            codes
-        }
-        ResponseKind::AddPartitionsToTxn(r) => {
-            let topics = r
-                .results_by_topic_v3_and_below
-                .iter()
-                .chain(r.results_by_transaction.iter().flat_map(|x| &x.topic_results));
-            topics.flat_map(|t| t.results_by_partition.iter().map(|p| p.partition_error_code)).collect()
-        }
-        ResponseKind::AddOffsetsToTxn(r) => vec![r.error_code],
-        ResponseKind::JoinGroup(r) => vec![r.error_code],
-        _ => Vec::new(),
-    }
+    assert!(why.contains("orders.eu"), "{why}");
 }

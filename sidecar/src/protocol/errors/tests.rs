@@ -1,12 +1,14 @@
-//! Every forwarded API answers a request at a version just above the advertised range with UNSUPPORTED_VERSION
-//! on every entity it names, at that very version; beyond what kafka-protocol encodes there is no answer.
+//! Every API of the table answers with the code asked for on every entity its request names, at every version
+//! kafka-protocol knows: UNSUPPORTED_VERSION for a version just above the advertised range, the ACLs' codes for
+//! a denied request, INVALID_REQUEST with its reason for a refused one. Beyond what kafka-protocol encodes there
+//! is no answer.
 
 use bytes::BytesMut;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use uuid::Uuid;
 
-use super::response;
+use super::{Fill, apis, encode, unsupported as response};
 use crate::protocol::versions::Versions;
 
 fn name() -> TopicName {
@@ -186,7 +188,66 @@ fn forwarded() -> Vec<ApiKey> {
 }
 
 fn errors(response: &ResponseKind) -> usize {
-    format!("{response:?}").matches("error_code: 35").count()
+    count(response, 35)
+}
+
+/// How many error codes `code` the response carries (top-level and per entity).
+fn count(response: &ResponseKind, code: i16) -> usize {
+    let text = format!("{response:?}");
+    text.matches(&format!("error_code: {code},")).count() + text.matches(&format!("error_code: {code} ")).count()
+}
+
+/// Every API the sidecar forwards has an entry in the table.
+#[test]
+fn the_table_covers_every_forwarded_api() {
+    let table: Vec<ApiKey> = apis().collect();
+    for api in forwarded() {
+        assert!(table.contains(&api), "{api:?} has no error response");
+    }
+}
+
+/// The ACLs' and the routes' codes, with and without a message, at every version of every API in the table.
+#[test]
+fn every_code_encodes_per_entity_at_every_version() {
+    const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+    const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+    const INVALID_REQUEST: i16 = 42;
+    for api in apis() {
+        let range = crate::protocol::versions::parsed(api);
+        for version in range.min..=range.max {
+            for code in [TOPIC_AUTHORIZATION_FAILED, GROUP_AUTHORIZATION_FAILED, INVALID_REQUEST] {
+                for message in [None, Some("routed to west, group to east")] {
+                    let request = [false, true]
+                        .into_iter()
+                        .map(|by_id| sample(api, by_id))
+                        .find(|r| r.encode(&mut BytesMut::new(), version).is_ok())
+                        .unwrap_or_else(|| panic!("{api:?} v{version}: no sample encodes"));
+                    let fill = Fill { version, code, message };
+                    let body = encode(&request, &fill).unwrap_or_else(|| panic!("{api:?} v{version}: no answer"));
+                    let decoded = ResponseKind::decode(api, &mut body.freeze(), version).unwrap();
+                    assert!(count(&decoded, code) >= 1, "{api:?} v{version} {code}: {decoded:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_refused_produce_carries_its_reason_where_the_version_has_a_message() {
+    let request = sample(ApiKey::Produce, false);
+    for version in 3..=ApiKey::Produce.valid_versions().max {
+        let fill = Fill { version, code: 42, message: Some("orders.eu is routed to west") };
+        let body = encode(&request, &fill).unwrap();
+        let ResponseKind::Produce(r) = ResponseKind::decode(ApiKey::Produce, &mut body.freeze(), version).unwrap()
+        else {
+            unreachable!()
+        };
+        let p = &r.responses[0].partition_responses;
+        assert_eq!((p[0].index, p[0].error_code, p[1].index, p[1].error_code), (0, 42, 1, 42));
+        if version >= 8 {
+            assert!(p[0].error_message.as_ref().is_some_and(|m| m.contains("orders.eu")), "v{version}");
+        }
+    }
 }
 
 #[test]
