@@ -39,6 +39,7 @@ say "helm install the chart (operator image, webhook with its own certificates, 
 kubectl create namespace "$ns"
 run helm install kproxy charts/kproxy -n "$sys" --create-namespace --wait --timeout 180s \
   --set operator.replicas=1 --set operator.image.pullPolicy=Never --set sidecar.image.pullPolicy=Never \
+  --set operator.watchNamespace="$ns" \
   --set podMonitor.enabled=true --set podMonitor.interval=5s --set podMonitor.scrapeTimeout=4s \
   --set serviceMonitor.enabled=true --set serviceMonitor.interval=5s --set serviceMonitor.scrapeTimeout=4s
 run kubectl get pods -n "$sys" -o wide
@@ -63,7 +64,8 @@ YAML
 }
 
 say "kubectl apply a policy allowing writes to $topic"
-policy Allow | tee /dev/stderr | kubectl apply -f -
+policy Allow
+policy Allow | kubectl apply -f -
 kubectl wait kpp/payments -n "$ns" --for=condition=Ready --timeout=60s
 run kubectl get kpp -n "$ns"
 
