@@ -55,9 +55,9 @@ step "toolchain"
 scripts/install-tools.sh
 
 step "environment programs (started in the background)"
-# The Go builds (one go build per tools module; ~N min cold, seconds warm) and Debian packages the environment
-# needs, next to the Rust steps below: they take the cores those steps leave idle (test runs, single-threaded
-# fuzzing, link tails). Waited for, and their log printed, before the images are built.
+# The Go builds (one go build per tools module; ~30 min cold on a busy 2-core machine, seconds warm) and the
+# Debian packages the environment needs, next to the Rust steps below: they take the cores those steps leave idle
+# (test runs, single-threaded fuzzing, link tails). Waited for, and their log printed, before the images.
 mkdir -p "$root/.cache/logs"
 install_log="$root/.cache/logs/install-all.log"
 # Its own session, so a failing suite stops the whole build (report kills the group).
