@@ -103,6 +103,8 @@ scripts/env/up.sh
 step "e2e tests"
 # One environment for every e2e test; each test makes its own topics, namespaces and ports.
 export KPROXY_E2E_REQUIRED=1
+# The binaries just built in release, the ones the images ship.
+export KPROXY_E2E_PROFILE=release
 cargo test -p kproxy-e2e --locked --no-run
 # The tests on the node spend most of their time waiting for kubelet's sync period, so they run next to the
 # others; their whole output (pods, propagation figures) is printed afterwards.

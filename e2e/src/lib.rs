@@ -242,17 +242,25 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// A built binary of the workspace (`make test` builds them before the e2e tests run): the release binaries the
-/// images ship are the ones tested (`KPROXY_E2E_PROFILE=debug` picks debug builds instead).
+/// A built binary of the workspace. `make test` runs the release binaries the images ship
+/// (`KPROXY_E2E_PROFILE=release`); without the variable, the more recently built of the release and debug binaries
+/// is used, so a developer's `cargo build` is what the tests run.
 pub fn binary(name: &str) -> PathBuf {
     let target =
         std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("target"));
-    let profile = std::env::var("KPROXY_E2E_PROFILE").unwrap_or_else(|_| "release".to_string());
-    let path = target.join(&profile).join(name);
+    let path = match std::env::var("KPROXY_E2E_PROFILE") {
+        Ok(profile) => target.join(profile).join(name),
+        Err(_) => ["release", "debug"]
+            .iter()
+            .map(|p| target.join(p).join(name))
+            .filter_map(|p| Some((std::fs::metadata(&p).and_then(|m| m.modified()).ok()?, p)))
+            .max_by_key(|(modified, _)| *modified)
+            .map(|(_, p)| p)
+            .unwrap_or_else(|| target.join("release").join(name)),
+    };
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build --release -p kproxy-sidecar -p kproxy-operator -p kproxy-bench` first (or set \
-         KPROXY_E2E_PROFILE to the profile you built)",
+        "{} is missing: run `cargo build --release -p kproxy-sidecar -p kproxy-operator -p kproxy-bench` first",
         path.display()
     );
     path
