@@ -13,7 +13,8 @@ use kafka_protocol::messages::{ApiKey, MetadataRequest, RequestKind};
 use kafka_protocol::protocol::Decodable;
 use kproxy_api::config::SidecarConfig;
 use kproxy_policy::{Outcome, Policy, TopicIds, route};
-use kproxy_sidecar::filter::Request;
+use kproxy_sidecar::buffer::Pool;
+use kproxy_sidecar::protocol::request::Request;
 use kproxy_sidecar::protocol::{self, Header};
 use libfuzzer_sys::fuzz_target;
 
@@ -73,8 +74,12 @@ fuzz_target!(|data: &[u8]| {
     if version < valid.min || version > valid.max {
         return;
     }
-    let request = Request::new(header, api, &frame);
-    let Ok(mut body) = request.body() else { return };
+    static POOL: std::sync::LazyLock<std::sync::Arc<Pool>> = std::sync::LazyLock::new(|| Pool::new(1 << 20));
+    let mut buf = POOL.get(frame.len());
+    buf.extend_from_slice(&frame);
+    let Ok(mut request) = Request::new(buf) else { return };
+    let Ok(body) = request.body() else { return };
+    let mut body = body.clone();
     let decoded = body.clone();
 
     // Routes: a Metadata request is decoded again from the frame and re-encoded with only one cluster's topics.

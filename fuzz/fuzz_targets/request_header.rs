@@ -5,7 +5,6 @@
 use bytes::Bytes;
 use kafka_protocol::messages::RequestHeader;
 use kafka_protocol::protocol::Decodable;
-use kproxy_sidecar::filter::Request;
 use kproxy_sidecar::protocol::{self, Header};
 use libfuzzer_sys::fuzz_target;
 
@@ -25,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     if let Some(at) = offset {
         assert!(at <= frame.len());
     }
-    let _ = Request::new(header, api, &frame).client_id();
+    let _ = protocol::request::client_id(&frame);
     // kafka-protocol's own header decoder agrees with the proxy's offset on valid headers.
     let mut bytes = Bytes::copy_from_slice(&frame[4..]);
     let before = bytes.len();

@@ -1,5 +1,5 @@
 //! Cost of the sidecar's per-request hot paths: header peek, correlation-id rewrite, Metadata address rewrite and
-//! the filter decision (ACL and route internals are benchmarked in kproxy-policy's own benches).
+//! the pipeline's decision (ACL and route internals are benchmarked in kproxy-policy's own benches).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -16,10 +16,13 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kproxy_api::config::SidecarConfig;
 use kproxy_sidecar::buffer::Pool;
-use kproxy_sidecar::filter::{self, Request};
+use kproxy_sidecar::pipeline::{self, request::Ctx, sasl};
+use kproxy_sidecar::protocol::request::Request;
 use kproxy_sidecar::protocol::rewrite::{self, Addresses};
+use kproxy_sidecar::protocol::versions::Versions;
 use kproxy_sidecar::protocol::{self, Header};
-use kproxy_sidecar::reload::Snapshot;
+use kproxy_sidecar::state::{Snapshot, Store};
+use kproxy_sidecar::upstream::Upstream;
 
 const PRODUCE_VERSION: i16 = 9;
 const METADATA_VERSION: i16 = 12;
@@ -150,30 +153,56 @@ fn address_rewrite(c: &mut Criterion) {
     group.finish();
 }
 
-fn filter_decision(c: &mut Criterion) {
-    let config = SidecarConfig::parse(
-        "clusters:\n  - name: east\n    bootstrapServers: [\"127.0.0.1:9092\"]\n  - name: west\n    \
-         bootstrapServers: [\"127.0.0.1:9093\"]\nroutes:\n  - match: {topicPrefix: \"orders.\"}\n    cluster: east\n",
-    )
-    .unwrap();
-    let snapshot = Snapshot::new(config, "bench", 1);
-    let state = filter::State::new(&prometheus::Registry::new()).unwrap();
-    let frame = produce_frame(16 * 1024);
-    let header = Header::peek(&frame).unwrap();
-    c.bench_function("filter decision (produce, 16 KiB batch)", |b| {
-        b.iter(|| {
-            let request = Request::new(header, ApiKey::Produce, black_box(&frame));
-            black_box(filter::check(&request, &snapshot, &state))
+fn pipeline_decision(c: &mut Criterion) {
+    let yaml = "clusters:\n  - name: east\n    bootstrapServers: [\"127.0.0.1:9092\"]\n  - name: west\n    \
+         bootstrapServers: [\"127.0.0.1:9093\"]\nroutes:\n  - match: {topicPrefix: \"orders.\"}\n    cluster: east\n";
+    let config = SidecarConfig::parse(yaml).unwrap();
+    let registry = prometheus::Registry::new();
+    let store = Store::new(Snapshot::new(config.clone(), yaml, 1), &registry).unwrap();
+    let pool = Pool::new(1 << 24);
+    let metrics = std::sync::Arc::new(kproxy_sidecar::metrics::Metrics::new().unwrap());
+    let dir = std::env::temp_dir();
+    let up =
+        Upstream::new(config.clusters[0].clone(), Default::default(), metrics, pool.clone(), dir, Default::default());
+    let keys = ApiKey::iter()
+        .map(|k| {
+            let r = k.valid_versions();
+            kafka_protocol::messages::api_versions_response::ApiVersion::default()
+                .with_api_key(k as i16)
+                .with_min_version(r.min)
+                .with_max_version(r.max)
         })
+        .collect();
+    let versions = Versions::from_broker(kafka_protocol::messages::ApiVersionsResponse::default().with_api_keys(keys));
+    let frame = produce_frame(16 * 1024);
+    let request = |frame: &[u8]| {
+        let mut buf = pool.get(frame.len());
+        buf.extend_from_slice(frame);
+        Request::new(buf).unwrap_or_else(|_| panic!("a request"))
+    };
+    let listen = "127.0.0.1:9092".parse().unwrap();
+    c.bench_function("pipeline decision (produce, 16 KiB batch, routes)", |b| {
+        let snapshot = store.snapshot();
+        let health = store.health.view();
+        let ctx = Ctx {
+            snapshot: &snapshot,
+            live: &store.live,
+            health: &health,
+            versions: &versions,
+            own: up.endpoint(),
+            now: std::time::Instant::now(),
+        };
+        let mut sasl = sasl::Local::new(listen, listen);
+        b.iter(|| black_box(pipeline::decide(&ctx, &mut sasl, request(black_box(&frame)))))
     });
     c.bench_function("request body decode for a policy (produce, 16 KiB batch)", |b| {
-        b.iter(|| black_box(Request::new(header, ApiKey::Produce, black_box(&frame)).body().unwrap()))
+        b.iter(|| black_box(request(black_box(&frame)).body().is_ok()))
     });
 }
 
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = header_peek, correlation_rewrite, address_rewrite, filter_decision
+    targets = header_peek, correlation_rewrite, address_rewrite, pipeline_decision
 }
 criterion_main!(benches);

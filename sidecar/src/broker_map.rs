@@ -1,8 +1,12 @@
 //! Virtual brokers: each upstream broker (cluster, node id) gets a virtual node id and a loopback listener, so
-//! clients only ever dial the sidecar. Entries live as long as their cluster; reloads keep them.
+//! clients only ever dial the sidecar. Entries live as long as their cluster; reloads keep them. A listener bound
+//! while rewriting a response is handed to whoever serves listeners (the server) over a channel, so the code
+//! that rewrites holds no pointer to it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+
+use tokio::sync::mpsc;
 
 use crate::protocol::rewrite::Addresses;
 
@@ -39,15 +43,21 @@ pub struct BrokerMap {
     inner: Mutex<Inner>,
     advertised_host: String,
     port_base: u16,
+    /// Where listeners bound by rewriters go to be served.
+    serve: mpsc::UnboundedSender<NewListener>,
 }
 
 impl BrokerMap {
-    pub fn new(advertised_host: String, port_base: u16) -> Self {
-        BrokerMap {
+    /// The map, and the listeners it binds for newly seen brokers, to be served.
+    pub fn new(advertised_host: String, port_base: u16) -> (Self, mpsc::UnboundedReceiver<NewListener>) {
+        let (serve, listeners) = mpsc::unbounded_channel();
+        let map = BrokerMap {
             inner: Mutex::new(Inner { next_remapped: REMAPPED_BASE, ..Default::default() }),
             advertised_host,
             port_base,
-        }
+            serve,
+        };
+        (map, listeners)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -126,9 +136,9 @@ impl BrokerMap {
         self.lock().by_real.values().filter(|e| e.port != 0).count()
     }
 
-    /// A view for rewriting one cluster's responses; collects listeners bound on the way.
+    /// A view for rewriting one cluster's responses; listeners bound on the way go to be served.
     pub fn rewriter<'a>(&'a self, cluster: &'a str) -> Rewriter<'a> {
-        Rewriter { map: self, cluster, new_listeners: Vec::new() }
+        Rewriter { map: self, cluster }
     }
 }
 
@@ -153,14 +163,15 @@ fn entry<'a>(inner: &'a mut Inner, cluster: &str, node: i32) -> &'a mut Entry {
 pub struct Rewriter<'a> {
     map: &'a BrokerMap,
     cluster: &'a str,
-    /// Listeners bound while rewriting, to be served by the caller.
-    pub new_listeners: Vec<NewListener>,
 }
 
 impl Addresses for Rewriter<'_> {
     fn broker(&mut self, node: i32, host: &str, port: i32) -> (i32, String, i32) {
         let (e, new) = self.map.register(self.cluster, node, host, port);
-        self.new_listeners.extend(new);
+        if let Some(listener) = new {
+            // Nobody serves listeners any more only while the process shuts down.
+            let _ = self.map.serve.send(listener);
+        }
         (e.virtual_id, self.map.advertised_host.clone(), i32::from(e.port))
     }
 
@@ -184,7 +195,7 @@ mod tests {
 
     #[tokio::test]
     async fn first_cluster_keeps_ids_others_are_remapped_and_listeners_bound_once() {
-        let map = BrokerMap::new("127.0.0.1".into(), 0);
+        let (map, _listeners) = BrokerMap::new("127.0.0.1".into(), 0);
         let (a, l) = map.register("east", 1, "10.0.0.1", 9092);
         assert_eq!(a.virtual_id, 1);
         assert!(l.is_some() && a.port != 0);
@@ -202,7 +213,7 @@ mod tests {
 
     #[tokio::test]
     async fn controllers_show_their_broker_listener_or_port_zero_and_never_register_an_address() {
-        let map = BrokerMap::new("127.0.0.1".into(), 0);
+        let (map, _listeners) = BrokerMap::new("127.0.0.1".into(), 0);
         let (broker, _) = map.register("east", 1, "10.0.0.1", 9092);
         let mut r = map.rewriter("east");
         assert_eq!(r.controller(1), (1, "127.0.0.1".to_string(), broker.port));

@@ -147,6 +147,12 @@ impl DerefMut for Buf {
     }
 }
 
+impl AsRef<[u8]> for Buf {
+    fn as_ref(&self) -> &[u8] {
+        &self.inner
+    }
+}
+
 impl Drop for Buf {
     fn drop(&mut self) {
         self.pool.give_back(std::mem::take(&mut self.inner));

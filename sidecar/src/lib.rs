@@ -1,20 +1,26 @@
 //! kproxy sidecar: a transparent Kafka protocol proxy with pooled upstream connections and a hot-reloaded policy.
+//!
+//! Dependencies point one way: [`server`] (wiring) → [`conn`] (client I/O), [`reload`], [`health`], [`admin`] →
+//! [`pipeline`] (the request and response path, pure) → [`state`], [`upstream`], [`protocol`]; below them the
+//! leaf modules ([`budget`], [`buffer`], [`batch`], [`broker_map`], [`metrics`], [`settings`]).
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod batch;
 pub mod broker_map;
 pub mod budget;
 pub mod buffer;
-pub mod cluster;
-pub mod filter;
+pub mod conn;
+pub mod health;
 pub mod metrics;
-pub mod pool;
+pub mod pipeline;
 pub mod protocol;
-pub mod proxy;
 pub mod ratelog;
 pub mod reload;
-pub mod routing;
+pub mod server;
 pub mod settings;
+pub mod state;
+pub mod upstream;
 
 /// Errors of the sidecar library.
 #[derive(Debug, thiserror::Error)]

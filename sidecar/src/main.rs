@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use kproxy_api::config::{CONFIG_MOUNT_DIR, SECRETS_MOUNT_DIR, SidecarConfig};
-use kproxy_sidecar::proxy::App;
-use kproxy_sidecar::reload::{self, Snapshot};
+use kproxy_sidecar::server::Server;
 use kproxy_sidecar::settings::{Limits, Settings};
+use kproxy_sidecar::state::Snapshot;
 
 /// Exit code for an unusable config (EX_DATAERR-like, as linkerd uses for bad config).
 const EXIT_BAD_CONFIG: u8 = 64;
@@ -151,15 +151,15 @@ async fn run(settings: Settings, snapshot: Snapshot) -> anyhow::Result<()> {
         policy = %snapshot.config.policy,
         "config loaded"
     );
-    let app = App::new(settings, snapshot)?;
-    app.start().await?;
-    reload::spawn(app.clone())?;
+    let server = Server::new(settings, snapshot)?;
+    server.start().await?;
+    server.watch_config()?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: draining"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: draining"),
     }
-    app.shutdown().await;
+    server.shutdown().await;
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 
 pub mod errors;
 pub mod reader;
+pub mod request;
 pub mod rewrite;
 pub mod versions;
 
@@ -257,15 +258,51 @@ pub fn expects_response(frame: &[u8], h: &Header) -> bool {
 }
 
 fn produce_acks(frame: &[u8], version: i16) -> Option<i16> {
+    let at = produce_acks_at(frame, version)?;
+    Some(i16::from_be_bytes(frame.get(at..at + 2)?.try_into().ok()?))
+}
+
+/// Where a Produce request's `acks` sits: after the transactional id (v3+); `timeout_ms` follows it.
+fn produce_acks_at(frame: &[u8], version: i16) -> Option<usize> {
     let mut at = request_body_offset(frame, ApiKey::Produce, version)?;
     if version >= 9 {
+        let (len, n) = uvarint(frame.get(at..)?)?;
+        at += n + (len as usize).saturating_sub(1);
+    } else if version >= 3 {
+        let len = i16::from_be_bytes(frame.get(at..at + 2)?.try_into().ok()?);
+        at += 2 + usize::try_from(len.max(0)).ok()?;
+    }
+    Some(at)
+}
+
+/// How long the broker may hold a request by its own fields before answering: Produce `timeout_ms`, Fetch
+/// `max_wait_ms`, JoinGroup `rebalance_timeout_ms` (v1+, `session_timeout_ms` before); zero for requests the
+/// broker answers at once. Read from the frame without decoding it. Admin requests with a `timeout_ms` are read
+/// by [`request::Request::own_wait`], which decodes them.
+pub fn own_wait(frame: &[u8], h: &Header) -> Duration {
+    let ms = match h.api() {
+        Some(ApiKey::Produce) => produce_acks_at(frame, h.api_version)
+            .and_then(|at| frame.get(at + 2..at + 6))
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+        Some(ApiKey::Fetch) => fetch_max_wait(frame, h),
+        Some(ApiKey::JoinGroup) => join_group_wait(frame, h.api_version),
+        _ => None,
+    };
+    Duration::from_millis(ms.map_or(0, |ms| ms.max(0) as u64))
+}
+
+/// JoinGroup: group id, then `session_timeout_ms`, then (v1+) `rebalance_timeout_ms`.
+fn join_group_wait(frame: &[u8], version: i16) -> Option<i32> {
+    let mut at = request_body_offset(frame, ApiKey::JoinGroup, version)?;
+    if version >= 6 {
         let (len, n) = uvarint(frame.get(at..)?)?;
         at += n + (len as usize).saturating_sub(1);
     } else {
         let len = i16::from_be_bytes(frame.get(at..at + 2)?.try_into().ok()?);
         at += 2 + usize::try_from(len.max(0)).ok()?;
     }
-    Some(i16::from_be_bytes(frame.get(at..at + 2)?.try_into().ok()?))
+    let at = if version >= 1 { at + 4 } else { at };
+    Some(i32::from_be_bytes(frame.get(at..at + 4)?.try_into().ok()?))
 }
 
 /// Encodes a request of the sidecar's own (ApiVersions, Metadata probes) into a frame.

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub use conn::Conn;
 use lane::Lane;
 
-use crate::cluster::Upstream;
+use super::cluster::Endpoint;
 use crate::{Error, Result};
 
 /// Any byte stream to a broker: plain TCP today, TLS/SASL-wrapped when the cluster asks for it.
@@ -25,14 +25,14 @@ pub type BoxStream = Box<dyn Stream>;
 
 /// Opens one connection to a broker, ready for Kafka requests. The single place where upstream transport
 /// (TLS, SASL) is set up.
-pub async fn dial(up: &Upstream, addr: &str) -> Result<BoxStream> {
+pub async fn dial(up: &Endpoint, addr: &str) -> Result<BoxStream> {
     reauth::dial(up, addr).await.map(|(stream, _)| stream)
 }
 
 /// The connections to one broker.
 pub struct BrokerPool {
     pub addr: String,
-    up: Arc<Upstream>,
+    up: Arc<Endpoint>,
     ordinary: Lane<Conn>,
     long_poll: Lane<Conn>,
     /// Dials wait after failures so a broker that is down is not dialled by every client's reconnect.
@@ -51,7 +51,7 @@ impl Drop for Lease {
 }
 
 impl BrokerPool {
-    pub fn new(up: Arc<Upstream>, addr: String) -> Self {
+    pub fn new(up: Arc<Endpoint>, addr: String) -> Self {
         BrokerPool { addr, up, ordinary: Lane::default(), long_poll: Lane::default(), backoff: Default::default() }
     }
 

@@ -3,7 +3,10 @@
 //! Kafka brokers answer requests on a connection in the order they were sent, so pending requests wait in a
 //! FIFO; a response whose correlation id is not the one at the head means the stream is corrupt and the
 //! connection is dropped (every request waiting on it fails, and their clients reconnect as they would after a
-//! broker restart). A SASL connection's writer also renews the session before the broker ends it (see
+//! broker restart). Each request has its own deadline (from its own fields, see
+//! [`crate::protocol::deadline`]); a head of the FIFO past its deadline means the broker hangs, and the
+//! connection is closed. The writer takes every frame queued when it wakes and writes them with one vectored
+//! write ([`crate::batch`]); the reader hands out every response of one read. A SASL connection's writer also renews the session before the broker ends it (see
 //! [`super::reauth`]).
 //!
 //! The send queue is bounded ([`QUEUE`] frames; their bytes are bounded by the memory budget, which they hold
@@ -39,16 +42,16 @@ struct Outgoing {
     reply: Option<Reply>,
 }
 
-/// Where a response goes, with the room reserved for it.
-struct Reply {
+/// Where a response goes, with the room reserved for it and when it is due.
+pub struct Reply {
     tx: oneshot::Sender<Buf>,
     credit: Option<Credit>,
+    deadline: Instant,
 }
 
-/// A request awaiting its response: upstream correlation id, when it was written, where the answer goes.
+/// A request awaiting its response: upstream correlation id, where the answer goes.
 struct Waiting {
     id: i32,
-    at: Instant,
     reply: Reply,
 }
 
@@ -92,9 +95,9 @@ impl Conn {
             clients: AtomicUsize::new(0),
             closed: closed.clone(),
         });
-        let out = Writer { wr, fifo: fifo.clone(), pending: pending.clone(), queued, next_id: 0 };
+        let out = Writer { wr, fifo: fifo.clone(), pending: pending.clone(), queued, next_id: 0, request_timeout };
         let writer = tokio::spawn(write_loop(out, rx, closed.clone(), reauth, buffers.clone()));
-        tokio::spawn(watchdog(fifo.clone(), closed.clone(), request_timeout));
+        tokio::spawn(watchdog(fifo.clone(), closed.clone()));
         tokio::spawn(async move {
             let result = tokio::select! {
                 r = read_loop(rd, &fifo, &pending, &buffers, frame_timeout) => r,
@@ -112,23 +115,23 @@ impl Conn {
         conn
     }
 
-    /// Queues a request, waiting while the queue is full. With `expects_response` the receiver yields the
-    /// response frame (correlation id as sent upstream; the caller restores its own), charged to `credit` when
-    /// one is given. Gives the frame back if the connection is closed.
+    /// Queues a request, waiting while the queue is full. With `expects` (a response credit and a deadline) the
+    /// receiver yields the response frame (correlation id as sent upstream; the caller restores its own), charged
+    /// to the credit when one is given. Gives the frame back if the connection is closed.
     pub async fn send(
         &self,
         frame: Buf,
-        expects_response: bool,
-        credit: Option<Credit>,
+        expects: Option<(Option<Credit>, Instant)>,
     ) -> Result<Option<oneshot::Receiver<Buf>>, Buf> {
         if self.is_closed() {
             return Err(frame);
         }
-        let (reply, rx) = if expects_response {
-            let (tx, rx) = oneshot::channel();
-            (Some(Reply { tx, credit }), Some(rx))
-        } else {
-            (None, None)
+        let (reply, rx) = match expects {
+            Some((credit, deadline)) => {
+                let (tx, rx) = oneshot::channel();
+                (Some(Reply { tx, credit, deadline }), Some(rx))
+            }
+            None => (None, None),
         };
         let expects = reply.is_some();
         if expects {
@@ -172,20 +175,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Closes a connection whose oldest request has gone unanswered for `timeout`, as Kafka clients do at
-/// request.timeout.ms: a hung broker would otherwise keep every later request on it waiting too. Its waiting
-/// clients are closed and reconnect to a fresh connection.
-async fn watchdog(fifo: Fifo, closed: CancellationToken, timeout: Duration) {
-    let tick = (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+/// Closes a connection whose oldest request is past its deadline, as Kafka clients do at request.timeout.ms: a
+/// hung broker would otherwise keep every later request on it waiting too. Its waiting clients are closed and
+/// reconnect to a fresh connection. Checks a few times a second: the deadlines are seconds long.
+async fn watchdog(fifo: Fifo, closed: CancellationToken) {
+    let tick = Duration::from_millis(250);
     loop {
         tokio::select! {
             _ = closed.cancelled() => return,
             _ = tokio::time::sleep(tick) => {}
         }
-        if lock(&fifo).front().is_some_and(|w| w.at.elapsed() > timeout) {
+        let now = Instant::now();
+        if let Some(late) = lock(&fifo).front().map(|w| w.reply.deadline).filter(|d| *d < now) {
             tracing::warn!(
-                ?timeout,
-                "no upstream response within the request timeout; closing the upstream connection"
+                late_by = ?now - late,
+                "no upstream response within the request's deadline; closing the upstream connection"
             );
             closed.cancel();
             return;
@@ -202,16 +206,30 @@ struct Writer {
     /// Shared with [`Conn`]: decremented once a queued frame is written.
     queued: Arc<AtomicUsize>,
     next_id: i32,
+    /// The deadline of the writer's own round trips (re-authentication).
+    request_timeout: Duration,
 }
 
 impl Writer {
-    async fn write(&mut self, mut frame: Buf, reply: Option<Reply>) -> std::io::Result<()> {
-        self.next_id = self.next_id.wrapping_add(1) & i32::MAX;
-        protocol::set_request_correlation(&mut frame, self.next_id);
-        if let Some(reply) = reply {
-            lock(&self.fifo).push_back(Waiting { id: self.next_id, at: Instant::now(), reply });
+    /// Numbers a batch of requests, records those expecting an answer in the FIFO (in order, before any byte of
+    /// them is written, so the reader always finds its head), and writes them all at once.
+    async fn write(&mut self, batch: &mut Vec<Outgoing>) -> std::io::Result<()> {
+        {
+            let mut fifo = lock(&self.fifo);
+            for out in batch.iter_mut() {
+                self.next_id = self.next_id.wrapping_add(1) & i32::MAX;
+                protocol::set_request_correlation(&mut out.frame, self.next_id);
+                if let Some(reply) = out.reply.take() {
+                    fifo.push_back(Waiting { id: self.next_id, reply });
+                }
+            }
         }
-        self.wr.write_all(&frame).await
+        let frames: Vec<&[u8]> = batch.iter().map(|o| &o.frame[..]).collect();
+        let written = crate::batch::write_all(&mut self.wr, &frames).await;
+        self.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        // The frames (and their budget charges) go as soon as they are written.
+        batch.clear();
+        written
     }
 }
 
@@ -219,7 +237,9 @@ impl RoundTrip for Writer {
     async fn round_trip(&mut self, frame: Buf) -> Option<Buf> {
         let (tx, rx) = oneshot::channel();
         self.pending.fetch_add(1, Ordering::Relaxed);
-        self.write(frame, Some(Reply { tx, credit: None })).await.ok()?;
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let reply = Reply { tx, credit: None, deadline: Instant::now() + self.request_timeout };
+        self.write(&mut vec![Outgoing { frame, reply: Some(reply) }]).await.ok()?;
         rx.await.ok()
     }
 }
@@ -249,12 +269,19 @@ async fn write_loop(
             }
             out = rx.recv() => out,
         };
-        let Some(Outgoing { frame, reply }) = out_next else { break };
+        let Some(first) = out_next else { break };
+        // Everything queued meanwhile leaves with it.
+        let mut batch = vec![first];
+        while batch.len() < crate::batch::MAX_FRAMES
+            && let Ok(next) = rx.try_recv()
+        {
+            batch.push(next);
+        }
         let written = tokio::select! {
-            r = out.write(frame, reply) => r,
+            r = out.write(&mut batch) => r,
             _ = closed.cancelled() => Err(std::io::ErrorKind::ConnectionAborted.into()),
         };
-        out.queued.fetch_sub(1, Ordering::Relaxed);
+        out.queued.fetch_sub(batch.len(), Ordering::Relaxed);
         if let Err(e) = written {
             tracing::warn!(error = %e, "upstream write failed");
             break;
@@ -292,7 +319,7 @@ async fn read_loop(
         let id = protocol::response_correlation(&frame).unwrap_or(-1);
         let head = lock(fifo).pop_front();
         match head {
-            Some(Waiting { id: want, reply, .. }) if want == id => {
+            Some(Waiting { id: want, reply }) if want == id => {
                 pending.fetch_sub(1, Ordering::Relaxed);
                 let mut frame = frame;
                 if let Some(mut credit) = reply.credit {

@@ -14,9 +14,9 @@ use kproxy_api::config::{Cluster, Sasl, SaslMechanism};
 
 use super::*;
 use crate::buffer::Pool;
-use crate::cluster::Upstream;
 use crate::metrics::Metrics;
 use crate::settings::Limits;
+use crate::upstream::Upstream;
 
 /// A cluster without SASL, or with SCRAM-SHA-512 as `kproxy`/`pw` from files in the returned directory.
 fn upstream(sasl: bool) -> (tempfile::TempDir, Arc<Upstream>) {

@@ -18,10 +18,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::{Reauth, dial};
 use crate::buffer::Pool;
-use crate::cluster::Upstream;
 use crate::metrics::Metrics;
-use crate::pool::Conn;
 use crate::settings::Limits;
+use crate::upstream::Upstream;
+use crate::upstream::pool::Conn;
 
 const LIFETIME_MS: i64 = 300;
 
@@ -142,8 +142,8 @@ async fn a_busy_connection_renews_its_session_in_place_before_it_ends() {
     });
     let (_secrets, buffers, metrics, up) = upstream(&addr);
 
-    let (stream, session) = dial(&up, &addr).await.unwrap();
-    let reauth = Reauth::new(up.clone(), addr.clone(), session).expect("the broker expires sessions");
+    let (stream, session) = dial(up.endpoint(), &addr).await.unwrap();
+    let reauth = Reauth::new(up.endpoint().clone(), addr.clone(), session).expect("the broker expires sessions");
     let second = Duration::from_secs(1);
     let conn = Conn::start(stream, buffers.clone(), second, second * 5, Some(reauth), || {});
 
@@ -153,7 +153,8 @@ async fn a_busy_connection_renews_its_session_in_place_before_it_ends() {
     while started.elapsed() < Duration::from_millis(LIFETIME_MS as u64 * 4) {
         let mut waits = Vec::new();
         for _ in 0..3 {
-            waits.push(conn.send(metadata_request(&buffers), true, None).await.unwrap().unwrap());
+            let deadline = std::time::Instant::now() + second * 5;
+            waits.push(conn.send(metadata_request(&buffers), Some((None, deadline))).await.unwrap().unwrap());
         }
         for rx in waits {
             rx.await.expect("every request is answered");
@@ -183,10 +184,10 @@ async fn a_failed_renewal_closes_the_connection_and_is_counted() {
         }
     });
     let (secrets, buffers, metrics, up) = upstream(&addr);
-    let (stream, session) = dial(&up, &addr).await.unwrap();
+    let (stream, session) = dial(up.endpoint(), &addr).await.unwrap();
     // The Secret loses its password: the renewal cannot even start, and the connection must not linger.
     std::fs::remove_file(secrets.path().join("password")).unwrap();
-    let reauth = Reauth::new(up.clone(), addr.clone(), session).unwrap();
+    let reauth = Reauth::new(up.endpoint().clone(), addr.clone(), session).unwrap();
     let second = Duration::from_secs(1);
     let conn = Conn::start(stream, buffers.clone(), second, second * 5, Some(reauth), || {});
     let deadline = Instant::now() + Duration::from_secs(5);

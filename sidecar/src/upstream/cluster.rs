@@ -1,5 +1,6 @@
-//! One upstream cluster as the sidecar holds it: its connection settings, the versions its brokers speak and
-//! the connection pools of its brokers. Replaced only when the cluster's connection settings change.
+//! One upstream cluster as the sidecar holds it: its connection settings ([`Endpoint`], shared with its pools,
+//! which point at nothing else), the versions its brokers speak and the connection pools of its brokers.
+//! Replaced only when the cluster's connection settings change.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,9 +11,9 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsRequest};
 use kafka_protocol::protocol::StrBytes;
 use tokio::io::AsyncWriteExt;
 
+use super::pool::{BoxStream, BrokerPool};
 use crate::buffer::{Buf, Pool};
 use crate::metrics::Metrics;
-use crate::pool::{BoxStream, BrokerPool};
 use crate::protocol::{self, versions::Book, versions::Versions};
 use crate::settings::Limits;
 use crate::{Error, Result};
@@ -20,8 +21,8 @@ use crate::{Error, Result};
 /// ApiVersions version used upstream: v3 carries the feature levels clients need (transaction version...).
 const API_VERSIONS_VERSION: i16 = 3;
 
-/// What every pooled connection of a cluster shares.
-pub struct Upstream {
+/// What every pooled connection of a cluster shares: how to reach and authenticate to its brokers.
+pub struct Endpoint {
     pub cluster: kproxy_api::config::Cluster,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
@@ -34,6 +35,11 @@ pub struct Upstream {
     versions: Arc<Book>,
     /// Tells this cluster instance's answers in the book apart from those of the instance a reload replaces.
     id: u64,
+}
+
+/// A cluster: its endpoint and its brokers' pools.
+pub struct Upstream {
+    endpoint: Arc<Endpoint>,
     pools: Mutex<HashMap<String, Arc<BrokerPool>>>,
     /// Index of the bootstrap server that answered last, tried first next time.
     bootstrap: AtomicUsize,
@@ -51,7 +57,7 @@ impl Upstream {
         versions: Arc<Book>,
     ) -> Arc<Self> {
         static IDS: AtomicU64 = AtomicU64::new(0);
-        Arc::new(Upstream {
+        let endpoint = Arc::new(Endpoint {
             cluster,
             limits,
             metrics,
@@ -60,27 +66,31 @@ impl Upstream {
             secrets_dir,
             versions,
             id: IDS.fetch_add(1, Ordering::Relaxed),
+        });
+        Arc::new(Upstream {
+            endpoint,
             pools: Mutex::default(),
             bootstrap: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.cluster.name
+    /// The settings its pools share.
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.endpoint
     }
 
     /// The pool of the broker at `addr`, created on first use.
-    pub fn pool(self: &Arc<Self>, addr: &str) -> Arc<BrokerPool> {
+    pub fn pool(&self, addr: &str) -> Arc<BrokerPool> {
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
         pools
             .entry(addr.to_string())
-            .or_insert_with(|| Arc::new(BrokerPool::new(self.clone(), addr.to_string())))
+            .or_insert_with(|| Arc::new(BrokerPool::new(self.endpoint.clone(), addr.to_string())))
             .clone()
     }
 
     /// The pool of the bootstrap server to use now.
-    pub fn bootstrap_pool(self: &Arc<Self>) -> Arc<BrokerPool> {
+    pub fn bootstrap_pool(&self) -> Arc<BrokerPool> {
         let servers = &self.cluster.bootstrap_servers;
         let i = self.bootstrap.load(Ordering::Relaxed) % servers.len().max(1);
         self.pool(servers.get(i).map(String::as_str).unwrap_or_default())
@@ -91,12 +101,6 @@ impl Upstream {
         self.bootstrap.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The versions clients are offered (the intersection over every broker of every cluster that answered),
-    /// once a broker has answered. A pointer load: it is computed when a broker's answer is learnt.
-    pub fn versions(&self) -> Option<Arc<Versions>> {
-        self.versions.current()
-    }
-
     pub fn is_retired(&self) -> bool {
         self.retired.load(Ordering::Relaxed)
     }
@@ -104,7 +108,7 @@ impl Upstream {
     /// Marks the cluster replaced and lets its connections finish their in-flight requests, then close.
     pub async fn retire(&self) {
         self.retired.store(true, Ordering::Relaxed);
-        if self.versions.forget(self.id) {
+        if self.endpoint.versions.forget(self.endpoint.id) {
             tracing::info!(cluster = %self.cluster.name, "api versions offered to clients changed");
         }
         let pools: Vec<_> = self.pools.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, p)| p).collect();
@@ -122,6 +126,25 @@ impl Upstream {
             n += a + b;
         }
         n
+    }
+}
+
+impl std::ops::Deref for Upstream {
+    type Target = Endpoint;
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
+}
+
+impl Endpoint {
+    pub fn name(&self) -> &str {
+        &self.cluster.name
+    }
+
+    /// The versions clients are offered (the intersection over every broker of every cluster that answered),
+    /// once a broker has answered. A pointer load: it is computed when a broker's answer is learnt.
+    pub fn versions(&self) -> Option<Arc<Versions>> {
+        self.versions.current()
     }
 
     /// On every new pooled connection, asks the broker which versions it speaks (one round trip per connection,

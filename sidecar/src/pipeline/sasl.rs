@@ -36,9 +36,9 @@ use kproxy_api::config::SaslMechanism;
 
 use kproxy_upstream::ScramServer;
 
-use crate::cluster::Upstream;
 use crate::protocol;
 use crate::ratelog::Gate;
+use crate::upstream::Endpoint as Upstream;
 
 /// Mechanisms offered to every loopback client, in the order clients see them.
 pub const MECHANISMS: [&str; 2] = ["PLAIN", "OAUTHBEARER"];

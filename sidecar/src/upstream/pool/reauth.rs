@@ -23,8 +23,8 @@ use tokio::io::{AsyncWriteExt, DuplexStream};
 
 use super::BoxStream;
 use crate::buffer::{Buf, Pool};
-use crate::cluster::Upstream;
 use crate::protocol::{self, Header, MIN_REQUEST};
+use crate::upstream::Endpoint;
 use crate::{Error, Result};
 
 /// SASL requests and responses are small; the pipe only ever holds one of them.
@@ -32,7 +32,7 @@ const PIPE_BYTES: usize = 64 << 10;
 
 /// Opens one connection to a broker with the cluster's TLS and SASL settings and returns its SASL session (when
 /// the cluster uses SASL), whose lifetime says when to re-authenticate.
-pub async fn dial(up: &Upstream, addr: &str) -> Result<(BoxStream, Option<Session>)> {
+pub async fn dial(up: &Endpoint, addr: &str) -> Result<(BoxStream, Option<Session>)> {
     // Each step (TCP with TCP_NODELAY, TLS, SASL) is bounded in time; errors name the cause (wrong password,
     // untrusted CA, ...).
     let (stream, session) = kproxy_upstream::open(&up.cluster, addr, &up.connector).await.map_err(|e| {
@@ -50,14 +50,14 @@ pub(super) trait RoundTrip {
 
 /// The SASL session of one pooled connection and what renewing it needs.
 pub struct Reauth {
-    up: Arc<Upstream>,
+    up: Arc<Endpoint>,
     addr: String,
     session: Session,
 }
 
 impl Reauth {
     /// `None` when there is nothing to renew: no SASL, or a broker that does not expire sessions.
-    pub fn new(up: Arc<Upstream>, addr: String, session: Option<Session>) -> Option<Reauth> {
+    pub fn new(up: Arc<Endpoint>, addr: String, session: Option<Session>) -> Option<Reauth> {
         let session = session.filter(|s| s.lifetime().is_some())?;
         Some(Reauth { up, addr, session })
     }

@@ -1,0 +1,371 @@
+//! The reading half of a client connection: frames in, the pipeline's step carried out.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::{Body, Copy, Pending, Shared, Target};
+use crate::budget::{Charge, Share};
+use crate::buffer::Buf;
+use crate::pipeline::{self, Forward, Step, api_name, request, sasl};
+use crate::protocol::request::{Malformed, Request};
+use crate::protocol::{self, MIN_REQUEST, reader};
+use crate::upstream::Upstream;
+use crate::upstream::pool::{BrokerPool, Lease};
+
+/// How long a Metadata request waits for a connection to another routed cluster before leaving it out.
+const FANOUT_CONNECT: Duration = Duration::from_secs(2);
+/// Room reserved for a Fetch response beyond `max_bytes`: headers, topic and partition entries, aborted
+/// transactions.
+const FETCH_OVERHEAD: usize = 16 * 1024;
+/// The least a Fetch reserves (it waits for this much); with less, its `max_bytes` is lowered to what it got.
+const FETCH_FLOOR: usize = 64 * 1024;
+/// Added to the time a request's own fields let the broker hold it: its deadline upstream. Requests the broker
+/// answers at once get this alone, about a Kafka client's request.timeout.ms.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(30);
+
+/// What the reader knows of its client connection.
+pub(super) struct Client<'a> {
+    pub target: &'a Target,
+    /// Cancelled when the writer stopped.
+    pub dead: &'a CancellationToken,
+    pub peer: SocketAddr,
+    /// When the next request may be read (quotas).
+    pub hold: &'a Hold,
+    /// The connection's share of the memory budget.
+    pub share: &'a Share,
+    /// Answers due, in request order, to the writer.
+    pub tx: &'a mpsc::Sender<Pending>,
+}
+
+/// The upstream side a connection currently uses; looked up again when a reload replaces its cluster.
+struct Route {
+    up: Arc<Upstream>,
+    pool: Arc<BrokerPool>,
+    lease: Lease,
+}
+
+fn reject(shared: &Shared, reason: &'static str) {
+    shared.metrics.frames_rejected.with_label_values(&[reason]).inc();
+}
+
+/// Reads and carries out requests until the client closes (`Ok`) or the connection must close (`Err`, why).
+pub(super) async fn run(shared: &Arc<Shared>, mut rd: OwnedReadHalf, client: &Client<'_>) -> Result<(), String> {
+    let limits = &shared.limits;
+    let mut current: Option<Route> = None;
+    let mut sasl = sasl::Local::new(shared.listen, client.peer);
+    let frame_limits = reader::Limits {
+        max: limits.max_frame_bytes,
+        min: MIN_REQUEST,
+        idle: limits.idle_timeout,
+        partial: limits.frame_timeout,
+    };
+    let mut frames =
+        reader::FrameReader::new(&mut rd, shared.buffers.clone(), frame_limits).with_budget(client.share.clone());
+    loop {
+        client.hold.wait().await;
+        let frame = tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled() => return Ok(()),
+            _ = client.dead.cancelled() => return Ok(()),
+            f = frames.next() => f,
+        };
+        let frame = match frame {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                return match e.reason() {
+                    Some(reason) => {
+                        reject(shared, reason);
+                        Err(e.to_string())
+                    }
+                    None => {
+                        tracing::debug!(peer = %client.peer, error = %e, "client connection ended");
+                        Ok(())
+                    }
+                };
+            }
+        };
+        let started = Instant::now();
+        let request = match Request::new(frame) {
+            Ok(r) => r,
+            Err((Malformed::Short, _)) => return Err("frame too short".into()),
+            Err((Malformed::UnknownApi(key), _)) => {
+                reject(shared, "unknown_api");
+                return Err(format!("unknown api key {key}"));
+            }
+        };
+        // A connection served by a fallback cluster tries its own broker again on every request.
+        let fallback = |r: &Route| matches!(client.target, Target::Broker { cluster, .. } if cluster != r.up.name());
+        if current.as_ref().is_none_or(|r| r.up.is_retired() || r.lease.conn.is_closed() || fallback(r)) {
+            current = Some(route(shared, client.target).await?);
+        }
+        let Some(route) = current.as_mut() else { return Err("no route".into()) };
+        let Some(versions) = route.up.versions() else { return Err("upstream versions unknown".into()) };
+        let snapshot = shared.store.snapshot();
+        let health = shared.store.health.view();
+        let ctx = request::Ctx {
+            snapshot: &snapshot,
+            live: &shared.store.live,
+            health: &health,
+            versions: &versions,
+            own: route.up.endpoint(),
+            now: started,
+        };
+        let (header, api) = (request.header, request.api);
+        let pending = |cluster: &str, body, owed, fanout| Pending {
+            header,
+            api,
+            started,
+            cluster: cluster.to_string(),
+            snapshot: snapshot.clone(),
+            body,
+            owed,
+            fanout,
+        };
+        match pipeline::decide(&ctx, &mut sasl, request) {
+            Step::Respond { version, body, owed } => {
+                let mut frame = shared.buffers.get(body.len() + 16);
+                protocol::response_frame(&mut frame, api, version, header.correlation_id, &body);
+                send(shared, client, pending(route.up.name(), Body::Local(frame), owed, Vec::new())).await?;
+            }
+            Step::Close { reason, label } => {
+                reject(shared, label.unwrap_or("policy"));
+                return Err(reason);
+            }
+            Step::Forward(forward) => {
+                if let Some(p) = dispatch(shared, client, route, forward).await? {
+                    let (cluster, body, owed, fanout) = p;
+                    send(shared, client, pending(&cluster, body, owed, fanout)).await?;
+                }
+            }
+        }
+    }
+}
+
+/// Queues an answer for the writer. A client whose in-flight queue stays full (its answers do not come) is still
+/// closed at the idle timeout.
+async fn send(shared: &Shared, client: &Client<'_>, p: Pending) -> Result<(), String> {
+    let idle = shared.limits.idle_timeout;
+    match tokio::time::timeout(idle, client.tx.send(p)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("response writer stopped".into()),
+        Err(_) => Err(format!("no answer due could be written for {idle:?}")),
+    }
+}
+
+/// Sends a forwarded request upstream; the answer to wait for, if any: (cluster, body, owed, fanout).
+async fn dispatch(
+    shared: &Shared,
+    client: &Client<'_>,
+    route: &mut Route,
+    forward: Forward,
+) -> Result<Option<(String, Body, pipeline::Owed, Vec<Copy>)>, String> {
+    let Forward { cluster, mut request, fanout, owed } = forward;
+    let snapshot_clusters = &shared.clusters;
+    let mut copies = Vec::new();
+    for copy in fanout {
+        let answer = match snapshot_clusters.get(&copy.cluster) {
+            Some(other) => send_copy(shared, client.share, &other, copy.frame).await,
+            None => None,
+        };
+        copies.push(Copy { cluster: copy.cluster, answer, topics: copy.topics });
+    }
+    let expects = request.expects_response();
+    let deadline = Instant::now() + deadline(shared, &mut request);
+    let long_poll = request.is_long_poll();
+    let api = request.api;
+    let mut frame = request.into_frame().map_err(|e| e.to_string())?;
+    if let Some(other) = cluster.and_then(|c| shared.clusters.get(&c)) {
+        // The group's (or transaction's) coordinator lives in another cluster.
+        let lease = other.bootstrap_pool().lease().await.map_err(|e| e.to_string())?;
+        let credit = response_credit(shared, client.share, &mut frame).await;
+        let rx = lease.conn.send(frame, Some((Some(credit), deadline))).await;
+        let rx = rx.map_err(|_| "upstream connection closed".to_string())?.ok_or("no reply expected")?;
+        return Ok(Some((other.name().to_string(), Body::Upstream { rx, deadline }, owed, copies)));
+    }
+    let mut credit = if expects { Some(response_credit(shared, client.share, &mut frame).await) } else { None };
+    // A closed connection gives the frame back: retry once on a fresh one.
+    for attempt in 0..2 {
+        let conn = if long_poll {
+            route.pool.long_poll().await.map_err(|e| e.to_string())?
+        } else {
+            if attempt > 0 {
+                route.lease = route.pool.lease().await.map_err(|e| e.to_string())?;
+            }
+            route.lease.conn.clone()
+        };
+        let reply = expects.then(|| (credit.take(), deadline));
+        match conn.send(frame, reply).await {
+            Ok(Some(rx)) => {
+                let body = Body::Upstream { rx, deadline };
+                return Ok(Some((route.up.name().to_string(), body, owed, copies)));
+            }
+            Ok(None) => {
+                // acks=0: no answer carries the throttle, so the connection's next read is held instead (as a
+                // broker mutes the channel).
+                let throttle = owed.throttle();
+                if let Some(kind) = owed.throttle_kind.filter(|_| !throttle.is_zero()) {
+                    shared.store.live.throttled(kind, throttle);
+                    client.hold.set(throttle);
+                }
+                shared.metrics.requests.with_label_values(&[api_name(api), "forwarded"]).inc();
+                return Ok(None);
+            }
+            Err(back) if attempt == 0 => {
+                frame = back;
+                if expects {
+                    credit = Some(response_credit(shared, client.share, &mut frame).await);
+                }
+            }
+            Err(_) => return Err("upstream connection closed".into()),
+        }
+    }
+    Err("upstream connection closed".into())
+}
+
+/// How long the answer may take upstream: what the request's own fields let the broker wait, plus a margin,
+/// capped by `--request-timeout-secs`.
+fn deadline(shared: &Shared, request: &mut Request) -> Duration {
+    (request.own_wait() + DEADLINE_MARGIN).min(shared.limits.request_timeout)
+}
+
+/// Room for the response of a request about to be sent: a Fetch reserves up to its `max_bytes` and, when the
+/// budget is short, has `max_bytes` lowered in the frame to the room it got; other responses are charged when
+/// they arrive (a zero credit).
+async fn response_credit(shared: &Shared, share: &Share, frame: &mut Buf) -> Charge {
+    let Some(header) = protocol::Header::peek(frame) else { return share.force(0) };
+    let Some((at, max_bytes)) = protocol::fetch_max_bytes(frame, &header) else { return share.force(0) };
+    let want = usize::try_from(max_bytes).unwrap_or(0).saturating_add(FETCH_OVERHEAD);
+    let credit = share.reserve_up_to(want, FETCH_FLOOR.min(want)).await;
+    if credit.bytes() < want {
+        let lowered = i32::try_from(credit.bytes().saturating_sub(FETCH_OVERHEAD).max(1)).unwrap_or(i32::MAX);
+        frame[at..at + 4].copy_from_slice(&lowered.to_be_bytes());
+        shared.metrics.fetch_lowered.inc();
+    }
+    credit
+}
+
+/// Sends a copy of a Metadata request to another cluster; `None` when it cannot be reached (it then contributes
+/// no brokers, and its topics are answered LEADER_NOT_AVAILABLE until a route moves them or it returns).
+async fn send_copy(
+    shared: &Shared,
+    share: &Share,
+    up: &Arc<Upstream>,
+    frame: bytes::BytesMut,
+) -> Option<oneshot::Receiver<Buf>> {
+    // A cluster the probes found unreachable is not waited for (a hung one would hold every Metadata request for
+    // a dial's timeout); the probes notice when it returns.
+    if !shared.store.health.view().reachable(up.name()) {
+        return None;
+    }
+    let lease = match tokio::time::timeout(FANOUT_CONNECT, up.bootstrap_pool().lease()).await {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => return left_out(up, &e.to_string()),
+        Err(_) => return left_out(up, "connect timed out"),
+    };
+    let mut copy = shared.buffers.get(frame.len());
+    copy.extend_from_slice(&frame);
+    let deadline = Instant::now() + DEADLINE_MARGIN.min(shared.limits.request_timeout);
+    lease.conn.send(copy, Some((Some(share.force(0)), deadline))).await.ok().flatten()
+}
+
+fn left_out(up: &Upstream, error: &str) -> Option<oneshot::Receiver<Buf>> {
+    up.bootstrap_failed();
+    tracing::debug!(cluster = up.name(), error, "metadata fan-out: cluster unreachable");
+    None
+}
+
+/// The cluster and broker connection a client connection uses.
+async fn route(shared: &Shared, target: &Target) -> Result<Route, String> {
+    let health = &shared.store.health;
+    match target {
+        Target::Bootstrap => {
+            let snapshot = shared.store.snapshot();
+            let up = shared.clusters.get(snapshot.default_cluster()).ok_or("no default cluster")?;
+            let servers = up.cluster.bootstrap_servers.len().max(1);
+            let mut last = format!("{} is unreachable", up.name());
+            let tries = if health.is_down(up.name()) { 0 } else { servers };
+            for _ in 0..tries {
+                let pool = up.bootstrap_pool();
+                match pool.lease().await {
+                    Ok(lease) => return Ok(Route { up, pool, lease }),
+                    Err(e) => {
+                        last = e.to_string();
+                        up.bootstrap_failed();
+                    }
+                }
+            }
+            // With routes, another cluster can still serve metadata while the default one is down.
+            if let Some(route) = fallback(shared, up.name()).await {
+                return Ok(route);
+            }
+            Err(format!("no bootstrap server of {} answers: {last}", up.name()))
+        }
+        Target::Broker { cluster, node } => {
+            let up =
+                shared.clusters.get(cluster).ok_or_else(|| format!("cluster {cluster} is no longer configured"))?;
+            let addr = shared.brokers.upstream(cluster, *node).ok_or_else(|| format!("broker {node} is unknown"))?;
+            let pool = up.pool(&addr);
+            // A cluster the probes found unreachable is not dialled (a hung one would hold the client for a
+            // dial's timeout on every request).
+            let error = if health.is_down(cluster) {
+                format!("cluster {cluster} is unreachable")
+            } else {
+                match pool.lease().await {
+                    Ok(lease) => return Ok(Route { up, pool, lease }),
+                    Err(e) => e.to_string(),
+                }
+            };
+            // With routes, a client still holding this broker is served by another cluster while this one is
+            // down: its Metadata then shows where routes point now, and Produce/Fetch for topics routed away
+            // are answered NOT_LEADER_OR_FOLLOWER, which sends it there.
+            if let Some(route) = fallback(shared, up.name()).await {
+                return Ok(route);
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Another cluster's bootstrap connection, when routes are in play.
+async fn fallback(shared: &Shared, own: &str) -> Option<Route> {
+    let snapshot = shared.store.snapshot();
+    if !snapshot.routed {
+        return None;
+    }
+    for other in shared.clusters.others(&snapshot, own) {
+        let pool = other.bootstrap_pool();
+        if let Ok(lease) = pool.lease().await {
+            return Some(Route { up: other, pool, lease });
+        }
+    }
+    None
+}
+
+/// When a connection may read its next request; set by quotas on the response path.
+#[derive(Debug, Default)]
+pub(super) struct Hold(Mutex<Option<Instant>>);
+
+impl Hold {
+    /// Holds the next request for `throttle` from now (a longer hold already in place stays).
+    pub fn set(&self, throttle: Duration) {
+        let until = Instant::now() + throttle;
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none_or(|u| u < until) {
+            *slot = Some(until);
+        }
+    }
+
+    /// Waits until the hold (if any) is over.
+    pub async fn wait(&self) {
+        let until = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(until) = until {
+            tokio::time::sleep_until(until.into()).await;
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The pipeline as plain functions: a request frame and a snapshot in, one step out.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kproxy_api::config::SidecarConfig;
+
+use super::request::Ctx;
+use super::{Step, decide, sasl};
+use crate::buffer::Pool;
+use crate::metrics::Metrics;
+use crate::protocol::request::Request;
+use crate::protocol::versions::Versions;
+use crate::settings::Limits;
+use crate::state::{Snapshot, Store};
+use crate::upstream::Upstream;
+
+const ONE: &str = "clusters:\n- name: east\n  bootstrapServers: [\"127.0.0.1:1\"]\n";
+
+const ACLS: &str = r#"clusters:
+- name: east
+  bootstrapServers: ["127.0.0.1:1"]
+acls:
+  defaultAction: Deny
+  rules:
+  - resource: {type: Topic, name: "allowed-", patternType: Prefixed}
+    operations: [All]
+    effect: Allow
+"#;
+
+const ROUTED: &str = r#"clusters:
+- name: east
+  bootstrapServers: ["127.0.0.1:1"]
+- name: west
+  bootstrapServers: ["127.0.0.1:2"]
+defaultCluster: west
+routes:
+- {match: {topicPrefix: "orders."}, cluster: east}
+"#;
+
+/// Everything the request side reads, for one config.
+struct World {
+    store: Store,
+    up: Arc<Upstream>,
+    versions: Versions,
+    pool: Arc<Pool>,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    fn new(yaml: &str) -> World {
+        World::offering(yaml, |_| true)
+    }
+
+    /// A world whose brokers offer the APIs `offered` keeps, at every version kafka-protocol parses.
+    fn offering(yaml: &str, offered: impl Fn(ApiKey) -> bool) -> World {
+        let config = SidecarConfig::parse(yaml).unwrap();
+        let metrics = Metrics::new().unwrap();
+        let store = Store::new(Snapshot::new(config.clone(), yaml, 1), &metrics.registry).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Pool::new(1 << 20);
+        let cluster = config.clusters[0].clone();
+        let up = Upstream::new(
+            cluster,
+            Limits::default(),
+            Arc::new(metrics),
+            pool.clone(),
+            dir.path().into(),
+            Default::default(),
+        );
+        let keys = ApiKey::iter()
+            .filter(|k| offered(*k))
+            .map(|k| {
+                let r = crate::protocol::versions::parsed(k);
+                ApiVersion::default().with_api_key(k as i16).with_min_version(r.min).with_max_version(r.max)
+            })
+            .collect();
+        let versions = Versions::from_broker(ApiVersionsResponse::default().with_api_keys(keys));
+        World { store, up, versions, pool, _dir: dir }
+    }
+
+    fn decide(&self, frame: &[u8]) -> Step {
+        let snapshot = self.store.snapshot();
+        let health = self.store.health.view();
+        let ctx = Ctx {
+            snapshot: &snapshot,
+            live: &self.store.live,
+            health: &health,
+            versions: &self.versions,
+            own: self.up.endpoint(),
+            now: Instant::now(),
+        };
+        let listen = "127.0.0.1:9092".parse().unwrap();
+        let mut sasl = sasl::Local::new(listen, listen);
+        decide(&ctx, &mut sasl, self.request(frame))
+    }
+
+    fn request(&self, frame: &[u8]) -> Request {
+        let mut buf = self.pool.get(frame.len());
+        buf.extend_from_slice(frame);
+        Request::new(buf).unwrap_or_else(|_| panic!("a request"))
+    }
+}
+
+fn frame(api: ApiKey, version: i16, body: &impl Encodable) -> Vec<u8> {
+    kproxy_bench::frame::request(api, version, 5, "test", body).unwrap().to_vec()
+}
+
+fn produce(topic: &'static str, acks: i16, timeout_ms: i32) -> ProduceRequest {
+    use produce_request::{PartitionProduceData, TopicProduceData};
+    let batch = kproxy_bench::upstream::record_batch(1, 10).unwrap();
+    ProduceRequest::default().with_acks(acks).with_timeout_ms(timeout_ms).with_topic_data(vec![
+        TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str(topic)))
+            .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch))]),
+    ])
+}
+
+fn decode_response<R: Decodable>(body: &BytesMut, version: i16) -> R {
+    R::decode(&mut body.clone().freeze(), version).unwrap()
+}
+
+#[test]
+fn an_allowed_produce_is_forwarded_as_it_came_without_being_decoded() {
+    let world = World::new(ONE);
+    let f = frame(ApiKey::Produce, 9, &produce("t", -1, 30_000));
+    let Step::Forward(forward) = world.decide(&f) else { panic!("forwarded") };
+    assert!(forward.cluster.is_none() && forward.fanout.is_empty());
+    assert!(forward.request.parsed().is_none(), "nothing needed its body");
+    assert_eq!(&forward.request.into_frame().unwrap()[..], &f[..], "the very bytes that came");
+}
+
+#[test]
+fn api_versions_are_answered_locally_with_the_sasl_apis() {
+    let world = World::new(ONE);
+    let Step::Respond { version, body, .. } =
+        world.decide(&frame(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()))
+    else {
+        panic!("answered locally")
+    };
+    let r: ApiVersionsResponse = decode_response(&body, version);
+    assert!(r.api_keys.iter().any(|k| k.api_key == ApiKey::SaslHandshake as i16));
+    assert!(r.api_keys.iter().any(|k| k.api_key == ApiKey::Produce as i16));
+}
+
+#[test]
+fn a_version_outside_what_is_offered_gets_unsupported_version_per_entity() {
+    let world = World::offering(ONE, |k| k != ApiKey::Produce);
+    let Step::Respond { version, body, .. } = world.decide(&frame(ApiKey::Produce, 9, &produce("t", 1, 100))) else {
+        panic!("answered locally")
+    };
+    let r: ProduceResponse = decode_response(&body, version);
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 35);
+}
+
+#[test]
+fn a_denied_topic_is_answered_with_the_acls_code_and_an_allowed_one_forwarded() {
+    let world = World::new(ACLS);
+    let Step::Respond { version, body, .. } = world.decide(&frame(ApiKey::Produce, 9, &produce("secret", 1, 100)))
+    else {
+        panic!("answered locally")
+    };
+    let r: ProduceResponse = decode_response(&body, version);
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 29, "TOPIC_AUTHORIZATION_FAILED");
+    let Step::Forward(forward) = world.decide(&frame(ApiKey::Produce, 9, &produce("allowed-a", 1, 100))) else {
+        panic!("forwarded")
+    };
+    assert!(forward.request.parsed().is_some(), "decoded once, for the ACLs");
+}
+
+#[test]
+fn routed_metadata_asks_each_cluster_for_its_own_topics() {
+    let world = World::new(ROUTED);
+    let topics = ["orders.eu", "audit"].map(|t| {
+        metadata_request::MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_static_str(t))))
+    });
+    let request = MetadataRequest::default().with_topics(Some(topics.to_vec()));
+    let Step::Forward(forward) = world.decide(&frame(ApiKey::Metadata, 12, &request)) else { panic!("forwarded") };
+    // The connection is east's: it keeps orders.eu, west is asked for audit.
+    assert_eq!(forward.fanout.len(), 1);
+    assert_eq!(
+        (forward.fanout[0].cluster.as_str(), &forward.fanout[0].topics[..]),
+        ("west", &["audit".to_string()][..])
+    );
+    let frame = forward.request.into_frame().unwrap();
+    let mut body = bytes::Bytes::copy_from_slice(
+        &frame[crate::protocol::request_body_offset(&frame, ApiKey::Metadata, 12).unwrap()..],
+    );
+    let own = MetadataRequest::decode(&mut body, 12).unwrap();
+    let names: Vec<_> = own.topics.unwrap().iter().map(|t| t.name.clone().unwrap().to_string()).collect();
+    assert_eq!(names, ["orders.eu"]);
+}
+
+#[test]
+fn deadlines_come_from_the_requests_own_fields() {
+    let world = World::new(ONE);
+    let wait = |f: Vec<u8>| world.request(&f).own_wait();
+    assert_eq!(wait(frame(ApiKey::Produce, 9, &produce("t", 1, 5_000))), Duration::from_secs(5));
+    assert_eq!(wait(frame(ApiKey::Produce, 3, &produce("t", 1, 7_000))), Duration::from_secs(7));
+    let fetch = FetchRequest::default().with_max_wait_ms(500).with_replica_id((-1).into());
+    assert_eq!(wait(frame(ApiKey::Fetch, 12, &fetch)), Duration::from_millis(500));
+    assert_eq!(wait(frame(ApiKey::Fetch, 17, &fetch)), Duration::from_millis(500));
+    let join = JoinGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(60_000);
+    assert_eq!(wait(frame(ApiKey::JoinGroup, 5, &join)), Duration::from_secs(60));
+    assert_eq!(wait(frame(ApiKey::JoinGroup, 7, &join)), Duration::from_secs(60));
+    let create = CreateTopicsRequest::default().with_timeout_ms(12_000);
+    assert_eq!(wait(frame(ApiKey::CreateTopics, 5, &create)), Duration::from_secs(12));
+    assert_eq!(wait(frame(ApiKey::Metadata, 12, &MetadataRequest::default())), Duration::ZERO);
+}

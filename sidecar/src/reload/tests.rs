@@ -1,0 +1,123 @@
+//! Reloads against config directories and files laid out as kubelet does.
+
+use super::*;
+use crate::broker_map::BrokerMap;
+use crate::buffer::Pool;
+use crate::settings::Limits;
+
+fn publish(dir: &Path, n: u32, text: &str) {
+    let stamp = format!("..2026_{n}");
+    std::fs::create_dir_all(dir.join(&stamp)).unwrap();
+    std::fs::write(dir.join(&stamp).join("config.yaml"), text).unwrap();
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(&stamp, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join(DATA_LINK)).unwrap();
+    let link = dir.join("config.yaml");
+    if std::fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink("..data/config.yaml", &link).unwrap();
+    }
+}
+
+const ONE: &str = "clusters:\n- name: east\n  bootstrapServers: [\"127.0.0.1:1\"]\n";
+const TWO: &str = "clusters:\n- name: east\n  bootstrapServers: [\"127.0.0.1:1\"]\nquotas: {requestRate: 5}\n";
+const MOVED: &str = "clusters:\n- name: east\n  bootstrapServers: [\"127.0.0.1:2\"]\n";
+const BAD: &str = "clusters:\n- name: east\n  bootstrapServers: [\"nohost\"]\n";
+
+/// A reloader for the config at `path`, its first config applied.
+fn reloader(path: &Path, limits: Limits) -> Arc<Reloader> {
+    let (config, text) = SidecarConfig::load(path).unwrap();
+    let metrics = Arc::new(Metrics::new().unwrap());
+    let snapshot = Snapshot::new(config, &text, 1);
+    let store = Arc::new(Store::new(Snapshot::new(snapshot.config.clone(), &text, 1), &metrics.registry).unwrap());
+    let (brokers, _listeners) = BrokerMap::new("127.0.0.1".into(), 0);
+    let clusters = Clusters::new(
+        limits,
+        metrics.clone(),
+        Pool::new(1 << 20),
+        path.to_path_buf(),
+        Arc::new(brokers),
+        CancellationToken::new(),
+    );
+    apply(&store, &clusters, &metrics, snapshot);
+    Arc::new(Reloader { path: path.to_path_buf(), store, clusters, metrics })
+}
+
+fn app(dir: &Path) -> Arc<Reloader> {
+    publish(dir, 0, ONE);
+    reloader(dir, Limits::default())
+}
+
+#[tokio::test]
+async fn invalid_configs_are_rejected_and_valid_ones_swapped_keeping_unchanged_clusters() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path());
+    let east = app.clusters.get("east").unwrap();
+    publish(dir.path(), 1, BAD);
+    let Outcome::Rejected(why) = app.reload() else { panic!("expected rejection") };
+    assert!(why.contains("clusters[0].bootstrapServers[0]"), "{why}");
+    assert_eq!(app.store.snapshot().generation, 1);
+    assert_eq!(app.reload(), Outcome::Rejected(why));
+    publish(dir.path(), 2, TWO);
+    assert!(matches!(app.reload(), Outcome::Applied { generation: 2, .. }));
+    assert!(Arc::ptr_eq(&east, &app.clusters.get("east").unwrap()), "same connection settings keep the pool");
+    assert_eq!(app.reload(), Outcome::Unchanged);
+    publish(dir.path(), 3, MOVED);
+    assert!(matches!(app.reload(), Outcome::Applied { generation: 3, .. }));
+    assert!(!Arc::ptr_eq(&east, &app.clusters.get("east").unwrap()), "a moved cluster gets a new pool");
+    let text = app.metrics.render();
+    assert!(text.contains("kproxy_config_reloads_total{result=\"rejected\"} 2"), "{text}");
+    assert!(text.contains("kproxy_config_generation 3"), "{text}");
+    assert!(text.contains(&format!("hash=\"{}\"", config_hash(MOVED))), "{text}");
+}
+
+#[tokio::test]
+async fn a_removed_cluster_serves_its_listeners_until_the_grace_period_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let two = format!("{ONE}- name: west\n  bootstrapServers: [\"127.0.0.1:3\"]\n");
+    publish(dir.path(), 0, &two);
+    let limits = Limits { removed_cluster_grace: Duration::from_millis(200), ..Limits::default() };
+    let app = reloader(dir.path(), limits);
+    let west = app.clusters.get("west").unwrap();
+    publish(dir.path(), 1, ONE);
+    assert!(matches!(app.reload(), Outcome::Applied { .. }));
+    assert!(Arc::ptr_eq(&west, &app.clusters.get("west").unwrap()), "still served right after removal");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(app.clusters.get("west").is_none());
+    assert!(west.is_retired());
+}
+
+#[tokio::test]
+async fn a_plain_config_file_is_watched_without_reacting_to_its_own_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kproxy.yaml");
+    std::fs::write(&file, ONE).unwrap();
+    let app = reloader(&file, Limits::default());
+    spawn(app.clone(), CancellationToken::new()).unwrap();
+    std::fs::write(dir.path().join(".tmp"), TWO).unwrap();
+    std::fs::rename(dir.path().join(".tmp"), &file).unwrap();
+    for _ in 0..200 {
+        if app.store.snapshot().generation == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(app.store.snapshot().generation, 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let unchanged = app.metrics.config_reloads.with_label_values(&["unchanged"]).get();
+    assert!(unchanged <= 1, "reading the config must not trigger reloads ({unchanged})");
+}
+
+#[tokio::test]
+async fn a_data_swap_is_noticed_by_the_watcher() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path());
+    spawn(app.clone(), CancellationToken::new()).unwrap();
+    publish(dir.path(), 1, TWO);
+    for _ in 0..200 {
+        if app.store.snapshot().generation == 2 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the swap was not noticed");
+}

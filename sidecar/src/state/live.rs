@@ -1,0 +1,102 @@
+//! Policy state that outlives requests and reloads: quota measurements and the topic ids learnt from Metadata
+//! answers, with the policy's counters.
+
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use kproxy_policy::quota::{self, Kind, Quotas};
+use kproxy_policy::{TopicIds, TopicNames};
+use prometheus::{CounterVec, GaugeVec, IntCounterVec, Opts, Registry};
+
+use super::Snapshot;
+use crate::Result;
+
+/// Measured state shared by every connection.
+pub struct Live {
+    quotas: Mutex<Quotas>,
+    topic_ids: RwLock<TopicIds>,
+    /// Entities (partitions, groups, requests) denied by ACLs, by api.
+    pub acl_denied: IntCounterVec,
+    /// Requests refused because their group or transaction and topics are routed to different clusters, by api.
+    pub refused: IntCounterVec,
+    throttle_seconds: CounterVec,
+    rate: GaugeVec,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Live {
+    /// Registers the policy metrics on the sidecar's registry.
+    pub fn new(registry: &Registry) -> Result<Self> {
+        let acl_denied = IntCounterVec::new(
+            Opts::new("kproxy_acl_denied_total", "Entities (partitions, groups, requests) denied by ACLs, by api"),
+            &["api"],
+        )?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "kproxy_route_refused_total",
+                "Requests refused because their group or transaction and topics are routed to different clusters",
+            ),
+            &["api"],
+        )?;
+        let throttle_seconds = CounterVec::new(
+            Opts::new(quota::METRIC_THROTTLE_SECONDS, "Throttle time handed to clients by quotas, by kind"),
+            &["kind"],
+        )?;
+        let rate = GaugeVec::new(Opts::new(quota::METRIC_RATE, "Pod-wide measured rate by quota kind"), &["kind"])?;
+        registry.register(Box::new(acl_denied.clone()))?;
+        registry.register(Box::new(refused.clone()))?;
+        registry.register(Box::new(throttle_seconds.clone()))?;
+        registry.register(Box::new(rate.clone()))?;
+        for kind in Kind::ALL {
+            throttle_seconds.with_label_values(&[kind.label()]);
+            rate.with_label_values(&[kind.label()]);
+        }
+        Ok(Live {
+            quotas: Mutex::new(Quotas::default()),
+            topic_ids: RwLock::new(TopicIds::default()),
+            acl_denied,
+            refused,
+            throttle_seconds,
+            rate,
+        })
+    }
+
+    /// Quota limits follow a new snapshot; the measurements stay.
+    pub fn update(&self, snapshot: &Snapshot) {
+        lock(&self.quotas).update(&snapshot.config.quotas);
+    }
+
+    /// Records `amount` against `kind` for `client_id` and returns the throttle it earned.
+    pub fn record(&self, kind: Kind, client_id: &str, amount: u64, now: Instant) -> Duration {
+        let mut quotas = lock(&self.quotas);
+        if !quotas.limits(kind) {
+            return Duration::ZERO;
+        }
+        let throttle = quotas.record(kind, client_id, amount, now);
+        self.rate.with_label_values(&[kind.label()]).set(quotas.pod_rate(kind, now));
+        throttle
+    }
+
+    /// Counts a throttle handed out.
+    pub fn throttled(&self, kind: Kind, throttle: Duration) {
+        self.throttle_seconds.with_label_values(&[kind.label()]).inc_by(throttle.as_secs_f64());
+    }
+
+    /// Reads the topic ids learnt so far.
+    pub fn with_topic_ids<R>(&self, f: impl FnOnce(&TopicIds) -> R) -> R {
+        f(&self.topic_ids.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Learns the topic ids of a Metadata answer (newer Fetch/Produce name topics by id only).
+    pub fn learn_topic_ids(&self, metadata: &kafka_protocol::messages::MetadataResponse) {
+        self.topic_ids.write().unwrap_or_else(|p| p.into_inner()).learn(metadata);
+    }
+
+    /// A topic's name from its id.
+    pub fn topic_name(&self, id: uuid::Uuid) -> Option<String> {
+        self.with_topic_ids(|ids| ids.topic_name(id).map(|n| n.as_str().to_string()))
+    }
+}
