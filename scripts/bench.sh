@@ -3,7 +3,8 @@
 # benchmarks/ (results.json, results.csv, producer.svg). Runs unattended in well under 25 minutes.
 #
 #   BENCH_QUICK=1   one short round of every figure (a smoke run of the suite, ~3 minutes)
-#   BENCH_ONLY=...  comma-separated subset: proxy_alone,memory,startup,reload,instructions,kafka
+#   BENCH_ONLY=...  comma-separated subset: kafka,side_by_side,proxy_alone,memory_budget,memory,startup,reload,
+#                   instructions (side_by_side fetches Kroxylicious 0.12.0 from Maven Central once into .cache/)
 #   BENCH_ROUNDS=N  interleaved rounds per figure (default 3)
 #   BENCH_BUDGET_S  groups not started within this many seconds are skipped and noted (default 1200)
 #   BENCH_KEEP_WORK=1  keep the temporary directory (sidecar logs, callgrind and strace output)

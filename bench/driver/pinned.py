@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -124,11 +125,9 @@ def main():
     ap.add_argument("--duration-s", type=float, default=5.0)
     ap.add_argument("--warmup-s", type=float, default=1.0)
     ap.add_argument("--strace", action="store_true", help="also count system calls per request with strace -c")
-    ap.add_argument("--work", default="/tmp/kproxy-pinned")
     args = ap.parse_args()
     binaries = args.sidecar or [str(RELEASE / "kproxy-sidecar")]
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="kproxy-pinned-"))
     upstream = Upstream(taskset=OTHER_CORE).start()
     summary = {}
     try:

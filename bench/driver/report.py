@@ -145,6 +145,24 @@ def targets(summary):
         add("≤ 16 KiB resident memory per idle client connection",
             ", ".join(f"{v:.1f} KiB at {n:,}" for n, v in per_conn), worst <= 16.0,
             "RSS delta / connections, each connection after an ApiVersions exchange")
+    per_core = med(summary, "pinned", "100 B x1", "requests_per_core_s", "kproxy")
+    if per_core is not None:
+        add("≥ 180,000 requests per sidecar core-second (100 B x1, 4 conns x 16 in flight)", f"{per_core:,.0f}",
+            per_core >= 180_000, "kproxy-bench-load against the benchmark responder, the sidecar alone on one core")
+        peer = med(summary, "pinned", "100 B x1", "requests_per_core_s", "Kroxylicious")
+        if peer:
+            add("≥ 2x Kroxylicious per core in the same run (100 B x1)", f"{per_core / peer:.2f}x ({peer:,.0f})",
+                per_core >= 2 * peer, "requests per proxy core-second, each proxy alone on core 0, same load")
+    mb_core = med(summary, "pinned", "1 KiB x16", "mb_per_core_s", "kproxy")
+    if mb_core is not None:
+        add("1 KiB x16: MB/s per sidecar core ≥ 1.5x the 600 MB/s before the core rework", f"{mb_core:,.0f} MB/s",
+            mb_core >= 900, "payload MB per sidecar CPU-second, the sidecar alone on one core")
+    peaks = [(c, med(summary, "memory_budget", c, "peak_rss_kib", "sidecar")) for c in cases(summary, "memory_budget")]
+    peaks = [(c, v) for c, v in peaks if v is not None]
+    if peaks:
+        worst = max(peaks, key=lambda cv: cv[1])
+        add("peak RSS under hostile-but-valid load ≤ a 256 MiB budget + 64 MiB", f"worst {worst[1] / 1024:,.0f} MiB "
+            f"({worst[0]})", worst[1] <= (256 + 64) * 1024, "RSS sampled every 50 ms, sidecar --memory-budget-bytes 256 MiB")
     start = summary.get(("startup", next(iter(cases(summary, "startup")), ""), "ready_ms", "sidecar"))
     if start:
         add("ready in < 50 ms from process start", f"median {start['median']:.1f} ms (max {start['max']:.1f} ms)",
@@ -274,6 +292,35 @@ def write(out_dir, root, work, rows, notes, profile, commands, plan_desc, md_pat
         "",
         compare_table(summary, "consumer", [("mb_per_s", "MB/s"), ("fetch_mb_per_s", "fetch MB/s"),
                                             ("records_per_s", "records/s")]),
+        "",
+        "## The proxy core, side by side with Kroxylicious",
+        "",
+        "kproxy and Kroxylicious 0.12.0 (Java 17, Netty; a pass-through virtual cluster with no filters, started by",
+        "`bench/kroxylicious/src/Launcher.java`) in turn, each pinned alone to core 0 with `taskset`, against the",
+        "same benchmark responder and the same load (both on core 1): 4 connections x 16 requests in flight. CPU per",
+        "request is the proxy's own (utime + stime from `/proc/<pid>/stat`); context switches are summed over the",
+        "proxy's threads (`/proc/<pid>/task/*/status`). Kroxylicious gets a 5 s warm-up run before each measured one",
+        "(its JIT).",
+        "",
+        compare_table(summary, "pinned", [("requests_per_s", "requests/s"), ("mb_per_s", "MB/s"),
+                                          ("p50_us", "p50 µs"), ("p99_us", "p99 µs"),
+                                          ("requests_per_core_s", "requests per core-s"),
+                                          ("mb_per_core_s", "MB per core-s"),
+                                          ("cpu_us_per_request", "CPU µs per request"),
+                                          ("ctx_switches_per_request", "context switches per request"),
+                                          ("cores_used", "cores used"), ("rss_kib", "RSS KiB")],
+                      a="Kroxylicious", b="kproxy"),
+        "",
+        "## Memory budget under hostile-but-valid load",
+        "",
+        "The sidecar started with `--memory-budget-bytes` 256 MiB against the benchmark responder: (a) one client",
+        "pipelining 100 MiB produce requests, (b) eight consumers fetching with max_bytes 50 MiB from a responder",
+        "that answers up to 50 MiB, (c) 10,000 idle connections, (d) eight clients with 32 pipelined 4 MiB produce",
+        "requests each while the responder is stopped (SIGSTOP) for 3 s, then resumed. RSS sampled every 50 ms;",
+        "`paused_s` is `kproxy_client_paused_seconds_total` (client time spent not read because the budget had no",
+        "room); `answered_ratio` is responses over requests sent (1 = nothing lost).",
+        "",
+        single_table(summary, "memory_budget"),
         "",
         "## The proxy alone",
         "",

@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 
 import costs
+import peers
 import report
 import suites
 from procs import COMMANDS, ROOT, Upstream, log, reachable
 
 # Kafka's tools first: the longest group and the headline figures; the rest are short.
-GROUPS = ["kafka", "proxy_alone", "memory", "startup", "reload", "instructions"]
+GROUPS = ["kafka", "side_by_side", "proxy_alone", "memory_budget", "memory", "startup", "reload", "instructions"]
 
 
 def main():
@@ -63,6 +64,10 @@ def main():
                         results.note(f"kafka failed: the broker {broker} did not accept connections for 120 s")
                         continue
                     suites.kafka_tools(results, plan, work, broker)
+                elif group == "side_by_side":
+                    peers.side_by_side(results, plan, work)
+                elif group == "memory_budget":
+                    peers.memory_budget(results, plan, work)
                 elif group == "proxy_alone":
                     suites.proxy_alone(results, plan, work, upstream)
                 elif group == "memory":

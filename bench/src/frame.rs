@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use crate::{Error, Result};
 
 /// Largest frame either tool accepts; far above anything a benchmark sends.
-pub const MAX_FRAME: usize = 64 * 1024 * 1024;
+pub const MAX_FRAME: usize = 128 * 1024 * 1024;
 
 /// Reads length-prefixed frames from one stream, reusing one buffer.
 pub struct Reader<R> {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use kproxy_bench::load::{IdleOptions, ProduceOptions, run_idle, run_produce};
+use kproxy_bench::load::{FetchOptions, IdleOptions, ProduceOptions, run_fetch, run_idle, run_produce};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Kafka-protocol load generator for kproxy's benchmarks")]
@@ -52,6 +52,20 @@ enum Mode {
         /// Also report responses per bucket of this many milliseconds.
         #[arg(long)]
         timeline_ms: Option<u64>,
+    },
+    /// Consumers catching up: one Fetch at a time per connection with a large max_bytes; prints one JSON report.
+    Fetch {
+        #[arg(long)]
+        bootstrap: String,
+        #[arg(long, default_value = "kproxy-bench")]
+        topic: String,
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// max_bytes (and partition_max_bytes) of every Fetch.
+        #[arg(long, default_value_t = 50 << 20)]
+        max_bytes: i32,
+        #[arg(long, default_value_t = 5.0)]
+        duration_s: f64,
     },
     /// Opens idle connections, prints a JSON report once all are open, then holds them.
     Idle {
@@ -105,6 +119,11 @@ async fn run(mode: Mode) -> Result<()> {
                 timeline: timeline_ms.map(Duration::from_millis),
             };
             let report = run_produce(opts).await.context("produce run")?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
+        Mode::Fetch { bootstrap, topic, connections, max_bytes, duration_s } => {
+            let duration = Duration::from_secs_f64(duration_s.max(0.0));
+            let report = run_fetch(FetchOptions { bootstrap, topic, connections, max_bytes, duration }).await?;
             println!("{}", serde_json::to_string(&report)?);
         }
         Mode::Idle { bootstrap, connections, concurrency, hold_s } => {

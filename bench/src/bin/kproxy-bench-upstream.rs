@@ -25,6 +25,9 @@ struct Args {
     /// Value size of those records.
     #[arg(long, default_value_t = 1024)]
     fetch_record_bytes: usize,
+    /// Most batches in one Fetch answer: as many as the request's max_bytes allows (at least one, as a broker).
+    #[arg(long, default_value_t = 1)]
+    fetch_batches: usize,
     /// Runtime worker threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -40,6 +43,7 @@ fn main() -> Result<()> {
             partitions: args.partitions,
             fetch_records: args.fetch_records,
             fetch_record_bytes: args.fetch_record_bytes,
+            fetch_batches: args.fetch_batches,
         };
         let responder = Responder::bind(args.listen, options).await.context("binding")?;
         let state = responder.state();

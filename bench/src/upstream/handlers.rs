@@ -141,11 +141,23 @@ fn fetch(state: &State, request: &FetchRequest) -> FetchResponse {
                 .partitions
                 .iter()
                 .map(|p| {
+                    // As many batches as max_bytes allows, at least one (KIP-74).
+                    let room = request.max_bytes.min(p.partition_max_bytes).max(0) as usize;
+                    let n = (room / state.fetch_batch.len().max(1)).clamp(1, state.fetch_batches);
+                    let records = if n == 1 {
+                        batch_at(&state.fetch_batch, p.fetch_offset)
+                    } else {
+                        let mut all = BytesMut::with_capacity(n * state.fetch_batch.len());
+                        for i in 0..n {
+                            all.extend_from_slice(&batch_at(&state.fetch_batch, p.fetch_offset + i as i64));
+                        }
+                        all.freeze()
+                    };
                     PartitionData::default()
                         .with_partition_index(p.partition)
                         .with_high_watermark(i64::MAX / 2)
                         .with_last_stable_offset(i64::MAX / 2)
-                        .with_records(Some(batch_at(&state.fetch_batch, p.fetch_offset)))
+                        .with_records(Some(records))
                 })
                 .collect();
             FetchableTopicResponse::default()
@@ -215,6 +227,7 @@ mod tests {
             partitions: 3,
             topics: Default::default(),
             fetch_batch: record_batch(2, 10).unwrap(),
+            fetch_batches: 1,
             next_offset: Default::default(),
             requests: Default::default(),
         }

@@ -32,11 +32,13 @@ pub struct Options {
     pub fetch_records: usize,
     /// Value size of those records.
     pub fetch_record_bytes: usize,
+    /// Most copies of that batch in one answer, as many as `max_bytes` allows (at least one).
+    pub fetch_batches: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { advertise: None, partitions: 1, fetch_records: 100, fetch_record_bytes: 1024 }
+        Options { advertise: None, partitions: 1, fetch_records: 100, fetch_record_bytes: 1024, fetch_batches: 1 }
     }
 }
 
@@ -46,6 +48,7 @@ pub struct State {
     partitions: i32,
     topics: Mutex<BTreeSet<String>>,
     fetch_batch: Bytes,
+    fetch_batches: usize,
     next_offset: AtomicI64,
     /// Requests answered, for the responder's own exit report.
     pub requests: AtomicU64,
@@ -66,6 +69,7 @@ impl Responder {
             partitions: options.partitions.max(1),
             topics: Mutex::new(BTreeSet::new()),
             fetch_batch: handlers::record_batch(options.fetch_records, options.fetch_record_bytes)?,
+            fetch_batches: options.fetch_batches.max(1),
             next_offset: AtomicI64::new(0),
             requests: AtomicU64::new(0),
         });
