@@ -50,7 +50,8 @@ struct Args {
     /// Seconds a started frame has to arrive completely.
     #[arg(long, env = "KPROXY_FRAME_TIMEOUT_SECS", default_value_t = 30)]
     frame_timeout_secs: u64,
-    /// Seconds an upstream response may take.
+    /// Most seconds any upstream answer may take; each request's own deadline (its fields' wait + 30 s) is capped
+    /// by it.
     #[arg(long, env = "KPROXY_REQUEST_TIMEOUT_SECS", default_value_t = 600)]
     request_timeout_secs: u64,
     /// Seconds in-flight requests get to finish after SIGTERM.

@@ -33,9 +33,12 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// A connection with no new request for this long is closed (as the broker's connections.max.idle.ms).
     pub idle_timeout: Duration,
-    /// A frame whose first byte arrived must be complete within this time.
+    /// A frame whose first byte arrived must be complete within this time; a client that reads none of its
+    /// answers for this long is closed.
     pub frame_timeout: Duration,
-    /// An upstream response not back within this time closes the client connection.
+    /// The longest any upstream answer may take. Each request's own deadline is what its fields let the broker
+    /// wait (Produce `timeout_ms`, Fetch `max_wait_ms`, ...) plus 30 s, capped by this; past it the client
+    /// connection closes.
     pub request_timeout: Duration,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
