@@ -32,7 +32,7 @@ use crate::protocol::Header;
 use crate::ratelog::Gate;
 use crate::settings::Limits;
 use crate::state::{Snapshot, Store};
-use crate::upstream::Clusters;
+use crate::upstream::{Clusters, Upstream};
 
 /// What every client connection uses; built once by the server.
 pub struct Shared {
@@ -63,7 +63,7 @@ struct Pending {
     api: ApiKey,
     started: Instant,
     /// The cluster that answers (for the address rewrite and the latency label).
-    cluster: String,
+    up: Arc<Upstream>,
     /// The snapshot the request was decided under; its answer is finished under the same one.
     snapshot: Arc<Snapshot>,
     body: Body,

@@ -107,21 +107,21 @@ pub(super) async fn run(shared: &Arc<Shared>, mut rd: OwnedReadHalf, client: &Cl
         let Some(route) = current.as_mut() else { return Err("no route".into()) };
         let Some(versions) = route.up.versions() else { return Err("upstream versions unknown".into()) };
         let snapshot = shared.store.snapshot();
-        let health = shared.store.health.view();
+        let health = shared.store.health.view_if(snapshot.routed);
         let ctx = request::Ctx {
             snapshot: &snapshot,
             live: &shared.store.live,
-            health: &health,
+            health: health.as_deref().unwrap_or(crate::state::no_routes()),
             versions: &versions,
             own: route.up.endpoint(),
             now: started,
         };
         let (header, api) = (request.header, request.api);
-        let pending = |cluster: &str, body, owed, fanout| Pending {
+        let pending = |up: &Arc<Upstream>, body, owed, fanout| Pending {
             header,
             api,
             started,
-            cluster: cluster.to_string(),
+            up: up.clone(),
             snapshot: snapshot.clone(),
             body,
             owed,
@@ -131,7 +131,7 @@ pub(super) async fn run(shared: &Arc<Shared>, mut rd: OwnedReadHalf, client: &Cl
             Step::Respond { version, body, owed } => {
                 let mut frame = shared.buffers.get(body.len() + 16);
                 protocol::response_frame(&mut frame, api, version, header.correlation_id, &body);
-                send(shared, client, pending(route.up.name(), Body::Local(frame), owed, Vec::new())).await?;
+                send(shared, client, pending(&route.up, Body::Local(frame), owed, Vec::new())).await?;
             }
             Step::Close { reason, label } => {
                 reject(shared, label.unwrap_or("policy"));
@@ -139,8 +139,8 @@ pub(super) async fn run(shared: &Arc<Shared>, mut rd: OwnedReadHalf, client: &Cl
             }
             Step::Forward(forward) => {
                 if let Some(p) = dispatch(shared, client, route, forward).await? {
-                    let (cluster, body, owed, fanout) = p;
-                    send(shared, client, pending(&cluster, body, owed, fanout)).await?;
+                    let (up, body, owed, fanout) = p;
+                    send(shared, client, pending(&up, body, owed, fanout)).await?;
                 }
             }
         }
@@ -158,13 +158,16 @@ async fn send(shared: &Shared, client: &Client<'_>, p: Pending) -> Result<(), St
     }
 }
 
-/// Sends a forwarded request upstream; the answer to wait for, if any: (cluster, body, owed, fanout).
+/// An answer to wait for: the cluster giving it, the body, what the response owes, the fan-out copies.
+type Due = (Arc<Upstream>, Body, pipeline::Owed, Vec<Copy>);
+
+/// Sends a forwarded request upstream; the answer to wait for, if any.
 async fn dispatch(
     shared: &Shared,
     client: &Client<'_>,
     route: &mut Route,
     forward: Forward,
-) -> Result<Option<(String, Body, pipeline::Owed, Vec<Copy>)>, String> {
+) -> Result<Option<Due>, String> {
     let Forward { cluster, mut request, fanout, owed } = forward;
     let snapshot_clusters = &shared.clusters;
     let mut copies = Vec::new();
@@ -186,7 +189,7 @@ async fn dispatch(
         let credit = response_credit(shared, client.share, &mut frame).await;
         let rx = lease.conn.send(frame, Some((Some(credit), deadline))).await;
         let rx = rx.map_err(|_| "upstream connection closed".to_string())?.ok_or("no reply expected")?;
-        return Ok(Some((other.name().to_string(), Body::Upstream { rx, deadline }, owed, copies)));
+        return Ok(Some((other, Body::Upstream { rx, deadline }, owed, copies)));
     }
     let mut credit = if expects { Some(response_credit(shared, client.share, &mut frame).await) } else { None };
     // A closed connection gives the frame back: retry once on a fresh one.
@@ -203,7 +206,7 @@ async fn dispatch(
         match conn.send(frame, reply).await {
             Ok(Some(rx)) => {
                 let body = Body::Upstream { rx, deadline };
-                return Ok(Some((route.up.name().to_string(), body, owed, copies)));
+                return Ok(Some((route.up.clone(), body, owed, copies)));
             }
             Ok(None) => {
                 // acks=0: no answer carries the throttle, so the connection's next read is held instead (as a

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::ApiKey;
+use prometheus::{Histogram, IntCounter};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
@@ -21,6 +23,7 @@ use crate::pipeline::api_name;
 use crate::pipeline::response::{self, Source};
 use crate::protocol;
 use crate::ratelog::Gate;
+use crate::upstream::Upstream;
 
 static UPSTREAM_LOST: Gate = Gate::every_ms(5_000);
 static UPSTREAM_SLOW: Gate = Gate::every_ms(5_000);
@@ -38,6 +41,7 @@ pub(super) async fn run(
 ) {
     let mut batch: Vec<Buf> = Vec::new();
     let mut ahead: VecDeque<Pending> = VecDeque::new();
+    let mut handles = Handles::default();
     let write_timeout = shared.limits.frame_timeout;
     loop {
         let mut p = match ahead.pop_front() {
@@ -80,9 +84,9 @@ pub(super) async fn run(
         }
         protocol::set_response_correlation(&mut frame, p.header.correlation_id);
         batch.push(frame);
-        let name = api_name(p.api);
-        shared.metrics.requests.with_label_values(&[name, result]).inc();
-        shared.metrics.latency.with_label_values(&[name, &p.cluster]).observe(p.started.elapsed().as_secs_f64());
+        let (count, latency) = handles.get(&shared, p.api, result, &p.up);
+        count.inc();
+        latency.observe(p.started.elapsed().as_secs_f64());
         // More answers may already be here: take them in, in order, before deciding to write.
         while ahead.len() < crate::batch::MAX_FRAMES
             && let Ok(next) = rx.try_recv()
@@ -96,6 +100,38 @@ pub(super) async fn run(
     let _ = flush(&mut wr, &mut batch, write_timeout, peer).await;
     dead.cancel();
     let _ = wr.shutdown().await;
+}
+
+/// The metric series a connection's answers count in, looked up once per (api, result, cluster) rather than per
+/// answer (a label lookup hashes the label values under a lock).
+#[derive(Default)]
+struct Handles(Vec<(ApiKey, &'static str, Arc<Upstream>, IntCounter, Histogram)>);
+
+impl Handles {
+    fn get(
+        &mut self,
+        shared: &Shared,
+        api: ApiKey,
+        result: &'static str,
+        up: &Arc<Upstream>,
+    ) -> (&IntCounter, &Histogram) {
+        let at = match self.0.iter().position(|(a, r, u, ..)| *a == api && *r == result && Arc::ptr_eq(u, up)) {
+            Some(at) => at,
+            None => {
+                let name = api_name(api);
+                let count = shared.metrics.requests.with_label_values(&[name, result]);
+                let latency = shared.metrics.latency.with_label_values(&[name, up.name()]);
+                // A connection speaks a handful of APIs to one or two clusters; a reload may bring new ones.
+                if self.0.len() >= 16 {
+                    self.0.remove(0);
+                }
+                self.0.push((api, result, up.clone(), count, latency));
+                self.0.len() - 1
+            }
+        };
+        let (.., count, latency) = &self.0[at];
+        (count, latency)
+    }
 }
 
 /// Writes the batch; false when the client cannot be written to (gone, or not reading for `timeout`).
@@ -148,7 +184,7 @@ async fn answer(shared: &Shared, p: &mut Pending, early: Option<Buf>, peer: Sock
             let frame = match early {
                 Some(frame) => Some(frame),
                 None => {
-                    let wait = upstream(shared, &snapshot, &p.cluster, rx);
+                    let wait = upstream(shared, &snapshot, p.up.name(), rx);
                     match tokio::time::timeout_at(deadline.into(), wait).await {
                         Ok(frame) => frame,
                         Err(_) => {
@@ -175,12 +211,12 @@ async fn answer(shared: &Shared, p: &mut Pending, early: Option<Buf>, peer: Sock
                 };
                 others.push((copy.cluster, answer, copy.topics));
             }
-            ("forwarded", frame, Source::Upstream { cluster: p.cluster.clone(), others })
+            ("forwarded", frame, Source::Upstream { cluster: p.up.name().to_string(), others })
         }
     };
-    let health = shared.store.health.view();
-    let ctx =
-        response::Ctx { snapshot: &snapshot, live: &shared.store.live, health: &health, brokers: &shared.brokers };
+    let health = shared.store.health.view_if(snapshot.routed);
+    let health = health.as_deref().unwrap_or(crate::state::no_routes());
+    let ctx = response::Ctx { snapshot: &snapshot, live: &shared.store.live, health, brokers: &shared.brokers };
     let owed = std::mem::take(&mut p.owed);
     match response::finish(&ctx, owed, p.api, p.header.api_version, &mut frame, source) {
         Ok(throttle) => Ok((result, frame, throttle)),

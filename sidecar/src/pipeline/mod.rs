@@ -63,7 +63,8 @@ pub struct Forward {
 /// What the response path owes a request: denied entries to merge, throttling to apply, ids to learn.
 #[derive(Debug, Default)]
 pub struct Owed {
-    pub(crate) merge: Option<Merge>,
+    /// Boxed: rare, and large.
+    pub(crate) merge: Option<Box<Merge>>,
     /// Throttle the request already earned (request rate, produce bytes), and the quota that earned it.
     pub(crate) throttle: Duration,
     pub(crate) throttle_kind: Option<Kind>,

@@ -60,7 +60,7 @@ pub fn decide(ctx: &Ctx, sasl: &mut sasl::Local, mut request: Request) -> Step {
     let mut owed = quotas(ctx, &request);
     if ctx.snapshot.policy.decides(api) {
         match authorize(ctx, &mut request) {
-            Ok(merge) => owed.merge = merge,
+            Ok(merge) => owed.merge = merge.map(Box::new),
             Err(Acl::Respond(body)) => return Step::Respond { version, body, owed },
             Err(Acl::Close(reason)) => return Step::close(reason),
         }

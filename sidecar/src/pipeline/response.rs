@@ -87,7 +87,7 @@ fn policy(ctx: &Ctx, owed: Owed, api: ApiKey, version: i16, frame: &mut Buf) -> 
         .with_frozen(|bytes| ResponseKind::decode(api, &mut bytes.slice(at..), version))
         .map_err(|e| Error::protocol(&format!("decoding {api:?} response"), e))?;
     if let Some(merge) = owed.merge {
-        merge.apply_to(&mut response);
+        (*merge).apply_to(&mut response);
     }
     if owed.learn_ids
         && let ResponseKind::Metadata(metadata) = &response

@@ -63,6 +63,12 @@ impl Health {
         self.view.load_full()
     }
 
+    /// The view when `routed` (only routes read it), else a shared empty one: no reference count is touched on
+    /// the common path.
+    pub fn view_if(&self, routed: bool) -> Option<Arc<route::Health>> {
+        routed.then(|| self.view.load_full())
+    }
+
     /// Whether the probes found `cluster` unreachable (only ever with routes).
     pub fn is_down(&self, cluster: &str) -> bool {
         self.down.borrow().contains(cluster)

@@ -16,6 +16,13 @@ use kproxy_policy::Policy;
 use prometheus::Registry;
 
 pub use health::Health;
+
+/// The health view of a config without routes: nobody is probed, everything is reachable.
+pub fn no_routes() -> &'static kproxy_policy::route::Health {
+    static EMPTY: std::sync::LazyLock<kproxy_policy::route::Health> =
+        std::sync::LazyLock::new(|| kproxy_policy::route::Health::new(std::time::Duration::from_secs(5)));
+    &EMPTY
+}
 pub use live::Live;
 
 use crate::Result;
