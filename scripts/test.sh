@@ -114,14 +114,19 @@ mkdir -p "$(dirname "$node_log")"
 cargo test -p kproxy-e2e --locked --test node_flow -- --nocapture --test-threads=2 >"$node_log" 2>&1 &
 node_pid=$!
 e2e_rc=0
-cargo test -p kproxy-e2e --locked -- --test-threads="${KPROXY_E2E_THREADS:-4}" \
+# --no-fail-fast: one failing test file must not keep the files after it from running.
+cargo test -p kproxy-e2e --locked --no-fail-fast -- --test-threads="${KPROXY_E2E_THREADS:-4}" \
   "${node_tests[@]/#/--skip=}" || e2e_rc=$?
 node_rc=0
 wait "$node_pid" || node_rc=$?
 echo
 echo "== e2e on the node (node_flow, $node_log)"
 cat "$node_log"
-[ "$e2e_rc" = 0 ] && [ "$node_rc" = 0 ]
+# An explicit exit: under set -e a failing test in `a && b` would not stop the script.
+if [ "$e2e_rc" != 0 ] || [ "$node_rc" != 0 ]; then
+  echo "e2e tests FAILED (other tests: exit $e2e_rc, node tests: exit $node_rc)"
+  exit 1
+fi
 
 finish_step
 echo

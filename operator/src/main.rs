@@ -137,7 +137,10 @@ struct Term {
 async fn lead_while_elected(term_of: Term, mut leading: watch::Receiver<bool>, shutdown: CancellationToken) {
     let Term { client, settings, metrics } = term_of;
     loop {
+        // Shutdown first: leadership is still held (the Lease is released after this returns), so an unbiased
+        // select could start a new term on a shutdown token that is already cancelled.
         tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return,
             changed = leading.wait_for(|l| *l) => if changed.is_err() { return },
         }
@@ -159,6 +162,9 @@ async fn lead_while_elected(term_of: Term, mut leading: watch::Receiver<bool>, s
         metrics.leader.set(0);
         metrics.leader_changes.inc();
         info!("stopped leading; the controller is stopped");
+        if shutdown.is_cancelled() {
+            return;
+        }
     }
 }
 
