@@ -311,10 +311,16 @@ def write(out_dir, root, work, rows, notes, profile, commands, plan_desc, md_pat
                                           ("cores_used", "cores used"), ("rss_kib", "RSS KiB")],
                       a="Kroxylicious", b="kproxy"),
         "",
+    ]
+    before_after = root / "benchmarks" / "core-before-after.md"
+    if before_after.exists():
+        md += [before_after.read_text().rstrip(), ""]
+    md += [
         "## Memory budget under hostile-but-valid load",
         "",
         "The sidecar started with `--memory-budget-bytes` 256 MiB against the benchmark responder: (a) one client",
-        "pipelining 100 MiB produce requests, (b) eight consumers fetching with max_bytes 50 MiB from a responder",
+        "pipelining 99 MiB produce requests (100 MiB scaled to stay under `--max-frame-bytes`, 100 MiB by default),",
+        "(b) eight consumers fetching with max_bytes 50 MiB from a responder",
         "that answers up to 50 MiB, (c) 10,000 idle connections, (d) eight clients with 32 pipelined 4 MiB produce",
         "requests each while the responder is stopped (SIGSTOP) for 3 s, then resumed. RSS sampled every 50 ms;",
         "`paused_s` is `kproxy_client_paused_seconds_total` (client time spent not read because the budget had no",
