@@ -109,7 +109,9 @@ fn watch_target(config: &Path) -> (PathBuf, Vec<std::ffi::OsString>) {
 
 /// Starts the watcher and the SIGHUP handler; both feed one reload task, which stops at shutdown.
 pub fn spawn(reloader: Arc<Reloader>, shutdown: CancellationToken) -> Result<()> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<&'static str>();
+    // One pending trigger is enough: the reload that follows reads the newest files, so further events while one
+    // waits are dropped (try_send on a full channel) instead of queued without bound.
+    let (tx, mut rx) = mpsc::channel::<&'static str>(1);
     let (dir, names) = watch_target(&reloader.path);
     let fs_tx = tx.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
@@ -118,7 +120,7 @@ pub fn spawn(reloader: Arc<Reloader>, shutdown: CancellationToken) -> Result<()>
             if !matches!(event.kind, notify::EventKind::Access(_))
                 && event.paths.iter().any(|p| p.file_name().is_some_and(|n| names.iter().any(|w| w == n)))
             {
-                let _ = fs_tx.send("watch");
+                let _ = fs_tx.try_send("watch");
             }
         }
         Err(e) => tracing::warn!(error = %e, "config watch error"),
@@ -128,7 +130,7 @@ pub fn spawn(reloader: Arc<Reloader>, shutdown: CancellationToken) -> Result<()>
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     tokio::spawn(async move {
         loop {
-            if hup.recv().await.is_none() || tx.send("sighup").is_err() {
+            if hup.recv().await.is_none() || tx.send("sighup").await.is_err() {
                 return;
             }
         }
