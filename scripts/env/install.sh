@@ -25,6 +25,8 @@ timed() {
   start=$(date +%s)
   "$@" || rc=$?
   if [ $rc -ne 0 ]; then
+    # The log's end goes to the suite's output too: a CI run keeps only what was printed.
+    [ -f "$LOG_DIR/install-$name.log" ] && tail -n 30 "$LOG_DIR/install-$name.log" >&2
     die "installing $name failed (exit $rc); see $LOG_DIR/install-$name.log"
   fi
   log "installed $name in $(($(date +%s) - start))s"
@@ -146,6 +148,17 @@ install_python() {
   timed python venv
 }
 
+# go_binary PACKAGE: the file name `go build -o DIR/` gives PACKAGE's program: its last path element, or the one
+# before a major-version suffix (go.etcd.io/etcd/server/v3 builds "server", not "v3").
+go_binary() {
+  local base=${1##*/}
+  if [[ $base =~ ^v[0-9]+$ ]]; then
+    base=${1%/*}
+    base=${base##*/}
+  fi
+  echo "$base"
+}
+
 # go_build MODULE_DIR LDFLAGS NAME=PACKAGE...: builds every program of one tools module with ONE `go build` (the
 # packages they share compile and link-prepare once) into .cache/bin. The result is kept in
 # $KPROXY_CACHE/gobin/<key>, keyed by go.mod, go.sum, the packages and the flags, so a warm machine (or a fresh
@@ -192,7 +205,7 @@ go_build() {
     build() {
       rm -rf "$cached.tmp" && mkdir -p "$cached.tmp" &&
         (cd "$TOOLS_DIR/$moddir" && go build "${flags[@]}" -ldflags="$ldflags" -o "$cached.tmp/" "${pkgs[@]}") &&
-        for pkg in "${pkgs[@]}"; do [ -x "$cached.tmp/${pkg##*/}" ] || return 1; done &&
+        for pkg in "${pkgs[@]}"; do [ -x "$cached.tmp/$(go_binary "$pkg")" ] || return 1; done &&
         touch "$cached.tmp/.complete" && rm -rf "$cached" && mv "$cached.tmp" "$cached"
     } >"$LOG_DIR/install-$moddir.log" 2>&1
     timed "$moddir" build
@@ -200,7 +213,7 @@ go_build() {
   for spec in "$@"; do
     name=${spec%%=*}
     pkg=${spec#*=}
-    cp "$cached/${pkg##*/}" "$BIN_DIR/$name.tmp" && mv "$BIN_DIR/$name.tmp" "$BIN_DIR/$name" &&
+    cp "$cached/$(go_binary "$pkg")" "$BIN_DIR/$name.tmp" && mv "$BIN_DIR/$name.tmp" "$BIN_DIR/$name" &&
       echo "$key" >"$BIN_DIR/.$name.stamp" || die "copying $name from $cached failed"
   done
 }
