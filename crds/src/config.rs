@@ -27,6 +27,15 @@ pub struct SidecarConfig {
     /// The policy's `metadata.generation` at render time, so a pod shows which edit it runs.
     #[serde(default)]
     pub generation: i64,
+    /// The policy's `metadata.uid`. A policy deleted and created again starts its generations over, so
+    /// generations are only compared between renderings of one policy object.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub policy_uid: String,
+    /// When the operator rendered this content, in milliseconds since the Unix epoch (0: unknown). It orders
+    /// renderings of one generation and gives the sidecar its propagation delay; re-rendering unchanged content
+    /// keeps the time, so an unchanged config stays byte-identical.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rendered_at_ms: u64,
     pub clusters: Vec<Cluster>,
     /// Cluster for anything no route matches; defaults to the first cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -259,6 +268,29 @@ impl SidecarConfig {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl SidecarConfig {
+    /// Whether this config may replace `current`, which is being served. The volume and the API deliver the same
+    /// renderings in any order; an older one arriving after a newer one must not win. Renderings of one policy
+    /// object are ordered by (generation, render time); a different policy object (recreated) by render time.
+    /// Hand-written configs (no policy generation) are always taken: there is nothing to order them by.
+    pub fn supersedes(&self, current: &SidecarConfig) -> bool {
+        if self.generation == 0 || current.generation == 0 {
+            return true;
+        }
+        let same_object =
+            self.policy_uid.is_empty() || current.policy_uid.is_empty() || self.policy_uid == current.policy_uid;
+        if same_object {
+            (self.generation, self.rendered_at_ms) >= (current.generation, current.rendered_at_ms)
+        } else {
+            self.rendered_at_ms >= current.rendered_at_ms
+        }
+    }
+}
+
 /// `sha256:<hex>` of the rendered text: the identity of a config shown in status and on `/metrics`.
 pub fn config_hash(text: &str) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())))
@@ -300,6 +332,27 @@ mod tests {
         ] {
             assert!(all.contains(needle), "missing {needle} in {all}");
         }
+    }
+
+    #[test]
+    fn a_rendering_supersedes_only_an_older_one_of_the_same_policy() {
+        let at = |uid: &str, generation: i64, rendered_at_ms: u64| SidecarConfig {
+            policy_uid: uid.into(),
+            generation,
+            rendered_at_ms,
+            ..SidecarConfig::parse(MINIMAL).unwrap()
+        };
+        assert!(at("a", 3, 100).supersedes(&at("a", 2, 200)), "a newer generation wins whatever its time");
+        assert!(!at("a", 2, 200).supersedes(&at("a", 3, 100)), "never an older generation after a newer one");
+        assert!(at("a", 3, 300).supersedes(&at("a", 3, 100)), "a later rendering of one generation");
+        assert!(!at("a", 3, 100).supersedes(&at("a", 3, 300)));
+        assert!(at("b", 1, 500).supersedes(&at("a", 9, 400)), "a recreated policy starts its generations over");
+        assert!(!at("b", 1, 300).supersedes(&at("a", 9, 400)));
+        assert!(at("", 0, 0).supersedes(&at("a", 9, 400)), "a hand-written config is always taken");
+        assert!(at("a", 1, 1).supersedes(&at("", 0, 0)));
+        let text = at("a", 3, 1_700_000_000_123).to_yaml().unwrap();
+        assert!(text.contains("policyUid: a") && text.contains("renderedAtMs: 1700000000123"), "{text}");
+        assert!(!SidecarConfig::parse(MINIMAL).unwrap().to_yaml().unwrap().contains("renderedAtMs"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, MicroTime};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -222,6 +222,10 @@ pub struct KafkaProxyPolicyStatus {
     /// `sha256:<hex>` of the rendered config in that ConfigMap; sidecars show the same on `/metrics`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
+    /// When that config was rendered (it carries the same time, `renderedAtMs`): sidecars measure propagation
+    /// from it, and re-rendering unchanged content keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rendered_at: Option<MicroTime>,
     /// The policy's cluster names, comma-separated, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clusters: Option<String>,

@@ -3,12 +3,12 @@
 //! reports the outcome in the policy's status.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kproxy_api::config::config_hash;
-use kproxy_api::crd::{KafkaProxyPolicy, referenced_secrets};
+use kproxy_api::config::{SidecarConfig, config_hash};
+use kproxy_api::crd::{KafkaProxyPolicy, KafkaProxyPolicyStatus, referenced_secrets};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -192,6 +192,7 @@ async fn reconcile_inner(policy: &KafkaProxyPolicy, ctx: &Context) -> Result<(Ou
             let desired = Desired {
                 reason: Reason::InvalidPolicy,
                 message,
+                rendered_at_ms: status::rendered_at_ms(&previous),
                 config_map_name: previous.config_map_name,
                 config_hash: previous.config_hash,
                 stale: pods::stale(&ctx.pods, policy),
@@ -202,8 +203,7 @@ async fn reconcile_inner(policy: &KafkaProxyPolicy, ctx: &Context) -> Result<(Ou
             return Ok((Outcome::Invalid, Action::await_change()));
         }
     };
-    let yaml = config.to_yaml()?;
-    let hash = config_hash(&yaml);
+    let (yaml, hash, rendered_at_ms) = stamp(config.clone(), &previous)?;
     let cm = configmap::build(policy, &yaml, &hash)?;
     let cm_name = configmap::name(&policy.name_any());
     configmap::apply(&Api::namespaced(ctx.client.clone(), &ns), &cm).await?;
@@ -228,11 +228,34 @@ async fn reconcile_inner(policy: &KafkaProxyPolicy, ctx: &Context) -> Result<(Ou
         info!(configmap = %cm_name, %hash, "rendered");
     }
     let stale = pods::stale(&ctx.pods, policy);
-    let desired = Desired { reason, message, config_map_name: Some(cm_name), config_hash: Some(hash), stale };
+    let desired = Desired {
+        reason,
+        message,
+        config_map_name: Some(cm_name),
+        config_hash: Some(hash),
+        rendered_at_ms: Some(rendered_at_ms),
+        stale,
+    };
     let new = status::build(policy, &desired);
     events::announce(&ctx.recorder, policy, &new).await;
     status::write(&policies, policy, new).await?;
     Ok((outcome, action))
+}
+
+/// The config as its ConfigMap holds it, with its hash and render time. Content already rendered keeps its time
+/// (the status remembers it), so a re-render of an unchanged policy is byte-identical and wakes no sidecar.
+fn stamp(config: SidecarConfig, previous: &KafkaProxyPolicyStatus) -> Result<(String, String, u64)> {
+    if let Some(at) = status::rendered_at_ms(previous) {
+        let yaml = SidecarConfig { rendered_at_ms: at, ..config.clone() }.to_yaml()?;
+        let hash = config_hash(&yaml);
+        if previous.config_hash.as_deref() == Some(hash.as_str()) {
+            return Ok((yaml, hash, at));
+        }
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let yaml = SidecarConfig { rendered_at_ms: now, ..config }.to_yaml()?;
+    let hash = config_hash(&yaml);
+    Ok((yaml, hash, now))
 }
 
 fn error_policy(policy: Arc<KafkaProxyPolicy>, error: &Error, _ctx: Arc<Context>) -> Action {

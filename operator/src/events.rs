@@ -62,6 +62,7 @@ mod tests {
             message: message.into(),
             config_map_name: None,
             config_hash: None,
+            rendered_at_ms: None,
             stale: Default::default(),
         };
         let rendered = build(&policy, &desired(Reason::Rendered, "gen 1"));

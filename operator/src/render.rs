@@ -16,7 +16,11 @@ use kube::ResourceExt;
 pub fn render(policy: &KafkaProxyPolicy) -> Result<SidecarConfig, Vec<String>> {
     let config =
         render_spec(&policy.spec, &format!("{}/{}", policy.namespace().unwrap_or_default(), policy.name_any()));
-    let config = SidecarConfig { generation: policy.metadata.generation.unwrap_or_default(), ..config };
+    let config = SidecarConfig {
+        generation: policy.metadata.generation.unwrap_or_default(),
+        policy_uid: policy.metadata.uid.clone().unwrap_or_default(),
+        ..config
+    };
     match config.validate() {
         Ok(()) => Ok(config),
         Err(kproxy_api::Error::Invalid(problems)) => Err(problems.into_iter().map(|p| format!("spec.{p}")).collect()),
@@ -30,6 +34,8 @@ fn render_spec(spec: &KafkaProxyPolicySpec, policy: &str) -> SidecarConfig {
     SidecarConfig {
         policy: policy.to_string(),
         generation: 0,
+        policy_uid: String::new(),
+        rendered_at_ms: 0,
         clusters: spec.clusters.iter().map(cluster).collect(),
         default_cluster: spec.default_cluster.clone(),
         routes: spec.routes.clone(),

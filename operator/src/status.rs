@@ -1,7 +1,7 @@
 //! The policy's status: the `Ready` condition with a reason and a message that says what to fix, written with
 //! server-side apply on the status subresource.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
 use kproxy_api::crd::{KafkaProxyPolicy, KafkaProxyPolicyStatus, PODS_NEED_RESTART, READY};
 use kube::api::{Patch, PatchParams};
@@ -43,8 +43,20 @@ pub struct Desired {
     /// Name and hash of the ConfigMap now in place (after an invalid edit: the last good one, if any).
     pub config_map_name: Option<String>,
     pub config_hash: Option<String>,
+    /// When that config was rendered, in milliseconds since the Unix epoch.
+    pub rendered_at_ms: Option<u64>,
     /// Injected pods that run without a Secret the policy names.
     pub stale: Stale,
+}
+
+/// A render time as the status shows it.
+fn micro_time(ms: u64) -> Option<MicroTime> {
+    Timestamp::from_millisecond(i64::try_from(ms).ok()?).ok().map(MicroTime)
+}
+
+/// The render time a status shows, in milliseconds since the Unix epoch.
+pub fn rendered_at_ms(status: &KafkaProxyPolicyStatus) -> Option<u64> {
+    status.rendered_at.as_ref().and_then(|t| u64::try_from(t.0.as_millisecond()).ok())
 }
 
 /// Builds the full status, keeping each condition's transition time when its truth did not change, so an
@@ -71,6 +83,7 @@ pub fn build(policy: &KafkaProxyPolicy, desired: &Desired) -> KafkaProxyPolicySt
         observed_generation: policy.metadata.generation,
         config_map_name: desired.config_map_name.clone(),
         config_hash: desired.config_hash.clone(),
+        rendered_at: desired.rendered_at_ms.and_then(micro_time),
         clusters: Some(policy.spec.clusters.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(",")),
         conditions: vec![
             condition(policy, READY, ready, desired.reason.as_str(), &desired.message),
@@ -138,6 +151,7 @@ mod tests {
             message: "m".into(),
             config_map_name: Some("p-kproxy".into()),
             config_hash: Some("sha256:00".into()),
+            rendered_at_ms: Some(1_700_000_000_123),
             stale: Stale::default(),
         }
     }
@@ -145,6 +159,7 @@ mod tests {
     #[test]
     fn ready_status_carries_generation_configmap_hash_and_clusters() {
         let status = build(&policy(), &desired(Reason::Rendered));
+        assert_eq!(rendered_at_ms(&status), Some(1_700_000_000_123), "the render time, to the millisecond");
         assert_eq!(status.observed_generation, Some(4));
         assert_eq!(status.config_map_name.as_deref(), Some("p-kproxy"));
         assert_eq!(status.config_hash.as_deref(), Some("sha256:00"));

@@ -55,6 +55,8 @@ fn every_field_is_rendered() {
     let expected = SidecarConfig {
         policy: "shop/payments".into(),
         generation: 7,
+        policy_uid: String::new(),
+        rendered_at_ms: 0,
         clusters: vec![
             Cluster {
                 name: "dc-east".into(),
