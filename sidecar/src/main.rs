@@ -23,9 +23,16 @@ struct Args {
     /// Bootstrap address for the application's Kafka client.
     #[arg(long, env = "KPROXY_LISTEN", default_value = "127.0.0.1:9092")]
     listen: SocketAddr,
-    /// Address of /metrics, /healthz and /readyz.
+    /// Address of /healthz and /readyz (kubelet's probes), and of /metrics unless --metrics is given.
     #[arg(long, env = "KPROXY_ADMIN", default_value = "127.0.0.1:9102")]
     admin: SocketAddr,
+    /// Address of /metrics alone (e.g. 127.0.0.1:9103): the admin address then answers only the probes.
+    #[arg(long, env = "KPROXY_METRICS")]
+    metrics: Option<SocketAddr>,
+    /// Label upstream connection series with the brokers' addresses (default: an index per cluster, so the
+    /// metrics do not show where the brokers are).
+    #[arg(long, env = "KPROXY_METRICS_BROKER_ADDRESSES")]
+    metrics_broker_addresses: bool,
     /// Host advertised to clients for the per-broker listeners (and bound by them).
     #[arg(long, env = "KPROXY_ADVERTISED_HOST", default_value = "127.0.0.1")]
     advertised_host: String,
@@ -95,6 +102,7 @@ fn main() -> ExitCode {
         config: args.config.clone(),
         listen: args.listen,
         admin: args.admin,
+        metrics: args.metrics,
         advertised_host: args.advertised_host,
         broker_port_base: args.broker_port_base,
         secrets_dir: args.secrets_dir,
@@ -111,6 +119,7 @@ fn main() -> ExitCode {
             memory_budget_bytes: budget,
             connection_memory_bytes: share,
             buffer_pool_bytes: kproxy_sidecar::settings::default_pool_bytes(budget),
+            metrics_broker_addresses: args.metrics_broker_addresses,
             ..defaults
         },
     };

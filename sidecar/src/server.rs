@@ -44,7 +44,10 @@ pub struct Server {
 pub struct Running {
     pub server: Arc<Server>,
     pub listen: SocketAddr,
+    /// The probes' address (and /metrics' unless it has its own).
     pub admin: SocketAddr,
+    /// /metrics' own address, when it has one.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Server {
@@ -102,7 +105,8 @@ impl Server {
             buffers: self.conns.buffers.clone(),
             ready: self.ready.clone(),
         };
-        let admin = admin::start(self.settings.admin, state, self.shutdown.clone()).await?;
+        let bound = admin::start(self.settings.admin, self.settings.metrics, state, self.shutdown.clone()).await?;
+        let (admin, metrics) = (bound.admin, bound.metrics);
         tokio::spawn(accept_loop(self.clone(), listener, Target::Bootstrap));
         if let Some(listeners) = self.listeners.lock().await.take() {
             tokio::spawn(serve_brokers(self.clone(), listeners));
@@ -115,8 +119,8 @@ impl Server {
             ready: self.ready.clone(),
             shutdown: self.shutdown.clone(),
         });
-        tracing::info!(%listen, %admin, "kproxy sidecar serving");
-        Ok(Running { server: self.clone(), listen, admin })
+        tracing::info!(%listen, %admin, ?metrics, "kproxy sidecar serving");
+        Ok(Running { server: self.clone(), listen, admin, metrics })
     }
 
     /// Watches the config path (and SIGHUP) and reloads on change.

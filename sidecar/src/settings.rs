@@ -11,8 +11,10 @@ pub struct Settings {
     pub config: PathBuf,
     /// Bootstrap address the application's client dials.
     pub listen: SocketAddr,
-    /// Address of /metrics, /healthz and /readyz.
+    /// Address of /healthz and /readyz (kubelet's probes), and of /metrics unless `metrics` is set.
     pub admin: SocketAddr,
+    /// Address of /metrics when it must not be on the admin address (loopback in a pod without monitoring).
+    pub metrics: Option<SocketAddr>,
     /// Host written into rewritten broker addresses; the per-broker listeners bind to it too.
     pub advertised_host: String,
     /// 0: each broker listener gets an ephemeral port; otherwise base + virtual node id.
@@ -55,6 +57,10 @@ pub struct Limits {
     /// How long a cluster removed by a reload keeps serving its broker listeners: clients refresh metadata at
     /// least every 5 minutes (metadata.max.age.ms), after which they no longer dial them.
     pub removed_cluster_grace: Duration,
+    /// Whether upstream connection series are labelled with the brokers' real addresses (otherwise with an index
+    /// per cluster, so `/metrics` does not tell where the brokers are). Not a bound: it travels with the limits
+    /// because every pool is handed them.
+    pub metrics_broker_addresses: bool,
 }
 
 impl Default for Limits {
@@ -74,6 +80,7 @@ impl Default for Limits {
             memory_budget_bytes: budget,
             connection_memory_bytes: default_connection_share(budget),
             removed_cluster_grace: Duration::from_secs(330),
+            metrics_broker_addresses: false,
         }
     }
 }
@@ -95,6 +102,7 @@ impl Settings {
             config,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics: None,
             advertised_host: "127.0.0.1".to_string(),
             broker_port_base: 0,
             secrets_dir: PathBuf::from(kproxy_api::config::SECRETS_MOUNT_DIR),

@@ -83,9 +83,10 @@ impl Upstream {
     /// The pool of the broker at `addr`, created on first use.
     pub fn pool(&self, addr: &str) -> Arc<BrokerPool> {
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        let index = pools.len();
         pools
             .entry(addr.to_string())
-            .or_insert_with(|| Arc::new(BrokerPool::new(self.endpoint.clone(), addr.to_string())))
+            .or_insert_with(|| Arc::new(BrokerPool::new(self.endpoint.clone(), addr.to_string(), index)))
             .clone()
     }
 

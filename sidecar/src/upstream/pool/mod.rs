@@ -32,6 +32,8 @@ pub async fn dial(up: &Endpoint, addr: &str) -> Result<BoxStream> {
 /// The connections to one broker.
 pub struct BrokerPool {
     pub addr: String,
+    /// The `broker` label of its connection series: the address only when the metrics may show it.
+    label: String,
     up: Arc<Endpoint>,
     ordinary: Lane<Conn>,
     long_poll: Lane<Conn>,
@@ -51,8 +53,11 @@ impl Drop for Lease {
 }
 
 impl BrokerPool {
-    pub fn new(up: Arc<Endpoint>, addr: String) -> Self {
-        BrokerPool { addr, up, ordinary: Lane::default(), long_poll: Lane::default(), backoff: Default::default() }
+    /// The pool of the broker at `addr`, the `index`th pool its cluster opened.
+    pub fn new(up: Arc<Endpoint>, addr: String, index: usize) -> Self {
+        let label = if up.limits.metrics_broker_addresses { addr.clone() } else { index.to_string() };
+        let (ordinary, long_poll) = (Lane::default(), Lane::default());
+        BrokerPool { addr, label, up, ordinary, long_poll, backoff: Default::default() }
     }
 
     /// Binds a client connection to the ordinary connection with the fewest clients, opening another one while
@@ -113,7 +118,7 @@ impl BrokerPool {
             }
         };
         let m = &self.up.metrics;
-        let gauge = m.upstream_connections.with_label_values(&[&self.up.cluster.name, &self.addr]);
+        let gauge = m.upstream_connections.with_label_values(&[&self.up.cluster.name, &self.label]);
         gauge.inc();
         m.upstream_connections_opened.with_label_values(&[&self.up.cluster.name]).inc();
         tracing::debug!(cluster = %self.up.cluster.name, addr = %self.addr, "upstream connection opened");

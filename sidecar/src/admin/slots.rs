@@ -1,0 +1,128 @@
+//! Connection slots of one admin listener: a fixed number of connections at once, and a new connection displaces
+//! the oldest one that has not yet sent a complete request head.
+//!
+//! Why displace instead of making the newcomer wait: the admin port is reachable from the pod network, and a
+//! plain cap lets anyone who holds the cap with half-sent requests starve kubelet's probes until the header-read
+//! timeout frees a slot (the probes time out first and the pod is restarted). A probe sends its whole request
+//! right after connecting and is answered within a millisecond, so it is served long before enough newer
+//! connections arrive to displace it; a connection whose request is being answered is never displaced.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+
+/// The slots of one listener.
+pub struct Slots {
+    cap: usize,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    next: u64,
+    /// Open connections, oldest first.
+    open: VecDeque<Entry>,
+}
+
+struct Entry {
+    id: u64,
+    busy: Arc<AtomicBool>,
+    displaced: CancellationToken,
+}
+
+/// One admitted connection; its slot is free again when dropped.
+pub struct Slot {
+    id: u64,
+    slots: Arc<Slots>,
+    /// Set once the connection sent a complete request head: it is then never displaced.
+    busy: Arc<AtomicBool>,
+    /// Cancelled when a newer connection took the slot.
+    pub displaced: CancellationToken,
+}
+
+impl Slots {
+    pub fn new(cap: usize) -> Arc<Slots> {
+        Arc::new(Slots { cap: cap.max(1), inner: Mutex::default() })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A slot for a new connection, displacing the oldest idle one when all are taken; `None` when every open
+    /// connection is being answered (the newcomer is closed; answers take a millisecond, so this is rare).
+    pub fn admit(self: &Arc<Self>) -> Option<Slot> {
+        let mut inner = self.lock();
+        if inner.open.len() >= self.cap {
+            let oldest_idle = inner.open.iter().position(|e| !e.busy.load(Ordering::Relaxed))?;
+            if let Some(e) = inner.open.remove(oldest_idle) {
+                e.displaced.cancel();
+            }
+        }
+        let id = inner.next;
+        inner.next += 1;
+        let (busy, displaced) = (Arc::new(AtomicBool::new(false)), CancellationToken::new());
+        inner.open.push_back(Entry { id, busy: busy.clone(), displaced: displaced.clone() });
+        Some(Slot { id, slots: self.clone(), busy, displaced })
+    }
+
+    /// Connections holding a slot now.
+    #[cfg(test)]
+    pub fn open(&self) -> usize {
+        self.lock().open.len()
+    }
+}
+
+impl Slot {
+    /// Marks the connection as answering a request.
+    pub fn busy(&self) {
+        self.busy.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut inner = self.slots.lock();
+        if let Some(at) = inner.open.iter().position(|e| e.id == self.id) {
+            inner.open.remove(at);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_listener_displaces_its_oldest_idle_connection_never_a_busy_one() {
+        let slots = Slots::new(3);
+        let a = slots.admit().unwrap();
+        let b = slots.admit().unwrap();
+        let c = slots.admit().unwrap();
+        a.busy();
+        let d = slots.admit().unwrap();
+        assert!(!a.displaced.is_cancelled(), "a connection being answered stays");
+        assert!(b.displaced.is_cancelled(), "the oldest idle one makes room");
+        assert!(!c.displaced.is_cancelled() && !d.displaced.is_cancelled());
+        assert_eq!(slots.open(), 3);
+        drop(b);
+        assert_eq!(slots.open(), 3, "a displaced connection no longer counts");
+        drop(c);
+        assert_eq!(slots.open(), 2);
+        let _e = slots.admit().unwrap();
+        assert!(!d.displaced.is_cancelled(), "room left: nobody is displaced");
+    }
+
+    #[test]
+    fn with_every_connection_busy_a_newcomer_is_refused() {
+        let slots = Slots::new(2);
+        let held: Vec<_> = (0..2).map(|_| slots.admit().unwrap()).collect();
+        held.iter().for_each(Slot::busy);
+        assert!(slots.admit().is_none());
+        drop(held);
+        assert_eq!(slots.open(), 0);
+        assert!(slots.admit().is_some());
+    }
+}
