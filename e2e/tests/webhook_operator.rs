@@ -153,6 +153,7 @@ fn run_as_kubelet_would(env: &Env, ns: &str, pod: &Value, root: &Path) -> (Child
             "--config" | "--secrets-dir" => args[i] = root.join(args[i].trim_start_matches('/')).display().to_string(),
             // Loopback only in tests; in a pod it is every address of the pod.
             "--admin" => args[i] = format!("127.0.0.1:{admin_port}"),
+            "--metrics" => args[i] = format!("127.0.0.1:{}", free_port()),
             _ => {}
         }
     }

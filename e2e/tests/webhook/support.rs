@@ -306,7 +306,9 @@ pub fn assert_injected(pod: &Value, policy: &str) {
             "--secrets-dir",
             "/etc/kproxy/secrets",
             "--admin",
-            "0.0.0.0:9102"
+            "0.0.0.0:9102",
+            "--metrics",
+            "127.0.0.1:9103"
         ])
     );
     assert_eq!(sidecar["ports"][0]["name"], "kproxy-admin");

@@ -62,6 +62,9 @@ pub struct WebhookArgs {
     /// Port of the sidecar's /metrics, /healthz and /readyz (container port `kproxy-admin`).
     #[arg(long, default_value_t = 9102)]
     pub sidecar_admin_port: u16,
+    /// Serve the sidecar's /metrics on the pod IP (for a PodMonitor); otherwise on 127.0.0.1 at the admin port + 1.
+    #[arg(long)]
+    pub sidecar_metrics_on_pod_ip: bool,
     /// Sidecar CPU request (per pod: annotation kproxy.dev/cpu).
     #[arg(long, default_value = "50m")]
     pub sidecar_cpu: String,
@@ -85,6 +88,7 @@ impl WebhookArgs {
             image: self.sidecar_image.clone(),
             image_pull_policy: self.sidecar_image_pull_policy.clone(),
             admin_port: self.sidecar_admin_port,
+            metrics_on_pod_ip: self.sidecar_metrics_on_pod_ip,
             resources: Resources {
                 cpu: Some(self.sidecar_cpu.clone()),
                 memory: Some(self.sidecar_memory.clone()),

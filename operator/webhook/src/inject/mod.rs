@@ -29,8 +29,10 @@ pub struct InjectConfig {
     /// The sidecar image, normally the same release as the operator.
     pub image: String,
     pub image_pull_policy: Option<String>,
-    /// Port of `/metrics`, `/healthz` and `/readyz`.
+    /// Port of `/healthz` and `/readyz` on the pod IP (and of `/metrics` with `metrics_on_pod_ip`).
     pub admin_port: u16,
+    /// Serve `/metrics` on the pod IP, for a PodMonitor; otherwise on loopback at [`InjectConfig::metrics_port`].
+    pub metrics_on_pod_ip: bool,
     /// Defaults; each can be overridden per pod by its annotation.
     pub resources: Resources,
 }
@@ -41,6 +43,7 @@ impl Default for InjectConfig {
             image: crate::cli::DEFAULT_SIDECAR_IMAGE.into(),
             image_pull_policy: None,
             admin_port: 9102,
+            metrics_on_pod_ip: false,
             resources: Resources::default(),
         }
     }
@@ -68,6 +71,11 @@ impl Default for Resources {
 }
 
 impl InjectConfig {
+    /// The loopback port of `/metrics` when it is not on the pod IP: the port after the admin port.
+    pub fn metrics_port(&self) -> u16 {
+        self.admin_port.saturating_add(1)
+    }
+
     /// Every problem with the operator's own settings, so a bad flag fails at startup, not at the first pod.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
@@ -76,6 +84,9 @@ impl InjectConfig {
         }
         if self.admin_port == 0 || i32::from(self.admin_port) == KAFKA_PORT {
             problems.push(format!("sidecar admin port {} is not usable", self.admin_port));
+        }
+        if !self.metrics_on_pod_ip && (self.admin_port == u16::MAX || i32::from(self.metrics_port()) == KAFKA_PORT) {
+            problems.push(format!("sidecar admin port {}: the next port serves /metrics on loopback", self.admin_port));
         }
         let r = &self.resources;
         for (what, value) in

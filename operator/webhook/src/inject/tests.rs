@@ -86,8 +86,22 @@ fn annotated_pod_gets_a_native_sidecar_with_everything() {
     assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"));
     assert_eq!(
         sidecar.args.as_deref().unwrap(),
-        ["--config", "/etc/kproxy/config", "--secrets-dir", "/etc/kproxy/secrets", "--admin", "0.0.0.0:9102"]
+        [
+            "--config",
+            "/etc/kproxy/config",
+            "--secrets-dir",
+            "/etc/kproxy/secrets",
+            "--admin",
+            "0.0.0.0:9102",
+            "--metrics",
+            "127.0.0.1:9103"
+        ]
     );
+    let monitored = InjectConfig { metrics_on_pod_ip: true, ..InjectConfig::default() };
+    let scraped = inject(&annotated(), &p, &monitored).unwrap().unwrap();
+    assert!(!sidecar_of(&scraped).args.iter().flatten().any(|a| a == "--metrics"), "metrics on the admin address");
+    let malloc = sidecar.env.iter().flatten().find(|e| e.name == "MALLOC_MMAP_THRESHOLD_");
+    assert_eq!(malloc.and_then(|e| e.value.as_deref()), Some("1048576"));
     let port = &sidecar.ports.as_ref().unwrap()[0];
     assert_eq!((port.name.as_deref(), port.container_port), (Some("kproxy-admin"), 9102));
     let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| p.as_ref().unwrap().http_get.clone().unwrap().path;
@@ -403,7 +417,8 @@ fn log_annotations_set_the_sidecars_filter_and_format_or_are_refused() {
 
     let plain = with(&[]).unwrap().unwrap();
     assert!(!sidecar_of(&plain).args.iter().flatten().any(|a| a == "--log-json"));
-    assert!(sidecar_of(&plain).env.is_none(), "no filter: the sidecar's default");
+    let plain_env = sidecar_of(&plain).env.clone().unwrap_or_default();
+    assert!(plain_env.iter().all(|e| e.name != "RUST_LOG"), "no filter: the sidecar's default");
 
     for (annotation, value) in [(annotation::LOG_LEVEL, "kproxy=loud"), (annotation::LOG_FORMAT, "yaml")] {
         let Err(Error::Refused(r)) = with(&[(annotation, value)]) else { panic!("{annotation}={value} accepted") };
