@@ -17,10 +17,21 @@ pub const CONFIG_MOUNT_DIR: &str = "/etc/kproxy/config";
 /// Where the injected sidecar finds mounted Secrets: `<root>/<secret name>/<key>`.
 pub const SECRETS_MOUNT_DIR: &str = "/etc/kproxy/secrets";
 
+/// The rendered config's schema, `major.minor`. A sidecar reads every config of its major version: a newer minor
+/// only adds fields, which it reports ([`SidecarConfig::unknown_fields`]) and otherwise ignores. A newer major is
+/// refused ([`crate::Error::NewerSchema`]) and the config being served stays.
+pub const SCHEMA_VERSION: &str = "1.0";
+/// The major version of [`SCHEMA_VERSION`].
+const SCHEMA_MAJOR: u64 = 1;
+
 /// Everything one sidecar needs to serve a policy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SidecarConfig {
+    /// `major.minor` of the schema the config was rendered with ([`SCHEMA_VERSION`]); absent means 1.0 (configs
+    /// rendered before the field existed, hand-written ones).
+    #[serde(default = "default_schema_version")]
+    pub schema_version: String,
     /// `namespace/name` of the policy this was rendered from (empty for hand-written configs).
     #[serde(default)]
     pub policy: String,
@@ -134,6 +145,36 @@ impl Default for FailoverSettings {
     }
 }
 
+fn default_schema_version() -> String {
+    "1.0".to_string()
+}
+
+/// The major version of a `major.minor` schema version.
+fn schema_major(version: &str) -> Option<u64> {
+    let (major, minor) = version.split_once('.')?;
+    minor.parse::<u64>().ok()?;
+    major.parse().ok()
+}
+
+/// Refuses a config of another major schema version before its body is read: a newer major may have changed what
+/// a field means, so its parse (or its success) says nothing useful.
+fn check_schema(text: &str) -> Result<()> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Version {
+        #[serde(default)]
+        schema_version: Option<String>,
+    }
+    let Some(found) = serde_yaml_ng::from_str::<Version>(text)?.schema_version else { return Ok(()) };
+    match schema_major(&found) {
+        Some(major) if major == SCHEMA_MAJOR => Ok(()),
+        Some(major) if major > SCHEMA_MAJOR => Err(Error::NewerSchema { found, supported: SCHEMA_VERSION }),
+        _ => Err(Error::Invalid(vec![format!(
+            "schemaVersion: {found:?} is not a version this sidecar reads ({SCHEMA_VERSION})"
+        )])),
+    }
+}
+
 fn default_unreachable_after_ms() -> u64 {
     5_000
 }
@@ -145,9 +186,26 @@ fn default_probe_interval_ms() -> u64 {
 impl SidecarConfig {
     /// Parses and validates a config from YAML (or JSON), collecting every problem before failing.
     pub fn parse(text: &str) -> Result<Self> {
+        check_schema(text)?;
         let config: SidecarConfig = serde_yaml_ng::from_str(text)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The fields of `text` no type of this version knows, as paths (`clusters.0.tls.pinnedKey`): what a newer
+    /// minor added. They do not stop the config from loading; the sidecar counts and logs them.
+    pub fn unknown_fields(text: &str) -> Vec<String> {
+        let mut unknown = Vec::new();
+        let parsed: Result<SidecarConfig, _> =
+            serde_ignored::deserialize(serde_yaml_ng::Deserializer::from_str(text), |path| {
+                // `?` stands for the Some of an optional field: not part of the path as written.
+                unknown.push(path.to_string().replace(".?", ""))
+            });
+        // A config that does not parse is reported by `parse`; it has no fields to speak of.
+        if parsed.is_err() {
+            unknown.clear();
+        }
+        unknown
     }
 
     /// Reads a config from a file, or from `config.yaml` inside a mounted ConfigMap directory.
@@ -356,9 +414,39 @@ mod tests {
     }
 
     #[test]
+    fn a_newer_major_schema_is_refused_before_its_body_is_read() {
+        // A body this version could not parse: the refusal names the version, not a field.
+        let text = "schemaVersion: \"2.0\"\nclusters: {east: [\"127.0.0.1:9093\"]}\n";
+        let err = SidecarConfig::parse(text).unwrap_err();
+        assert!(matches!(&err, Error::NewerSchema { found, .. } if found == "2.0"), "{err}");
+        assert!(err.to_string().contains("newer than this sidecar reads (1.0)"), "{err}");
+        for bad in ["\"0.9\"", "\"one\"", "\"1\""] {
+            let err = SidecarConfig::parse(&format!("schemaVersion: {bad}\n{MINIMAL}")).unwrap_err();
+            assert!(err.to_string().contains("schemaVersion"), "{bad}: {err}");
+        }
+        let newer_minor = format!("schemaVersion: \"1.7\"\n{MINIMAL}");
+        assert_eq!(SidecarConfig::parse(&newer_minor).unwrap().schema_version, "1.7");
+        assert_eq!(SidecarConfig::parse(MINIMAL).unwrap().schema_version, "1.0", "absent means 1.0");
+    }
+
+    #[test]
+    fn unknown_fields_at_any_depth_are_reported_and_the_config_still_loads() {
+        let text = "schemaVersion: \"1.3\"\nsinceV13: true\nclusters:\n- name: east\n  bootstrapServers: [\"127.0.0.1:9093\"]\n  tls: {caFile: ca.crt, pinnedKey: abc}\nquotas: {requestRate: 5, burst: 10}\n";
+        let config = SidecarConfig::parse(text).unwrap();
+        assert_eq!(config.quotas.request_rate, Some(5));
+        let unknown: std::collections::BTreeSet<String> = SidecarConfig::unknown_fields(text).into_iter().collect();
+        let expected: std::collections::BTreeSet<String> =
+            ["sinceV13", "clusters.0.tls.pinnedKey", "quotas.burst"].map(String::from).into();
+        assert_eq!(unknown, expected);
+        assert!(SidecarConfig::unknown_fields(MINIMAL).is_empty());
+        assert!(SidecarConfig::unknown_fields("clusters: 3").is_empty(), "an unparsable config has none to report");
+    }
+
+    #[test]
     fn round_trips_through_yaml_and_hash_is_stable() {
         let c = SidecarConfig::parse(MINIMAL).unwrap();
         let text = c.to_yaml().unwrap();
+        assert!(text.starts_with("schemaVersion: '1.0'\n"), "the version leads the rendered config: {text}");
         assert_eq!(SidecarConfig::parse(&text).unwrap(), c);
         assert_eq!(config_hash(&text), config_hash(&text));
         assert!(config_hash(&text).starts_with("sha256:"));

@@ -14,6 +14,12 @@ pub enum Error {
     Parse(#[from] serde_yaml_ng::Error),
     #[error("config is invalid: {}", .0.join("; "))]
     Invalid(Vec<String>),
+    /// A config of a newer major schema version: fields may mean something this version would get wrong.
+    #[error(
+        "config schemaVersion {found} is newer than this sidecar reads ({supported}): it is not applied; upgrade the \
+         sidecar (README \"Upgrading\")"
+    )]
+    NewerSchema { found: String, supported: &'static str },
     #[error("cannot read {path}: {source}")]
     Io {
         path: String,

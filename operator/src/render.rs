@@ -1,7 +1,7 @@
 //! Turns a `KafkaProxyPolicy` into the sidecar config its ConfigMap holds. Pure: no API calls, every problem
 //! collected before failing.
 
-use kproxy_api::config::{Cluster, FailoverSettings, Sasl, SaslMechanism, SidecarConfig, Tls};
+use kproxy_api::config::{Cluster, FailoverSettings, SCHEMA_VERSION, Sasl, SaslMechanism, SidecarConfig, Tls};
 use kproxy_api::crd::{
     ClusterSpec, DEFAULT_TOKEN_KEY, KafkaProxyPolicy, KafkaProxyPolicySpec, TLS_CERT_KEY, TLS_KEY_KEY, TlsSpec,
     secret_file,
@@ -32,6 +32,7 @@ fn render_spec(spec: &KafkaProxyPolicySpec, policy: &str) -> SidecarConfig {
     let defaults = FailoverSettings::default();
     let failover = spec.failover.clone().unwrap_or_default();
     SidecarConfig {
+        schema_version: SCHEMA_VERSION.to_string(),
         policy: policy.to_string(),
         generation: 0,
         policy_uid: String::new(),

@@ -53,6 +53,7 @@ fn full_spec() -> Value {
 fn every_field_is_rendered() {
     let config = render(&policy(full_spec())).unwrap();
     let expected = SidecarConfig {
+        schema_version: kproxy_api::config::SCHEMA_VERSION.to_string(),
         policy: "shop/payments".into(),
         generation: 7,
         policy_uid: String::new(),
