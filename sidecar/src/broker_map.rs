@@ -84,6 +84,20 @@ impl BrokerMap {
         self.lock().by_real.get(&(cluster.to_string(), node)).and_then(|e| e.upstream.clone())
     }
 
+    /// Where every known broker of `cluster` is, in node id order: what the failover probes may ask besides the
+    /// bootstrap servers.
+    pub fn upstreams(&self, cluster: &str) -> Vec<String> {
+        let inner = self.lock();
+        let mut known: Vec<(i32, String)> = inner
+            .by_real
+            .iter()
+            .filter(|((c, _), _)| c == cluster)
+            .filter_map(|((_, node), e)| Some((*node, e.upstream.clone()?)))
+            .collect();
+        known.sort();
+        known.into_iter().map(|(_, addr)| addr).collect()
+    }
+
     /// Records a broker's address and makes sure it has a listener. Returns the entry and, when a listener was
     /// just bound, that listener.
     pub fn register(&self, cluster: &str, node: i32, host: &str, port: i32) -> (Entry, Option<NewListener>) {
@@ -222,5 +236,18 @@ mod tests {
         assert_eq!(map.upstream("east", 3000), None);
         assert_eq!(map.upstream("east", 1).as_deref(), Some("10.0.0.1:9092"));
         assert_eq!(map.listeners(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_clusters_known_broker_addresses_are_listed_in_node_order() {
+        let (map, _listeners) = BrokerMap::new("127.0.0.1".into(), 0);
+        map.register("east", 3, "10.0.0.3", 9092);
+        map.register("east", 1, "10.0.0.1", 9092);
+        map.register("west", 1, "10.1.0.1", 9092);
+        // A node only named as a controller has no address to ask.
+        map.rewriter("east").controller(3000);
+        assert_eq!(map.upstreams("east"), ["10.0.0.1:9092", "10.0.0.3:9092"]);
+        assert_eq!(map.upstreams("west"), ["10.1.0.1:9092"]);
+        assert!(map.upstreams("legacy").is_empty());
     }
 }

@@ -3,8 +3,12 @@
 //! Until the sidecar is ready it asks the default cluster for its brokers (backing off from 100 ms to 5 s); the
 //! answer opens their listeners (through the broker map) and makes the sidecar ready. With routes, every cluster
 //! is probed every `probeIntervalMs` and the health view ([`crate::state::Health`]) follows, so routes switch to
-//! their fallbacks and back. A probe is a Metadata request for no topics on the cluster's bootstrap connection.
+//! their fallbacks and back. A routing probe is a Metadata request for no topics, asked of the cluster's brokers
+//! until one answers ([`reach`]): a cluster is unreachable only when none of its brokers answers.
 
+mod reach;
+
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -41,6 +45,8 @@ pub struct Probes {
 pub fn spawn(probes: Probes) {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
+        // Per cluster, the broker that answered its last probe: asked first next time.
+        let mut answered: HashMap<String, String> = HashMap::new();
         loop {
             let snapshot = probes.store.snapshot();
             let mut delay = Duration::from_millis(snapshot.config.failover.probe_interval_ms.max(100));
@@ -63,11 +69,15 @@ pub fn spawn(probes: Probes) {
                 let timeout = (after / 2).clamp(Duration::from_millis(200), PROBE_TIMEOUT);
                 for cluster in &snapshot.config.clusters {
                     let started = Instant::now();
-                    let ok = match probes.clusters.get(&cluster.name) {
-                        Some(up) => probe(&probes, &up, timeout).await.is_ok(),
-                        None => false,
+                    let last = answered.get(&cluster.name).map(String::as_str);
+                    let answer = match probes.clusters.get(&cluster.name) {
+                        Some(up) => probe(&probes, &up, last, timeout).await,
+                        None => None,
                     };
-                    probes.store.health.observe(&snapshot, &cluster.name, ok, started);
+                    probes.store.health.observe(&snapshot, &cluster.name, answer.is_some(), started);
+                    if let Some(addr) = answer {
+                        answered.insert(cluster.name.clone(), addr);
+                    }
                 }
             }
             tokio::select! {
@@ -95,27 +105,47 @@ async fn ready_probe(probes: &Probes) -> Result<usize> {
         .range(ApiKey::Metadata as i16)
         .ok_or_else(|| Error::Protocol("upstream does not offer Metadata".into()))?;
     let version = max.min(PROBE_METADATA_VERSION);
-    let mut response = round_trip(probes, &lease.conn, version, READY_TIMEOUT).await?;
+    let mut response = round_trip(&probes.buffers, &lease.conn, version, READY_TIMEOUT).await?;
     let before = probes.brokers.listeners();
     protocol::rewrite::rewrite(&mut response, ApiKey::Metadata, version, &mut probes.brokers.rewriter(up.name()))?;
     Ok(probes.brokers.listeners() - before)
 }
 
-async fn probe(probes: &Probes, up: &Arc<Upstream>, timeout: Duration) -> Result<()> {
-    let lease = tokio::time::timeout(timeout, up.bootstrap_pool().lease())
+/// The address of a broker of `up` that answers within `timeout`, `last` (the one that answered before) asked
+/// first; `None` when none does.
+async fn probe(probes: &Probes, up: &Arc<Upstream>, last: Option<&str>, timeout: Duration) -> Option<String> {
+    let candidates = reach::candidates(last, &up.cluster.bootstrap_servers, &probes.brokers.upstreams(up.name()));
+    reach::first_answer(&candidates, timeout / 4, timeout, |addr| {
+        let (up, buffers) = (up.clone(), probes.buffers.clone());
+        async move {
+            match ask(&up, &buffers, &addr, timeout).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(cluster = up.name(), addr, error = %e, "broker did not answer the probe");
+                    false
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// One probe of the broker at `addr`, on a connection of its pool.
+async fn ask(up: &Upstream, buffers: &Arc<Pool>, addr: &str, timeout: Duration) -> Result<()> {
+    let lease = tokio::time::timeout(timeout, up.pool(addr).lease())
         .await
         .map_err(|_| Error::Protocol("connect timed out".into()))??;
-    round_trip(probes, &lease.conn, 9, timeout).await.map(drop)
+    round_trip(buffers, &lease.conn, 9, timeout).await.map(drop)
 }
 
 /// One Metadata request for no topics, answered within `timeout`.
 async fn round_trip(
-    probes: &Probes,
+    buffers: &Arc<Pool>,
     conn: &crate::upstream::pool::Conn,
     version: i16,
     timeout: Duration,
 ) -> Result<crate::buffer::Buf> {
-    let mut frame = probes.buffers.get(64);
+    let mut frame = buffers.get(64);
     let request = MetadataRequest::default().with_topics(Some(vec![]));
     protocol::request_frame(&mut frame, ApiKey::Metadata, version, 0, &request)?;
     let deadline = std::time::Instant::now() + timeout;
