@@ -41,6 +41,7 @@ tools:
 
 # --- container images and chart (Dockerfile.*, charts/kproxy) ---
 IMAGE_REPO ?= ghcr.io/kproxy-dev
+GIT_COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 IMAGE_TAG ?= $(shell sed -n 's/^appVersion: *"*\([^"]*\)"*$$/\1/p' charts/kproxy/Chart.yaml)
 
 ## Builds the images without a Docker engine or registry (release binaries + Debian packages, docker-archive tars
@@ -54,8 +55,8 @@ docker-images:
 	  echo "make docker-images: no Docker engine is reachable here (docker info failed); make images needs none."; \
 	  exit 1; \
 	fi
-	DOCKER_BUILDKIT=1 docker build -f Dockerfile.sidecar -t $(IMAGE_REPO)/kproxy-sidecar:$(IMAGE_TAG) .
-	DOCKER_BUILDKIT=1 docker build -f Dockerfile.operator -t $(IMAGE_REPO)/kproxy-operator:$(IMAGE_TAG) .
+	DOCKER_BUILDKIT=1 docker build --build-arg KPROXY_GIT_COMMIT=$(GIT_COMMIT) -f Dockerfile.sidecar -t $(IMAGE_REPO)/kproxy-sidecar:$(IMAGE_TAG) .
+	DOCKER_BUILDKIT=1 docker build --build-arg KPROXY_GIT_COMMIT=$(GIT_COMMIT) -f Dockerfile.operator -t $(IMAGE_REPO)/kproxy-operator:$(IMAGE_TAG) .
 
 ## Copies the generated CRD into the chart (e2e/tests/chart.rs fails while the two differ).
 chart-crds:

@@ -251,12 +251,18 @@ import_images() {
   log "imported $n changed images into the node's containerd"
 }
 
+# The commit the binaries report in kproxy_build_info; "unknown" outside a git checkout.
+git_commit() {
+  git -C "$KPROXY_ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown
+}
+
 main() {
   local start cc
   start=$(date +%s)
   mkdir -p "$IMAGES" "$OUT" "$LOG_DIR"
   if [ "${KPROXY_IMAGES_NO_CARGO:-0}" != 1 ]; then
-    cargo build --release --locked -p kproxy-sidecar -p kproxy-operator
+    # kproxy_build_info{commit} of both binaries (make test's release build sets the same).
+    KPROXY_GIT_COMMIT=$(git_commit) cargo build --release --locked -p kproxy-sidecar -p kproxy-operator
   fi
   rm -f "$OUT/images.list.tmp"
   cc=$(rootfs cc "${CC_PACKAGES[@]}")

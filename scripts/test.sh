@@ -85,6 +85,9 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-20} scripts/fuzz.sh
 step "release build (images, e2e)"
 # What Dockerfile.sidecar and Dockerfile.operator build (so a broken image build fails here), plus the benchmark
 # programs; the e2e tests run these release binaries, so there is no separate debug build.
+# The commit both binaries report in kproxy_build_info, as scripts/images.sh and the Dockerfiles build them.
+KPROXY_GIT_COMMIT=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+export KPROXY_GIT_COMMIT
 cargo build --release --locked -p kproxy-sidecar -p kproxy-operator -p kproxy-bench
 
 step "environment programs (waiting for the background install)"

@@ -60,5 +60,5 @@ fn a_producer_with_a_1_mib_quota_gets_1_mib_per_second_and_no_failures() {
         .unwrap_or_else(|| panic!("no produce-throttle-time-max metric:\n{stdout}"));
     assert!(throttle_max > 0.0, "the producer never saw throttle_time_ms");
     assert!(sidecar.metric("kproxy_quota_throttle_seconds_total", &["kind=\"produce\""]).unwrap() > 0.0);
-    assert!(sidecar.metric("kproxy_quota_rate", &["kind=\"produce\""]).unwrap() > 0.0);
+    assert!(sidecar.metric("kproxy_quota_bytes_per_second", &["kind=\"produce\""]).unwrap() > 0.0);
 }

@@ -7,6 +7,12 @@ use prometheus::{
 
 use crate::Result;
 
+/// The commit the binary was built from, set at image build; "unknown" for other builds.
+pub const COMMIT: &str = match option_env!("KPROXY_GIT_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
+};
+
 /// Every metric the sidecar exports. Labels come from fixed sets: api names, cluster names, results, reasons.
 pub struct Metrics {
     pub registry: Registry,
@@ -35,6 +41,10 @@ pub struct Metrics {
     pub client_paused_seconds: Counter,
     /// Fetch requests whose `max_bytes` was lowered to what the memory budget had room for.
     pub fetch_lowered: IntCounter,
+    /// Bytes of request frames read from clients (length prefix included), by api and the cluster answering.
+    pub request_bytes: IntCounterVec,
+    /// Bytes of response frames written to clients (length prefix included), by api and the cluster answering.
+    pub response_bytes: IntCounterVec,
 }
 
 impl Metrics {
@@ -100,6 +110,26 @@ impl Metrics {
             "kproxy_fetch_max_bytes_lowered_total",
             "Fetch requests whose max_bytes was lowered to the room the memory budget had",
         )?;
+        let request_bytes = IntCounterVec::new(
+            Opts::new("kproxy_request_bytes_total", "Bytes of request frames read from clients, by api and cluster"),
+            &["api", "cluster"],
+        )?;
+        let response_bytes = IntCounterVec::new(
+            Opts::new("kproxy_response_bytes_total", "Bytes of response frames written to clients, by api and cluster"),
+            &["api", "cluster"],
+        )?;
+        // Which build runs where (README "Upgrading" finds old sidecars by it): 1, with the version and the commit
+        // set at image build through KPROXY_GIT_COMMIT ("unknown" otherwise).
+        let build_info = IntGaugeVec::new(
+            Opts::new("kproxy_build_info", "1, labelled with the running build's version and commit"),
+            &["version", "commit"],
+        )?;
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), COMMIT]).set(1);
+        registry.register(Box::new(build_info))?;
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds and the rest.
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        registry.register(Box::new(request_bytes.clone()))?;
+        registry.register(Box::new(response_bytes.clone()))?;
         registry.register(Box::new(memory_budget.clone()))?;
         registry.register(Box::new(memory_reserved.clone()))?;
         registry.register(Box::new(client_paused_seconds.clone()))?;
@@ -114,6 +144,10 @@ impl Metrics {
         registry.register(Box::new(upstream_reauthentications.clone()))?;
         registry.register(Box::new(buffer_pool_bytes.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
+        // Every result has a series from the start, so a dashboard or alert sees 0 rather than nothing.
+        for result in ["applied", "unchanged", "rejected"] {
+            config_reloads.with_label_values(&[result]);
+        }
         registry.register(Box::new(config_generation.clone()))?;
         registry.register(Box::new(config_info.clone()))?;
         registry.register(Box::new(reload_seconds.clone()))?;
@@ -138,6 +172,8 @@ impl Metrics {
             memory_reserved,
             client_paused_seconds,
             fetch_lowered,
+            request_bytes,
+            response_bytes,
         })
     }
 
@@ -148,5 +184,24 @@ impl Metrics {
             tracing::warn!(error = %e, "cannot encode metrics");
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_info_process_and_byte_metrics_are_exported() {
+        let metrics = Metrics::new().unwrap();
+        metrics.request_bytes.with_label_values(&["Produce", "east"]).inc_by(120);
+        metrics.response_bytes.with_label_values(&["Produce", "east"]).inc_by(60);
+        let text = metrics.render();
+        let build = format!("kproxy_build_info{{commit=\"{COMMIT}\",version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+        assert!(text.contains(&build), "{text}");
+        assert!(text.contains("kproxy_request_bytes_total{api=\"Produce\",cluster=\"east\"} 120"), "{text}");
+        assert!(text.contains("kproxy_response_bytes_total{api=\"Produce\",cluster=\"east\"} 60"), "{text}");
+        assert!(text.contains("process_resident_memory_bytes "), "{text}");
+        assert!(text.contains("process_cpu_seconds_total "), "{text}");
     }
 }

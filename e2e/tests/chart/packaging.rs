@@ -23,14 +23,15 @@ fn chart_carries_the_generated_crd() {
     );
 }
 
-/// Every metric the dashboard queries is one the sidecar exports, so no panel stays empty after a rename.
+/// Every metric the dashboard queries is one the sidecar or the operator exports, so no panel stays empty after a
+/// rename.
 #[test]
-fn dashboard_queries_only_metrics_the_sidecar_exports() {
+fn dashboard_queries_only_metrics_kproxy_exports() {
     let root = workspace_root();
     let dashboard = std::fs::read_to_string(root.join(CHART).join("dashboards/kproxy.json")).unwrap();
     let _: Value = serde_json::from_str(&dashboard).expect("the dashboard is valid JSON");
     let mut sources = String::new();
-    let mut dirs = vec![root.join("sidecar")];
+    let mut dirs = vec![root.join("sidecar"), root.join("operator")];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).unwrap().flatten() {
             let path = entry.path();
@@ -47,7 +48,7 @@ fn dashboard_queries_only_metrics_the_sidecar_exports() {
         .map(|w| w.trim_end_matches("_bucket").trim_end_matches("_count").trim_end_matches("_sum"))
         .collect();
     let missing: Vec<&&str> = metrics.iter().filter(|m| !sources.contains(&format!("\"{m}\""))).collect();
-    assert!(missing.is_empty(), "the dashboard queries metrics the sidecar does not export: {missing:?}");
+    assert!(missing.is_empty(), "the dashboard queries metrics kproxy does not export: {missing:?}");
 }
 
 /// The images build what CI builds: each Dockerfile's `cargo build` is the one `make test` runs, and the build
@@ -67,7 +68,15 @@ fn images_build_what_ci_builds() {
             "scripts/test.sh does not run the release build of {package} that {dockerfile} runs"
         );
         assert!(text.contains("USER 65532:65532"), "{dockerfile} does not run as the unprivileged user");
+        assert!(
+            text.contains(&format!("KPROXY_GIT_COMMIT=${{KPROXY_GIT_COMMIT}} {build}")),
+            "{dockerfile} does not pass the commit kproxy_build_info reports"
+        );
     }
+    assert!(
+        ci.contains("export KPROXY_GIT_COMMIT"),
+        "scripts/test.sh does not set the commit kproxy_build_info reports"
+    );
     let ignored: Vec<String> = read(".dockerignore")
         .lines()
         .map(str::trim)

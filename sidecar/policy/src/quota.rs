@@ -18,7 +18,10 @@ pub use throttle::{client_throttles, set_in as set_throttle_in, set_throttle_tim
 
 /// Metric names the data path registers.
 pub const METRIC_THROTTLE_SECONDS: &str = "kproxy_quota_throttle_seconds_total";
-pub const METRIC_RATE: &str = "kproxy_quota_rate";
+/// The pod-wide byte rates (Produce, Fetch), labelled by kind.
+pub const METRIC_BYTE_RATE: &str = "kproxy_quota_bytes_per_second";
+/// The pod-wide request rate.
+pub const METRIC_REQUEST_RATE: &str = "kproxy_quota_requests_per_second";
 
 /// What a quota limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -33,6 +36,11 @@ pub enum Kind {
 
 impl Kind {
     pub const ALL: [Kind; 3] = [Kind::Produce, Kind::Fetch, Kind::Request];
+
+    /// Whether the kind measures bytes (else requests): each unit has its own metric.
+    pub fn is_bytes(self) -> bool {
+        matches!(self, Kind::Produce | Kind::Fetch)
+    }
 
     /// The `kind` label value.
     pub fn label(self) -> &'static str {
@@ -177,7 +185,7 @@ impl Quotas {
         self.rates.get(&(kind, owner)).map(|r| r.measure(now)).unwrap_or_default()
     }
 
-    /// The pod-wide rate of `kind`, for the `kproxy_quota_rate{kind}` gauge.
+    /// The pod-wide rate of `kind`, for the rate gauges (`METRIC_BYTE_RATE`, `METRIC_REQUEST_RATE`).
     pub fn pod_rate(&self, kind: Kind, now: Instant) -> f64 {
         self.rates.get(&(kind, Owner::Pod)).map(|r| r.measure(now)).unwrap_or_default()
     }

@@ -62,6 +62,8 @@ struct Pending {
     header: Header,
     api: ApiKey,
     started: Instant,
+    /// The request frame's length as read from the client, for the byte counters.
+    request_bytes: u64,
     /// The cluster that answers (for the address rewrite and the latency label).
     up: Arc<Upstream>,
     /// The snapshot the request was decided under; its answer is finished under the same one.

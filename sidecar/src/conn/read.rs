@@ -91,6 +91,7 @@ pub(super) async fn run(shared: &Arc<Shared>, mut rd: OwnedReadHalf, client: &Cl
             }
         };
         let started = Instant::now();
+        let request_bytes = frame.len() as u64;
         let request = match Request::new(frame) {
             Ok(r) => r,
             Err((Malformed::Short, _)) => return Err("frame too short".into()),
@@ -121,6 +122,7 @@ pub(super) async fn run(shared: &Arc<Shared>, mut rd: OwnedReadHalf, client: &Cl
             header,
             api,
             started,
+            request_bytes,
             up: up.clone(),
             snapshot: snapshot.clone(),
             body,
@@ -138,9 +140,14 @@ pub(super) async fn run(shared: &Arc<Shared>, mut rd: OwnedReadHalf, client: &Cl
                 return Err(reason);
             }
             Step::Forward(forward) => {
-                if let Some(p) = dispatch(shared, client, route, forward).await? {
-                    let (up, body, owed, fanout) = p;
-                    send(shared, client, pending(&up, body, owed, fanout)).await?;
+                match dispatch(shared, client, route, forward).await? {
+                    Some((up, body, owed, fanout)) => send(shared, client, pending(&up, body, owed, fanout)).await?,
+                    // acks=0: no answer comes to count the request's bytes with.
+                    None => shared
+                        .metrics
+                        .request_bytes
+                        .with_label_values(&[api_name(api), route.up.name()])
+                        .inc_by(request_bytes),
                 }
             }
         }

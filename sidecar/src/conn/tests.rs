@@ -130,6 +130,8 @@ async fn acks_zero_produce_is_written_upstream_before_shutdown_returns() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(h.responder.requests.load(Ordering::Relaxed) - before, 500, "no acks=0 frame dropped");
+    let counted = metric(&h, "kproxy_request_bytes_total{api=\"Produce\",cluster=\"bench\"}");
+    assert_eq!(counted, frames.len() as f64, "every acks=0 frame's bytes counted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,11 +196,15 @@ async fn a_short_budget_lowers_a_fetch_to_the_room_there_is() {
     })
     .await;
     let mut client = TcpStream::connect(h.listen).await.unwrap();
-    client.write_all(&fetch_frame(7, 50 << 20)).await.unwrap();
+    let request = fetch_frame(7, 50 << 20);
+    client.write_all(&request).await.unwrap();
     let mut len = [0u8; 4];
     client.read_exact(&mut len).await.unwrap();
     let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
     client.read_exact(&mut body).await.unwrap();
     assert_eq!(i32::from_be_bytes([body[0], body[1], body[2], body[3]]), 7);
     assert_eq!(metric(&h, "kproxy_fetch_max_bytes_lowered_total"), 1.0, "50 MiB lowered to the connection's share");
+    let series = "{api=\"Fetch\",cluster=\"bench\"}";
+    assert_eq!(metric(&h, &format!("kproxy_request_bytes_total{series}")), request.len() as f64);
+    assert_eq!(metric(&h, &format!("kproxy_response_bytes_total{series}")), (4 + body.len()) as f64);
 }

@@ -83,10 +83,12 @@ pub(super) async fn run(
             }
         }
         protocol::set_response_correlation(&mut frame, p.header.correlation_id);
+        let series = handles.get(&shared, p.api, result, &p.up);
+        series.count.inc();
+        series.latency.observe(p.started.elapsed().as_secs_f64());
+        series.request_bytes.inc_by(p.request_bytes);
+        series.response_bytes.inc_by(frame.len() as u64);
         batch.push(frame);
-        let (count, latency) = handles.get(&shared, p.api, result, &p.up);
-        count.inc();
-        latency.observe(p.started.elapsed().as_secs_f64());
         // More answers may already be here: take them in, in order, before deciding to write.
         while ahead.len() < crate::batch::MAX_FRAMES
             && let Ok(next) = rx.try_recv()
@@ -105,32 +107,38 @@ pub(super) async fn run(
 /// The metric series a connection's answers count in, looked up once per (api, result, cluster) rather than per
 /// answer (a label lookup hashes the label values under a lock).
 #[derive(Default)]
-struct Handles(Vec<(ApiKey, &'static str, Arc<Upstream>, IntCounter, Histogram)>);
+struct Handles(Vec<(ApiKey, &'static str, Arc<Upstream>, Series)>);
+
+/// One (api, result, cluster)'s series.
+struct Series {
+    count: IntCounter,
+    latency: Histogram,
+    request_bytes: IntCounter,
+    response_bytes: IntCounter,
+}
 
 impl Handles {
-    fn get(
-        &mut self,
-        shared: &Shared,
-        api: ApiKey,
-        result: &'static str,
-        up: &Arc<Upstream>,
-    ) -> (&IntCounter, &Histogram) {
-        let at = match self.0.iter().position(|(a, r, u, ..)| *a == api && *r == result && Arc::ptr_eq(u, up)) {
+    fn get(&mut self, shared: &Shared, api: ApiKey, result: &'static str, up: &Arc<Upstream>) -> &Series {
+        let at = match self.0.iter().position(|(a, r, u, _)| *a == api && *r == result && Arc::ptr_eq(u, up)) {
             Some(at) => at,
             None => {
                 let name = api_name(api);
-                let count = shared.metrics.requests.with_label_values(&[name, result]);
-                let latency = shared.metrics.latency.with_label_values(&[name, up.name()]);
+                let m = &shared.metrics;
+                let series = Series {
+                    count: m.requests.with_label_values(&[name, result]),
+                    latency: m.latency.with_label_values(&[name, up.name()]),
+                    request_bytes: m.request_bytes.with_label_values(&[name, up.name()]),
+                    response_bytes: m.response_bytes.with_label_values(&[name, up.name()]),
+                };
                 // A connection speaks a handful of APIs to one or two clusters; a reload may bring new ones.
                 if self.0.len() >= 16 {
                     self.0.remove(0);
                 }
-                self.0.push((api, result, up.clone(), count, latency));
+                self.0.push((api, result, up.clone(), series));
                 self.0.len() - 1
             }
         };
-        let (.., count, latency) = &self.0[at];
-        (count, latency)
+        &self.0[at].3
     }
 }
 

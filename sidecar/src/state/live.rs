@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use kproxy_policy::quota::{self, Kind, Quotas};
 use kproxy_policy::{TopicIds, TopicNames};
-use prometheus::{CounterVec, GaugeVec, IntCounterVec, Opts, Registry};
+use prometheus::{CounterVec, Gauge, GaugeVec, IntCounterVec, Opts, Registry};
 
 use super::Snapshot;
 use crate::Result;
@@ -20,7 +20,8 @@ pub struct Live {
     /// Requests refused because their group or transaction and topics are routed to different clusters, by api.
     pub refused: IntCounterVec,
     throttle_seconds: CounterVec,
-    rate: GaugeVec,
+    /// The pod-wide rate gauge of each kind, in `Kind::ALL` order (bytes/s and requests/s are separate metrics).
+    rates: [Gauge; 3],
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -45,22 +46,30 @@ impl Live {
             Opts::new(quota::METRIC_THROTTLE_SECONDS, "Throttle time handed to clients by quotas, by kind"),
             &["kind"],
         )?;
-        let rate = GaugeVec::new(Opts::new(quota::METRIC_RATE, "Pod-wide measured rate by quota kind"), &["kind"])?;
+        let byte_rate = GaugeVec::new(
+            Opts::new(quota::METRIC_BYTE_RATE, "Pod-wide measured byte rate (bytes/s) of Produce and Fetch, by kind"),
+            &["kind"],
+        )?;
+        let request_rate = Gauge::new(quota::METRIC_REQUEST_RATE, "Pod-wide measured request rate (requests/s)")?;
         registry.register(Box::new(acl_denied.clone()))?;
         registry.register(Box::new(refused.clone()))?;
         registry.register(Box::new(throttle_seconds.clone()))?;
-        registry.register(Box::new(rate.clone()))?;
+        registry.register(Box::new(byte_rate.clone()))?;
+        registry.register(Box::new(request_rate.clone()))?;
         for kind in Kind::ALL {
             throttle_seconds.with_label_values(&[kind.label()]);
-            rate.with_label_values(&[kind.label()]);
         }
+        let rates = Kind::ALL.map(|kind| match kind.is_bytes() {
+            true => byte_rate.with_label_values(&[kind.label()]),
+            false => request_rate.clone(),
+        });
         Ok(Live {
             quotas: Mutex::new(Quotas::default()),
             topic_ids: RwLock::new(TopicIds::default()),
             acl_denied,
             refused,
             throttle_seconds,
-            rate,
+            rates,
         })
     }
 
@@ -76,7 +85,9 @@ impl Live {
             return Duration::ZERO;
         }
         let throttle = quotas.record(kind, client_id, amount, now);
-        self.rate.with_label_values(&[kind.label()]).set(quotas.pod_rate(kind, now));
+        if let Some(gauge) = Kind::ALL.iter().position(|k| *k == kind).map(|at| &self.rates[at]) {
+            gauge.set(quotas.pod_rate(kind, now));
+        }
         throttle
     }
 
