@@ -1,45 +1,30 @@
 #!/usr/bin/env bash
-# Runs the test environment's three independent single-node KRaft Kafka clusters: "east" and "west" (4.x) and
-# "legacy" (3.9.x), each with PLAINTEXT, SASL_SSL (SCRAM-SHA-512) and CONTROLLER listeners on loopback, and a POD
-# listener (PLAINTEXT, on loopback too) advertised at the node bridge's address, which pods reach through a DNAT
-# rule (node.sh): a client in a pod must be handed broker addresses it can dial.
-# Legacy's SASL_SSL sessions expire after LEGACY_REAUTH_MS (KIP-368), so clients must re-authenticate there.
+# Runs the test environment's KRaft Kafka clusters: "east" (4.x, three brokers: broker 1 is also the cluster's
+# single controller, brokers 2 and 3 are brokers only; a fourth, broker 4, has its ports reserved and joins only
+# when a test starts it), "west" (4.x) and "legacy" (3.9.x), both single-node. Every broker has PLAINTEXT and
+# SASL_SSL (SCRAM-SHA-512) listeners on loopback and a POD listener (PLAINTEXT, on loopback too) advertised at the
+# node bridge's address, which pods reach through a DNAT rule (node.sh): a client in a pod must be handed broker
+# addresses it can dial. Legacy's SASL_SSL sessions expire after LEGACY_REAUTH_MS (KIP-368).
 #
 #   kafka.sh up                  install if needed, start every cluster that is not running, wait until ready
 #   kafka.sh launch              the same without waiting (up.sh overlaps the JVM start-ups with other work)
 #   kafka.sh down                stop every cluster (data and ports are kept for the next start)
-#   kafka.sh start NAME          start one cluster on its recorded ports with its data (e.g. after `stop`)
-#   kafka.sh stop NAME           graceful stop (SIGTERM, controlled shutdown)
-#   kafka.sh kill NAME           crash it (SIGKILL), for fault tests
-#   kafka.sh status              one line per cluster
+#   kafka.sh start NAME [ID]     start a cluster's brokers (or broker ID) on their recorded ports with their data
+#   kafka.sh stop NAME [ID]      graceful stop (SIGTERM, controlled shutdown) of every broker of NAME, or of one
+#   kafka.sh kill NAME [ID]      crash them (SIGKILL), for fault tests
+#   kafka.sh status              one line per broker
+#   kafka.sh exports             the environment variables up.sh writes into env.sh
 #
-# State lives in .cache/env/kafka/NAME/ (cluster.env with ports and cluster id, server.properties, data/,
-# kafka.pid); broker logs go to .cache/logs/kafka-NAME.log (log4j) and kafka-NAME.out (stdout/stderr).
+# State lives in .cache/env/kafka/NAME/ (cluster.env with every broker's ports and the cluster id; broker 1's
+# server.properties, data/ and kafka.pid; broker-N/ for the others); logs go to .cache/logs/kafka-NAME.log and
+# kafka-NAME.out for broker 1, kafka-NAME-N.* for broker N.
 set -euo pipefail
 # shellcheck source=scripts/env/lib.sh
 source "$(dirname "$0")/lib.sh"
+# shellcheck source=scripts/env/kafka-broker.sh
+source "$(dirname "$0")/kafka-broker.sh"
 
-KAFKA_DIR="$ENV_DIR/kafka"
-TLS_DIR="$ENV_DIR/tls"
-CREDENTIALS="$KAFKA_DIR/credentials.env"
-KAFKA_HEAP=${KPROXY_KAFKA_HEAP:-384m}
 READY_TIMEOUT=${KPROXY_KAFKA_READY_TIMEOUT:-120}
-# Short enough for a test to outlive several sessions, long enough for any client's handshake on a busy machine.
-LEGACY_REAUTH_MS=12000
-
-cluster_version() {
-  case $1 in
-    east | west) echo "$KAFKA4_VERSION" ;;
-    legacy) echo "$KAFKA39_VERSION" ;;
-    *) die "unknown Kafka cluster '$1' (east|west|legacy)" ;;
-  esac
-}
-
-cluster_dir() { echo "$KAFKA_DIR/$1"; }
-pid_file() { echo "$KAFKA_DIR/$1/kafka.pid"; }
-# What identifies this cluster's JVM on its command line.
-pid_pattern() { echo "$KAFKA_DIR/$1/server.properties"; }
-cluster_running() { is_running "$(pid_file "$1")" "$(pid_pattern "$1")"; }
 
 # One SCRAM user for every cluster; the password is generated once.
 ensure_credentials() {
@@ -90,126 +75,47 @@ ssl.truststore.location=$TLS_DIR/ca.pem
 EOF
 }
 
-# Picks the cluster's ports and id once; they stay fixed so a restarted broker comes back where clients expect it.
-ensure_cluster_state() {
-  local name=$1 dir ports
-  dir=$(cluster_dir "$name")
-  mkdir -p "$dir"
-  if [ ! -f "$dir/cluster.env" ]; then
-    read -r -a ports <<<"$(free_ports 4)"
-    {
-      echo "PLAINTEXT_PORT=${ports[0]}"
-      echo "SASL_PORT=${ports[1]}"
-      echo "CONTROLLER_PORT=${ports[2]}"
-      echo "POD_PORT=${ports[3]}"
-      # A Kafka cluster id is 16 random bytes in URL-safe base64 without padding.
-      echo "CLUSTER_ID=$(openssl rand -base64 16 | tr '+/' '-_' | tr -d '=')"
-      echo "VERSION=$(cluster_version "$name")"
-    } >"$dir/cluster.env.tmp"
-    mv "$dir/cluster.env.tmp" "$dir/cluster.env"
-  fi
-}
-
-load_cluster_state() {
-  local env
-  env="$(cluster_dir "$1")/cluster.env"
-  unset POD_PORT
-  # shellcheck source=/dev/null
-  source "$env"
-  # A cluster.env from before the POD listener gets a port for it.
-  if [ -z "${POD_PORT:-}" ]; then
-    POD_PORT=$(free_ports 1)
-    echo "POD_PORT=$POD_PORT" >>"$env"
-  fi
-}
-
-write_server_properties() {
-  local name=$1 dir quorum
-  dir=$(cluster_dir "$name")
-  if [ "${VERSION%%.*}" -ge 4 ]; then
-    # Dynamic quorum, formatted with --standalone.
-    quorum="controller.quorum.bootstrap.servers=127.0.0.1:$CONTROLLER_PORT"
-  else
-    quorum="controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT"
-  fi
-  cat >"$dir/server.properties" <<EOF
-# Written by scripts/env/kafka.sh for the "$name" test cluster (Kafka $VERSION); regenerated on every start.
-process.roles=broker,controller
-node.id=1
-$quorum
-listeners=PLAINTEXT://127.0.0.1:$PLAINTEXT_PORT,SASL_SSL://127.0.0.1:$SASL_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT,POD://127.0.0.1:$POD_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PLAINTEXT_PORT,SASL_SSL://127.0.0.1:$SASL_PORT,POD://$BRIDGE_IP:$POD_PORT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT,POD:PLAINTEXT
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-
-sasl.enabled.mechanisms=SCRAM-SHA-512
-listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
-ssl.keystore.type=PKCS12
-ssl.keystore.location=$TLS_DIR/broker.p12
-ssl.keystore.password=$(cat "$TLS_DIR/store.password")
-ssl.key.password=$(cat "$TLS_DIR/store.password")
-ssl.client.auth=none
-
-log.dirs=$dir/data
-num.partitions=1
-default.replication.factor=1
-auto.create.topics.enable=true
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=10
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=10
-group.initial.rebalance.delay.ms=0
-min.insync.replicas=1
-log.segment.bytes=67108864
-log.retention.hours=24
-EOF
-  if [ "${VERSION%%.*}" -ge 4 ]; then
-    cat >>"$dir/server.properties" <<EOF
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-EOF
-  fi
-  if [ "$name" = legacy ]; then
-    echo "listener.name.sasl_ssl.scram-sha-512.connections.max.reauth.ms=$LEGACY_REAUTH_MS" >>"$dir/server.properties"
-  fi
-}
-
-# java_cmd VERSION NAME CLASS ARGS...: sets JAVA_CMD to the JVM command line for one of Kafka's main classes.
+# java_cmd VERSION LOGNAME CLASS ARGS...: sets JAVA_CMD to the JVM command line for one of Kafka's main classes.
 java_cmd() {
-  local version=$1 name=$2 lib
+  local version=$1 name=$2 lib heap=$KAFKA_HEAP
   shift 2
   lib="$CACHE_DIR/kafka/$version/lib"
+  # Brokers other than a cluster's first only carry the multi-broker tests' small topics.
+  [[ $name =~ -[0-9]+$ ]] && heap=$KAFKA_EXTRA_HEAP
   local logging=("-Dlog4j2.configurationFile=$TOOLS_DIR/kafka-4/log4j2.properties")
   if [ "${version%%.*}" -lt 4 ]; then
     logging=("-Dlog4j.configuration=file:$TOOLS_DIR/kafka-3.9/log4j.properties")
   fi
-  JAVA_CMD=(java "-Xmx$KAFKA_HEAP" -Xms64m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
+  JAVA_CMD=(java "-Xmx$heap" -Xms64m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
     -Djava.awt.headless=true "-Dkafka.logs.dir=$LOG_DIR" "-Dkafka.cluster.name=$name" "${logging[@]}" \
     -cp "$lib/*" "$@")
 }
 
+# format_storage NAME ID: formats a broker's log dir once (the controller's with the SCRAM user: it lives in the
+# cluster metadata, which brokers fetch from the controller).
 format_storage() {
-  local name=$1 dir
-  dir=$(cluster_dir "$name")
+  local name=$1 id=$2 dir
+  dir=$(broker_dir "$name" "$id")
   [ -f "$dir/data/meta.properties" ] && return 0
-  log "formatting storage of $name (Kafka $VERSION, cluster id $CLUSTER_ID)"
-  local args=(format -t "$CLUSTER_ID" -c "$dir/server.properties"
-    --add-scram "SCRAM-SHA-512=[name=$KAFKA_USER,password=$KAFKA_PASSWORD]")
-  [ "${VERSION%%.*}" -ge 4 ] && args+=(--standalone)
-  java_cmd "$VERSION" "$name-format" kafka.tools.StorageTool
-  if ! "${JAVA_CMD[@]}" "${args[@]}" >>"$LOG_DIR/kafka-$name-format.log" 2>&1; then
-    die "formatting $name's storage failed; see $LOG_DIR/kafka-$name-format.log"
+  log "formatting storage of $name broker $id (Kafka $VERSION, cluster id $CLUSTER_ID)"
+  # An id may start with "-": glued to its option it is not taken for another option.
+  local args=(format "--cluster-id=$CLUSTER_ID" -c "$dir/server.properties")
+  if [ "$id" = 1 ]; then
+    args+=(--add-scram "SCRAM-SHA-512=[name=$KAFKA_USER,password=$KAFKA_PASSWORD]")
+    [ "${VERSION%%.*}" -ge 4 ] && args+=(--standalone)
+  fi
+  java_cmd "$VERSION" "$(log_name "$name" "$id")-format" kafka.tools.StorageTool
+  if ! "${JAVA_CMD[@]}" "${args[@]}" >>"$LOG_DIR/kafka-$(log_name "$name" "$id")-format.log" 2>&1; then
+    die "formatting $name broker $id's storage failed; see $LOG_DIR/kafka-$(log_name "$name" "$id")-format.log"
   fi
 }
 
-ports_free() {
-  port_free "$PLAINTEXT_PORT" && port_free "$SASL_PORT" && port_free "$CONTROLLER_PORT" && port_free "$POD_PORT"
-}
-
-kcat_metadata() {
-  kcat -L -m 5 -b "$@" | grep -q '1 brokers:'
+# kcat_broker_listed BOOTSTRAP ID [KCAT OPTIONS]: the broker at BOOTSTRAP answers metadata that lists broker ID
+# (a broker is listed once it registered and is unfenced).
+kcat_broker_listed() {
+  local bootstrap=$1 id=$2
+  shift 2
+  kcat -L -m 5 -b "$bootstrap" "$@" | grep -qE "^ +broker $id at "
 }
 
 kcat_sasl_args() {
@@ -217,97 +123,182 @@ kcat_sasl_args() {
     -X "sasl.password=$KAFKA_PASSWORD" -X "ssl.ca.location=$TLS_DIR/ca.pem")
 }
 
+# wait_ready NAME ID: waits until the broker answers on both of its listeners.
 wait_ready() {
-  local name=$1 out="$LOG_DIR/kafka-$1.out"
+  local name=$1 id=$2 what
   command -v kcat >/dev/null || die "kcat is missing (scripts/env/install.sh apt installs it)"
-  wait_for "Kafka $name (PLAINTEXT 127.0.0.1:$PLAINTEXT_PORT)" "$READY_TIMEOUT" "$out" "$(pid_file "$name")" \
-    "$(pid_pattern "$name")" kcat_metadata "127.0.0.1:$PLAINTEXT_PORT"
+  use_broker "$name" "$id"
+  what="Kafka $name broker $id"
+  wait_for "$what (PLAINTEXT 127.0.0.1:$BROKER_PLAINTEXT)" "$READY_TIMEOUT" "$(broker_out "$name" "$id")" \
+    "$(pid_file "$name" "$id")" "$(pid_pattern "$name" "$id")" kcat_broker_listed "127.0.0.1:$BROKER_PLAINTEXT" "$id"
   kcat_sasl_args
-  wait_for "Kafka $name (SASL_SSL 127.0.0.1:$SASL_PORT)" 30 "$LOG_DIR/kafka-$name.log" "$(pid_file "$name")" \
-    "$(pid_pattern "$name")" kcat_metadata "127.0.0.1:$SASL_PORT" "${KCAT_SASL[@]}"
+  wait_for "$what (SASL_SSL 127.0.0.1:$BROKER_SASL)" 30 "$(broker_log "$name" "$id")" "$(pid_file "$name" "$id")" \
+    "$(pid_pattern "$name" "$id")" kcat_broker_listed "127.0.0.1:$BROKER_SASL" "$id" "${KCAT_SASL[@]}"
 }
 
-# start_cluster NAME [wait|nowait]: starts NAME unless it runs; "wait" (a single restart) keeps its ports and
-# returns once it answers metadata; "nowait" (part of `up`) recreates it on new ports if another process took one.
+# spawn_broker NAME ID: starts one broker of a loaded cluster unless it runs; a taken port is an error (a broker
+# must come back where clients and the other brokers expect it).
+spawn_broker() {
+  local name=$1 id=$2
+  broker_running "$name" "$id" && return 0
+  [ -f "$CACHE_DIR/kafka/$VERSION/lib/kafka_2.13-$VERSION.jar" ] ||
+    die "Kafka $VERSION is not installed; run scripts/env/install.sh kafka"
+  use_broker "$name" "$id"
+  broker_ports_free "$name" "$id" || die "a port of $name broker $id ($BROKER_PLAINTEXT/$BROKER_SASL/$BROKER_POD)" \
+    "is taken by another process; not restarting it elsewhere"
+  write_server_properties "$name" "$id"
+  format_storage "$name" "$id"
+  java_cmd "$VERSION" "$(log_name "$name" "$id")" kafka.Kafka "$(broker_dir "$name" "$id")/server.properties"
+  log "starting Kafka $name broker $id ($VERSION) on 127.0.0.1:$BROKER_PLAINTEXT (PLAINTEXT), :$BROKER_SASL (SASL_SSL)"
+  spawn "$(pid_file "$name" "$id")" "$(broker_out "$name" "$id")" "${JAVA_CMD[@]}"
+}
+
+# at_once CMD ARG...: runs `CMD ARG` for every ARG at the same time (JVM start-ups and storage formats overlap);
+# fails once all are done if any failed.
+at_once() {
+  local cmd=$1 arg pid pids=() rc=0
+  shift
+  for arg in "$@"; do
+    "$cmd" "$arg" &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
+  return $rc
+}
+
+# start_cluster NAME [wait|nowait] [ID]: starts NAME's brokers (or broker ID) that are not running. "nowait" (part
+# of `up`) recreates a cluster none of whose brokers runs on new ports if another process took one of them.
+# Credentials and certificates exist already (prepare).
 start_cluster() {
-  local name=$1 wait=${2:-wait} dir
-  dir=$(cluster_dir "$name")
-  ensure_credentials
-  ensure_tls
+  local name=$1 wait=${2:-wait} only=${3:-} id ids
   ensure_cluster_state "$name"
   load_cluster_state "$name"
-  if ! cluster_running "$name"; then
-    [ -f "$CACHE_DIR/kafka/$VERSION/lib/kafka_2.13-$VERSION.jar" ] ||
-      die "Kafka $VERSION is not installed; run scripts/env/install.sh kafka"
-    if ! ports_free; then
-      # A single restart must come back where clients expect it; only a whole `up` may move (env.sh follows).
-      [ "$wait" = wait ] && die "a port of $name ($PLAINTEXT_PORT/$SASL_PORT/$CONTROLLER_PORT) is taken by" \
-        "another process; not restarting it elsewhere"
-      log "a port of $name ($PLAINTEXT_PORT/$SASL_PORT/$CONTROLLER_PORT) is taken; recreating $name on new ports"
-      rm -rf "$dir"
+  ids=${only:-$(cluster_brokers "$name")}
+  if [ -z "$only" ] && ! any_broker_running "$name"; then
+    if ! cluster_ports_free "$name"; then
+      [ "$wait" = wait ] && die "a port of $name is taken by another process; not restarting it elsewhere"
+      log "a port of $name is taken; recreating $name on new ports"
+      rm -rf "$(cluster_dir "$name")"
       ensure_cluster_state "$name"
       load_cluster_state "$name"
     fi
-    write_server_properties "$name"
-    write_client_config
-    format_storage "$name"
-    java_cmd "$VERSION" "$name" kafka.Kafka "$dir/server.properties"
-    log "starting Kafka $name ($VERSION) on 127.0.0.1:$PLAINTEXT_PORT (PLAINTEXT), :$SASL_PORT (SASL_SSL)"
-    spawn "$(pid_file "$name")" "$LOG_DIR/kafka-$name.out" "${JAVA_CMD[@]}"
+    migrate_layout "$name"
   fi
+  # shellcheck disable=SC2086
+  at_once spawn_one $ids || die "starting $name failed"
   if [ "$wait" = wait ]; then
-    wait_ready "$name"
+    for id in $ids; do wait_ready "$name" "$id"; done
   fi
 }
 
+# For at_once: one broker of the cluster start_cluster is starting (its `name`).
+spawn_one() { spawn_broker "$name" "$1"; }
+start_nowait() { start_cluster "$1" nowait; }
+
+prepare() {
+  ensure_credentials
+  ensure_tls
+  write_client_config
+}
+
+# stop_cluster NAME SIGNAL [ID]: stops broker ID, or every broker of NAME: the controller-less brokers together
+# first (their controlled shutdown needs the controller), then broker 1.
+stop_cluster() {
+  local name=$1 signal=$2 only=${3:-}
+  if [ -n "$only" ]; then
+    stop_one "$only"
+    return 0
+  fi
+  # shellcheck disable=SC2046
+  at_once stop_one $(known_brokers "$name" | tr ' ' '\n' | grep -vx 1)
+  stop_one 1
+}
+
+# For at_once: one broker of the cluster stop_cluster is stopping (its `name`, with its `signal`).
+stop_one() { stop_pid "kafka $name broker $1" "$(pid_file "$name" "$1")" "$(pid_pattern "$name" "$1")" "$signal"; }
+
+stop_all() { stop_cluster "$1" TERM; }
+
 status() {
-  local name
+  local name id
   for name in "${KAFKA_CLUSTERS[@]}"; do
-    if [ -f "$(cluster_dir "$name")/cluster.env" ]; then
-      load_cluster_state "$name"
-      if cluster_running "$name"; then
-        echo "kafka $name ($VERSION): running, pid $(cat "$(pid_file "$name")"), PLAINTEXT 127.0.0.1:$PLAINTEXT_PORT, SASL_SSL 127.0.0.1:$SASL_PORT, pods $BRIDGE_IP:$POD_PORT"
-      else
-        echo "kafka $name ($VERSION): stopped (ports $PLAINTEXT_PORT/$SASL_PORT/$CONTROLLER_PORT kept)"
-      fi
-    else
+    if [ ! -f "$(cluster_dir "$name")/cluster.env" ]; then
       echo "kafka $name: never started"
+      continue
     fi
+    load_cluster_state "$name"
+    for id in $(known_brokers "$name"); do
+      use_broker "$name" "$id"
+      if broker_running "$name" "$id"; then
+        echo "kafka $name broker $id ($VERSION): running, pid $(cat "$(pid_file "$name" "$id")"), PLAINTEXT" \
+          "127.0.0.1:$BROKER_PLAINTEXT, SASL_SSL 127.0.0.1:$BROKER_SASL, pods $BRIDGE_IP:$BROKER_POD"
+      else
+        echo "kafka $name broker $id ($VERSION): stopped (ports $BROKER_PLAINTEXT/$BROKER_SASL/$BROKER_POD kept)"
+      fi
+    done
   done
 }
 
+# The clusters' addresses for env.sh: KPROXY_KAFKA_<NAME>[_SASL|_POD] are broker 1's (what single-broker tests
+# dial), KPROXY_KAFKA_<NAME>_BROKERS every broker a start runs, KPROXY_KAFKA_<NAME>_<ID> each known broker's.
+exports() {
+  local name upper id all
+  for name in "${KAFKA_CLUSTERS[@]}"; do
+    [ -f "$(cluster_dir "$name")/cluster.env" ] || continue
+    load_cluster_state "$name"
+    upper=${name^^}
+    echo "export KPROXY_KAFKA_${upper}=\"127.0.0.1:$PLAINTEXT_PORT\""
+    echo "export KPROXY_KAFKA_${upper}_SASL=\"127.0.0.1:$SASL_PORT\""
+    # What a pod on the node dials (the POD listener, DNATed from the bridge address).
+    echo "export KPROXY_KAFKA_${upper}_POD=\"$BRIDGE_IP:$POD_PORT\""
+    all=""
+    for id in $(known_brokers "$name"); do
+      use_broker "$name" "$id"
+      echo "export KPROXY_KAFKA_${upper}_${id}=\"127.0.0.1:$BROKER_PLAINTEXT\""
+      [[ " $(cluster_brokers "$name") " == *" $id "* ]] && all+="${all:+,}127.0.0.1:$BROKER_PLAINTEXT"
+    done
+    echo "export KPROXY_KAFKA_${upper}_BROKERS=\"$all\""
+  done
+}
+
+# The named cluster, and the optional broker id, of a start/stop/kill.
+check_target() {
+  [ $# -ge 1 ] && [ $# -le 2 ] || die "usage: kafka.sh start|stop|kill NAME [ID]"
+  cluster_version "$1" >/dev/null
+  [ $# -eq 1 ] || [[ " $(known_brokers "$1") " == *" $2 "* ]] || die "$1 has no broker $2 ($(known_brokers "$1"))"
+}
+
 main() {
-  local cmd=${1:-}
+  local cmd=${1:-} name
   mkdir -p "$KAFKA_DIR" "$LOG_DIR"
   case $cmd in
     launch | up)
       "$(dirname "$0")/install.sh" apt rdkafka kafka
-      local name
-      # Start all three JVMs first so their start-ups overlap, then wait for each.
-      for name in "${KAFKA_CLUSTERS[@]}"; do start_cluster "$name" nowait; done
+      prepare
+      # Start every JVM first so their start-ups overlap, then wait for each.
+      at_once start_nowait "${KAFKA_CLUSTERS[@]}" || die "starting the Kafka clusters failed"
       [ "$cmd" = launch ] && return 0
-      for name in "${KAFKA_CLUSTERS[@]}"; do
-        load_cluster_state "$name"
-        wait_ready "$name"
-      done
+      for name in "${KAFKA_CLUSTERS[@]}"; do start_cluster "$name" wait; done
       ;;
     down)
-      for name in "${KAFKA_CLUSTERS[@]}"; do stop_pid "kafka $name" "$(pid_file "$name")" "$(pid_pattern "$name")"; done
+      at_once stop_all "${KAFKA_CLUSTERS[@]}"
       ;;
     start)
-      [ $# -eq 2 ] || die "usage: kafka.sh start NAME"
-      cluster_version "$2" >/dev/null
-      start_cluster "$2"
+      shift
+      check_target "$@"
+      prepare
+      start_cluster "$1" wait "${2:-}"
       ;;
     stop | kill)
-      [ $# -eq 2 ] || die "usage: kafka.sh $cmd NAME"
-      cluster_version "$2" >/dev/null
+      shift
+      check_target "$@"
       local signal=TERM
       [ "$cmd" = kill ] && signal=KILL
-      stop_pid "kafka $2" "$(pid_file "$2")" "$(pid_pattern "$2")" "$signal"
+      stop_cluster "$1" "$signal" "${2:-}"
       ;;
     status) status ;;
-    *) die "usage: kafka.sh up|launch|down|status|start NAME|stop NAME|kill NAME" ;;
+    exports) exports ;;
+    *) die "usage: kafka.sh up|launch|down|status|exports|start NAME [ID]|stop NAME [ID]|kill NAME [ID]" ;;
   esac
 }
 

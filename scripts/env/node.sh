@@ -90,14 +90,12 @@ dnat_rules() {
   done
 }
 
-# The Kafka clusters' pod listeners (kafka.sh writes POD_PORT into each cluster.env).
+# The Kafka brokers' pod listeners (kafka.sh writes POD_PORT, and POD_PORT_<id> for a cluster's other brokers,
+# into each cluster.env).
 kafka_pod_ports() {
   local name
   for name in "${KAFKA_CLUSTERS[@]}"; do
-    (
-      # shellcheck source=/dev/null
-      source "$ENV_DIR/kafka/$name/cluster.env" 2>/dev/null && echo "${POD_PORT:-}"
-    )
+    sed -n 's/^POD_PORT\(_[0-9]*\)\{0,1\}=\([0-9]*\)$/\2/p' "$ENV_DIR/kafka/$name/cluster.env" 2>/dev/null || true
   done
 }
 

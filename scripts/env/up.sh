@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make env-up`: installs what is missing, starts every service of the test environment that is not already running
-# (Kafka east/west/legacy, etcd, kube-apiserver, kube-controller-manager, kube-scheduler, the node: containerd,
-# kubelet, kube-proxy; prometheus-operator), waits until each answers, and writes .cache/env.sh for tests and
-# shells (`source .cache/env.sh`). Running it again is harmless.
+# (Kafka east with three brokers, west and legacy; etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+# the node: containerd, kubelet, kube-proxy; prometheus-operator), waits until each answers, and writes
+# .cache/env.sh for tests and shells (`source .cache/env.sh`). Running it again is harmless.
 # KPROXY_ENV_SKIP_KUBE=1 starts Kafka only.
 set -euo pipefail
 # shellcheck source=scripts/env/lib.sh
@@ -36,21 +36,13 @@ fi
 
 # env.sh is written last, and atomically, so its presence means the environment answered.
 write_env() {
-  local out="$CACHE_DIR/env.sh" name upper
+  local out="$CACHE_DIR/env.sh" kafka
   # shellcheck source=/dev/null
   source "$ENV_DIR/kafka/credentials.env"
+  kafka=$("$here/kafka.sh" exports)
   {
     echo "# Written by scripts/env/up.sh: the running test environment. Source it: . .cache/env.sh"
-    for name in "${KAFKA_CLUSTERS[@]}"; do
-      unset POD_PORT
-      # shellcheck source=/dev/null
-      source "$ENV_DIR/kafka/$name/cluster.env"
-      upper=${name^^}
-      echo "export KPROXY_KAFKA_${upper}=\"127.0.0.1:$PLAINTEXT_PORT\""
-      echo "export KPROXY_KAFKA_${upper}_SASL=\"127.0.0.1:$SASL_PORT\""
-      # What a pod on the node dials (the POD listener, DNATed from the bridge address).
-      [ -n "${POD_PORT:-}" ] && echo "export KPROXY_KAFKA_${upper}_POD=\"$BRIDGE_IP:$POD_PORT\""
-    done
+    echo "$kafka"
     echo "export KPROXY_KAFKA_CA=\"$ENV_DIR/tls/ca.pem\""
     echo "export KPROXY_KAFKA_USER=\"$KAFKA_USER\""
     echo "export KPROXY_KAFKA_PASSWORD=\"$KAFKA_PASSWORD\""
