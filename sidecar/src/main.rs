@@ -77,6 +77,19 @@ struct Args {
     /// The share of the memory budget one client connection may hold; 0: an eighth of the budget.
     #[arg(long, env = "KPROXY_CONNECTION_MEMORY_BYTES", default_value_t = 0)]
     connection_memory_bytes: usize,
+    /// The policy's ConfigMap, followed through the API server next to the mounted volume (the webhook sets it);
+    /// empty: the volume only.
+    #[arg(long, env = "KPROXY_CONFIG_MAP", default_value = "")]
+    config_map: String,
+    /// The pod's namespace, where that ConfigMap lives.
+    #[arg(long, env = "KPROXY_NAMESPACE", default_value = "")]
+    namespace: String,
+    /// `host:port` of the API server; empty: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT.
+    #[arg(long, env = "KPROXY_API_SERVER", default_value = "")]
+    api_server: String,
+    /// Directory of the projected ServiceAccount token (`token`) and the API server's CA bundle (`ca.crt`).
+    #[arg(long, env = "KPROXY_API_TOKEN_DIR", default_value = kproxy_sidecar::reload::api::TOKEN_DIR)]
+    api_token_dir: PathBuf,
     /// Log as JSON lines (log level from RUST_LOG, default info).
     #[arg(long, env = "KPROXY_LOG_JSON")]
     log_json: bool,
@@ -90,6 +103,25 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(path = %args.config.display(), error = %e, "cannot load config");
             return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let api = match args.config_map.as_str() {
+        "" => None,
+        name => {
+            let options = kproxy_sidecar::reload::api::Options {
+                config_map: name.to_string(),
+                namespace: args.namespace.clone(),
+                server: args.api_server.clone(),
+                token_file: args.api_token_dir.join("token"),
+                ca_file: args.api_token_dir.join("ca.crt"),
+            };
+            match options.target() {
+                Ok(target) => Some(target),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot watch the config through the API");
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            }
         }
     };
     let defaults = Limits::default();
@@ -130,7 +162,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings, Snapshot::new(config, &text, 1))) {
+    match runtime.block_on(run(settings, Snapshot::new(config, &text, 1), api)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "sidecar failed");
@@ -139,7 +171,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(settings: Settings, snapshot: Snapshot) -> anyhow::Result<()> {
+async fn run(settings: Settings, snapshot: Snapshot, api: Option<kproxy_watch::Target>) -> anyhow::Result<()> {
     let limits = &settings.limits;
     if limits.max_frame_bytes > limits.memory_budget_bytes {
         tracing::warn!(
@@ -163,7 +195,10 @@ async fn run(settings: Settings, snapshot: Snapshot) -> anyhow::Result<()> {
     );
     let server = Server::new(settings, snapshot)?;
     server.start().await?;
-    server.watch_config()?;
+    let reloader = server.watch_config()?;
+    if let Some(target) = api {
+        kproxy_sidecar::reload::api::spawn(reloader, target, server.shutdown.clone());
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: draining"),

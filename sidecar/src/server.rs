@@ -123,15 +123,17 @@ impl Server {
         Ok(Running { server: self.clone(), listen, admin, metrics })
     }
 
-    /// Watches the config path (and SIGHUP) and reloads on change.
-    pub fn watch_config(&self) -> Result<()> {
-        let reloader = Reloader {
-            path: self.settings.config.clone(),
-            store: self.store.clone(),
-            clusters: self.clusters.clone(),
-            metrics: self.metrics.clone(),
-        };
-        reload::spawn(Arc::new(reloader), self.shutdown.clone())
+    /// Watches the config path (and SIGHUP) and reloads on change; returns the reloader, which the API path
+    /// ([`reload::api`]) offers its configs to.
+    pub fn watch_config(&self) -> Result<Arc<Reloader>> {
+        let reloader = Arc::new(Reloader::new(
+            self.settings.config.clone(),
+            self.store.clone(),
+            self.clusters.clone(),
+            self.metrics.clone(),
+        )?);
+        reload::spawn(reloader.clone(), self.shutdown.clone())?;
+        Ok(reloader)
     }
 
     /// Stops accepting, gives in-flight requests (and acks=0 produce not yet written) up to the grace period,

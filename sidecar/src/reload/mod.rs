@@ -6,9 +6,14 @@
 //! anything changes ([`Snapshot::new`] compiles the policy, never the request path); an invalid one is logged
 //! (naming each bad field), counted and ignored. A valid one swaps the clusters ([`Clusters::apply`]) and is
 //! published to requests ([`Store::publish`]).
+//!
+//! A config may also arrive through the API server ([`api`]): both paths hand their text to [`Reloader::offer`],
+//! which validates it the same way and takes it only if it supersedes the one served
+//! ([`SidecarConfig::supersedes`]), so a volume lagging behind the API never rolls a pod back. Offers are
+//! serialized: the check and the swap happen as one step.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kproxy_api::config::{SidecarConfig, config_hash};
@@ -21,6 +26,11 @@ use crate::metrics::Metrics;
 use crate::state::{Snapshot, Store};
 use crate::upstream::Clusters;
 
+pub mod api;
+pub mod source;
+
+pub use source::{Source, Sources};
+
 /// kubelet's atomically swapped symlink inside a mounted volume.
 const DATA_LINK: &str = "..data";
 /// Events closer together than this are one change (a swap emits create + rename + remove).
@@ -29,9 +39,14 @@ const SETTLE: Duration = Duration::from_millis(5);
 /// What one reload attempt did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Applied { generation: u64, hash: String },
+    Applied {
+        generation: u64,
+        hash: String,
+    },
     Unchanged,
     Rejected(String),
+    /// Valid, but older than the config served (the other path already delivered a newer one).
+    Stale,
 }
 
 impl Outcome {
@@ -41,6 +56,7 @@ impl Outcome {
             Outcome::Applied { .. } => "applied",
             Outcome::Unchanged => "unchanged",
             Outcome::Rejected(_) => "rejected",
+            Outcome::Stale => "stale",
         }
     }
 }
@@ -57,35 +73,74 @@ pub fn apply(store: &Store, clusters: &Arc<Clusters>, metrics: &Metrics, snapsho
     store.publish(snapshot);
 }
 
-/// Reloads the config at `path` into the store and clusters it feeds.
+/// Reloads the config at `path`, or takes one the API delivered, into the store and clusters it feeds.
 pub struct Reloader {
     pub path: PathBuf,
     pub store: Arc<Store>,
     pub clusters: Arc<Clusters>,
     pub metrics: Arc<Metrics>,
+    /// Where the served config came from and how long it took.
+    pub sources: Sources,
+    /// Held while an offer is checked and applied, so two paths cannot interleave.
+    serial: Mutex<()>,
 }
 
 impl Reloader {
-    /// Reads, validates, compiles and (if valid and different) swaps in the config.
+    /// A reloader for the config at `path`; the served config (already in the store) came from the volume.
+    pub fn new(path: PathBuf, store: Arc<Store>, clusters: Arc<Clusters>, metrics: Arc<Metrics>) -> Result<Self> {
+        let sources = Sources::new(&metrics.registry)?;
+        sources.initial(Source::Volume, store.snapshot().config.rendered_at_ms);
+        Ok(Reloader { path, store, clusters, metrics, sources, serial: Mutex::new(()) })
+    }
+
+    /// Reads, validates, compiles and (if valid, different and not older) swaps in the mounted config.
     pub fn reload(&self) -> Outcome {
+        self.consider(Source::Volume, SidecarConfig::load(&self.path))
+    }
+
+    /// Validates, compiles and (if different and not older) swaps in a config text from `source`.
+    pub fn offer(&self, source: Source, text: String) -> Outcome {
+        self.consider(source, SidecarConfig::parse(&text).map(|config| (config, text)))
+    }
+
+    fn consider(&self, source: Source, loaded: kproxy_api::Result<(SidecarConfig, String)>) -> Outcome {
+        let _serial = self.serial.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let started = Instant::now();
-        let path = &self.path;
-        let outcome = match SidecarConfig::load(path) {
+        let outcome = match loaded {
             Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "config rejected; the previous config keeps serving");
+                tracing::error!(source = source.label(), path = %self.path.display(), error = %e, "config rejected; the previous config keeps serving");
                 Outcome::Rejected(e.to_string())
             }
             Ok((config, text)) => {
                 let current = self.store.snapshot();
                 let hash = config_hash(&text);
                 if hash == current.hash {
-                    tracing::debug!(%hash, "config unchanged");
+                    tracing::debug!(source = source.label(), %hash, "config unchanged");
                     Outcome::Unchanged
+                } else if !config.supersedes(&current.config) {
+                    tracing::info!(
+                        source = source.label(),
+                        offered = config.generation,
+                        served = current.config.generation,
+                        "config older than the one served; ignored"
+                    );
+                    Outcome::Stale
                 } else {
                     let generation = current.generation + 1;
+                    let rendered_at_ms = config.rendered_at_ms;
+                    let policy_generation = config.generation;
                     let snapshot = Snapshot::compiled(config, hash.clone(), generation);
                     apply(&self.store, &self.clusters, &self.metrics, snapshot);
-                    tracing::info!(generation, %hash, previous = %current.hash, elapsed = ?started.elapsed(), "config reloaded");
+                    self.sources.served(source, rendered_at_ms);
+                    tracing::info!(
+                        source = source.label(),
+                        generation,
+                        policy_generation,
+                        %hash,
+                        previous = %current.hash,
+                        elapsed = ?started.elapsed(),
+                        "config reloaded"
+                    );
                     Outcome::Applied { generation, hash }
                 }
             }

@@ -39,7 +39,7 @@ fn reloader(path: &Path, limits: Limits) -> Arc<Reloader> {
         CancellationToken::new(),
     );
     apply(&store, &clusters, &metrics, snapshot);
-    Arc::new(Reloader { path: path.to_path_buf(), store, clusters, metrics })
+    Arc::new(Reloader::new(path.to_path_buf(), store, clusters, metrics).unwrap())
 }
 
 fn app(dir: &Path) -> Arc<Reloader> {
@@ -120,4 +120,40 @@ async fn a_data_swap_is_noticed_by_the_watcher() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("the swap was not noticed");
+}
+
+/// A config as the operator renders it: generation `generation` of one policy object, rendered at `at` ms.
+fn rendered(generation: i64, at: u64, body: &str) -> String {
+    format!("policy: shop/p\ngeneration: {generation}\npolicyUid: u1\nrenderedAtMs: {at}\n{body}")
+}
+
+#[tokio::test]
+async fn the_newest_rendering_wins_whichever_path_brings_it_first() {
+    let dir = tempfile::tempdir().unwrap();
+    publish(dir.path(), 0, &rendered(3, 100, ONE));
+    let app = reloader(dir.path(), Limits::default());
+    assert!(matches!(app.offer(Source::Api, rendered(4, 200, TWO)), Outcome::Applied { generation: 2, .. }));
+    assert_eq!(app.reload(), Outcome::Stale, "the volume still holds generation 3: 4 keeps serving");
+    assert_eq!(app.store.snapshot().config.generation, 4);
+    publish(dir.path(), 1, &rendered(4, 200, TWO));
+    assert_eq!(app.reload(), Outcome::Unchanged, "the volume caught up");
+    let Outcome::Rejected(why) = app.offer(Source::Api, rendered(5, 300, BAD)) else { panic!("expected rejection") };
+    assert!(why.contains("bootstrapServers[0]"), "{why}");
+    assert_eq!(app.store.snapshot().config.generation, 4, "the last good config keeps serving");
+    assert_eq!(app.offer(Source::Api, rendered(3, 400, MOVED)), Outcome::Stale, "never an older generation");
+    publish(dir.path(), 2, &rendered(5, 500, MOVED));
+    assert!(matches!(app.reload(), Outcome::Applied { generation: 3, .. }), "the volume alone still delivers");
+    let text = app.metrics.render();
+    for line in [
+        "kproxy_config_source{source=\"volume\"} 1",
+        "kproxy_config_source{source=\"api\"} 0",
+        "kproxy_config_propagation_seconds_count{source=\"api\"} 1",
+        "kproxy_config_propagation_seconds_count{source=\"volume\"} 1",
+        "kproxy_config_reloads_total{result=\"stale\"} 2",
+        "kproxy_config_reloads_total{result=\"rejected\"} 1",
+    ] {
+        assert!(text.contains(line), "missing {line} in {text}");
+    }
+    let age = text.lines().find_map(|l| l.strip_prefix("kproxy_config_age_seconds ")).unwrap();
+    assert!(age.parse::<f64>().unwrap() > 1e6, "rendered at 500 ms after the epoch: {age}");
 }
