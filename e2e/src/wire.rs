@@ -16,6 +16,11 @@ pub const PRODUCE_VERSION: i16 = 9;
 
 /// A v2 record batch holding one record with `value`.
 pub fn record_batch(value: &str) -> Result<Bytes> {
+    keyed_record_batch(None, Bytes::copy_from_slice(value.as_bytes()))
+}
+
+/// A v2 record batch holding one record with `key` and `value`.
+pub fn keyed_record_batch(key: Option<Bytes>, value: Bytes) -> Result<Bytes> {
     let record = Record {
         transactional: false,
         control: false,
@@ -27,8 +32,8 @@ pub fn record_batch(value: &str) -> Result<Bytes> {
         offset: 0,
         sequence: -1,
         timestamp: 0,
-        key: None,
-        value: Some(Bytes::copy_from_slice(value.as_bytes())),
+        key,
+        value: Some(value),
         headers: Default::default(),
     };
     let mut buf = BytesMut::new();
@@ -58,6 +63,22 @@ pub fn produce(
     call(stream, ApiKey::Produce, PRODUCE_VERSION, correlation_id, client_id, &request)
 }
 
+/// One request as it goes on the wire: length prefix, header, body.
+pub fn frame<Q: Encodable>(api: ApiKey, version: i16, id: i32, client_id: &'static str, body: &Q) -> Result<Vec<u8>> {
+    let header = RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(id)
+        .with_client_id(Some(StrBytes::from_static_str(client_id)));
+    let mut b = BytesMut::new();
+    header.encode(&mut b, api.request_header_version(version))?;
+    body.encode(&mut b, version)?;
+    let mut frame = BytesMut::with_capacity(b.len() + 4);
+    frame.put_i32(i32::try_from(b.len())?);
+    frame.extend_from_slice(&b);
+    Ok(frame.to_vec())
+}
+
 /// Sends one request on `stream` and decodes its response (any version kafka-protocol knows).
 pub fn call<Q: Encodable, R: Decodable>(
     stream: &mut TcpStream,
@@ -67,18 +88,7 @@ pub fn call<Q: Encodable, R: Decodable>(
     client_id: &'static str,
     body: &Q,
 ) -> Result<R> {
-    let header = RequestHeader::default()
-        .with_request_api_key(api as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(id)
-        .with_client_id(Some(StrBytes::from_static_str(client_id)));
-    let mut b = BytesMut::new();
-    header.encode(&mut b, api.request_header_version(version))?;
-    body.encode(&mut b, version)?;
-    let mut frame = BytesMut::new();
-    frame.put_i32(i32::try_from(b.len())?);
-    frame.extend_from_slice(&b);
-    stream.write_all(&frame)?;
+    stream.write_all(&frame(api, version, id, client_id, body)?)?;
     let mut len = [0u8; 4];
     stream.read_exact(&mut len)?;
     let mut response = vec![0u8; usize::try_from(i32::from_be_bytes(len))?];

@@ -9,17 +9,16 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, ResponseHeader, TopicName};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 use kproxy_e2e::hostile::{Relay, RssWatch, api_versions, metadata, read_response};
 use kproxy_e2e::sidecar::{Sidecar, config, java};
+use kproxy_e2e::wire::{PRODUCE_VERSION, frame, keyed_record_batch};
 use kproxy_e2e::{Env, env, unique};
 
 const MIB: usize = 1 << 20;
-const PRODUCE_VERSION: i16 = 9;
 
 fn create_topic(env: &Env, bootstrap: &str, topic: &str, partitions: u32, max_message_bytes: usize) {
     let mut cmd = java(env, "org.apache.kafka.tools.TopicCommand");
@@ -32,41 +31,13 @@ fn create_topic(env: &Env, bootstrap: &str, topic: &str, partitions: u32, max_me
 /// An acks=all Produce frame (length prefix included) of one record batch with one record: `key`, and a value of
 /// `value_bytes` bytes.
 fn produce_frame(topic: &str, partition: i32, key: &str, value_bytes: usize, correlation_id: i32) -> Vec<u8> {
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 0,
-        key: Some(Bytes::copy_from_slice(key.as_bytes())),
-        value: Some(Bytes::from(vec![b'v'; value_bytes])),
-        headers: Default::default(),
-    };
-    let mut batch = BytesMut::new();
-    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
-    RecordBatchEncoder::encode(&mut batch, [&record], &options).unwrap();
-    let data =
-        TopicProduceData::default().with_name(TopicName(StrBytes::from_string(topic.to_string()))).with_partition_data(
-            vec![PartitionProduceData::default().with_index(partition).with_records(Some(batch.freeze()))],
-        );
+    let batch =
+        keyed_record_batch(Some(Bytes::copy_from_slice(key.as_bytes())), Bytes::from(vec![b'v'; value_bytes])).unwrap();
+    let data = TopicProduceData::default()
+        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+        .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(batch))]);
     let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(60_000).with_topic_data(vec![data]);
-    let header = RequestHeader::default()
-        .with_request_api_key(ApiKey::Produce as i16)
-        .with_request_api_version(PRODUCE_VERSION)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("kproxy-e2e-memory")));
-    let mut body = BytesMut::new();
-    header.encode(&mut body, ApiKey::Produce.request_header_version(PRODUCE_VERSION)).unwrap();
-    request.encode(&mut body, PRODUCE_VERSION).unwrap();
-    let mut frame = BytesMut::with_capacity(body.len() + 4);
-    frame.put_i32(body.len() as i32);
-    frame.extend_from_slice(&body);
-    frame.to_vec()
+    frame(ApiKey::Produce, PRODUCE_VERSION, correlation_id, "kproxy-e2e-memory", &request).unwrap()
 }
 
 /// One connection pipelining `frames` (every one written without waiting for answers, up to what TCP takes)
