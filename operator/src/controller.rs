@@ -20,7 +20,7 @@ use tracing::{Span, debug, info, instrument, warn};
 
 use crate::metrics::{Metrics, Outcome};
 use crate::status::{Desired, Reason};
-use crate::{Error, Result, configmap, events, pods, render, status};
+use crate::{Error, Result, access, configmap, events, pods, render, status};
 
 /// How often a ready policy is re-checked even without events (a safety net, not the repair path).
 const RESYNC: Duration = Duration::from_secs(300);
@@ -41,6 +41,10 @@ pub struct Context {
     pub pods: Store<PartialObjectMeta<Pod>>,
     /// Whether the operator may read Secrets to check the ones a policy names (off by default: least privilege).
     pub check_secrets: bool,
+    /// The policies the controller sees, for the namespace's sidecar access Role.
+    pub policies: Store<KafkaProxyPolicy>,
+    /// Keeps sidecars' read access to their ConfigMaps (`None`: sidecars read only their volume).
+    pub access: Option<access::Applied>,
 }
 
 /// How the controller runs.
@@ -52,6 +56,8 @@ pub struct Settings {
     pub check_secrets: bool,
     /// This replica's name on the Events it publishes.
     pub identity: String,
+    /// Maintain the per-namespace Role letting sidecars watch their ConfigMaps through the API.
+    pub sidecar_access: bool,
 }
 
 /// Runs the controller (one per watched namespace, or one for the cluster) until `shutdown` is cancelled, then
@@ -144,7 +150,15 @@ fn scope_controller(
     }
     let reporter = Reporter { controller: crate::FIELD_MANAGER.into(), instance: Some(settings.identity.clone()) };
     let recorder = Recorder::new(client.clone(), reporter);
-    let ctx = Arc::new(Context { client, metrics, recorder, pods, check_secrets: settings.check_secrets });
+    let ctx = Arc::new(Context {
+        client,
+        metrics,
+        recorder,
+        pods,
+        check_secrets: settings.check_secrets,
+        policies: store.clone(),
+        access: settings.sidecar_access.then(access::Applied::default),
+    });
     let run = controller.graceful_shutdown_on(shutdown.cancelled_owned()).run(reconcile, error_policy, ctx).for_each(
         |result| async move {
             if let Err(e) = result {
@@ -206,6 +220,9 @@ async fn reconcile_inner(policy: &KafkaProxyPolicy, ctx: &Context) -> Result<(Ou
     let (yaml, hash, rendered_at_ms) = stamp(config.clone(), &previous)?;
     let cm = configmap::build(policy, &yaml, &hash)?;
     let cm_name = configmap::name(&policy.name_any());
+    if let Some(access) = &ctx.access {
+        access.ensure(&ctx.client, &ns, &ctx.policies).await?;
+    }
     configmap::apply(&Api::namespaced(ctx.client.clone(), &ns), &cm).await?;
     let secrets = match ctx.check_secrets {
         true => configmap::check_secrets(&Api::namespaced(ctx.client.clone(), &ns), policy).await?,

@@ -2,6 +2,7 @@
 //! in the policy's status, and keeps one active replica through a Lease.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod configmap;
 pub mod controller;

@@ -46,6 +46,10 @@ struct Args {
     /// Seconds between renewals (and a standby's retries); below the lease duration.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     renew_interval_seconds: u64,
+    /// Injected sidecars also watch their policy's ConfigMap through the API server (edits arrive in about a
+    /// second instead of kubelet's minute); the operator keeps the per-namespace Role that lets them.
+    #[arg(long, env = "KPROXY_SIDECAR_CONFIG_WATCH", default_value_t = true, action = clap::ArgAction::Set)]
+    sidecar_config_watch: bool,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "KPROXY_LOG_JSON")]
     log_json: bool,
@@ -95,7 +99,12 @@ async fn main() -> anyhow::Result<()> {
     let identity = lease.identity.clone();
     let (leading_tx, leading_rx) = watch::channel(false);
     let elector = tokio::spawn(Elector::new(client.clone(), lease).run(leading_tx, health.clone(), shutdown.clone()));
-    let settings = controller::Settings { namespaces, check_secrets: args.check_secrets, identity };
+    let settings = controller::Settings {
+        namespaces,
+        check_secrets: args.check_secrets,
+        identity,
+        sidecar_access: args.sidecar_config_watch,
+    };
     let term = Term { client, settings, metrics };
     let leading = tokio::spawn(lead_while_elected(term, leading_rx, shutdown.clone()));
 

@@ -116,6 +116,19 @@ mode, by a Role in each watched namespace otherwise. No Secret is readable unles
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if .Values.sidecar.configWatch }}
+# sidecar.configWatch: sidecars watch their policy's ConfigMap through the API. In each namespace with policies
+# the operator keeps one Role (get/watch on exactly those ConfigMaps) and a RoleBinding to the namespace's
+# ServiceAccounts. RBAC lets it grant only what it holds (the ConfigMap rules above); create cannot be limited by
+# name, reading and changing them can.
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["create"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  resourceNames: ["kproxy-sidecar-config"]
+  verbs: ["get", "patch", "update"]
+{{- end }}
 {{- if .Values.operator.checkSecrets }}
 # operator.checkSecrets: RBAC cannot grant Secret metadata without Secret contents.
 - apiGroups: [""]

@@ -1,0 +1,160 @@
+//! Sidecars' read access to their policies' ConfigMaps through the API: in each namespace with policies, one Role
+//! allowing `get` and `watch` on exactly those ConfigMaps (`resourceNames`) and one RoleBinding granting it to the
+//! namespace's ServiceAccounts (the group `system:serviceaccounts:<ns>`). Application pods get no cluster-wide
+//! permission and nothing outside their namespace; what they can read is what their volume already shows them.
+//!
+//! The operator can only grant what it holds itself (RBAC's escalation check): it reads those ConfigMaps anyway.
+//! Both objects are owned by every policy of the namespace, so they are garbage-collected with the last one.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kproxy_api::crd::KafkaProxyPolicy;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, Resource, ResourceExt};
+
+use crate::{FIELD_MANAGER, Result, configmap};
+
+/// Name of the Role and the RoleBinding in each namespace with policies.
+pub const NAME: &str = "kproxy-sidecar-config";
+
+/// What was last applied per namespace (sorted ConfigMap names and owner uids), so an unchanged namespace costs no
+/// API call.
+#[derive(Default)]
+pub struct Applied(Mutex<BTreeMap<String, Vec<String>>>);
+
+/// The Role for `policies` (all in `ns`), owned by each of them.
+pub fn role(ns: &str, policies: &[&KafkaProxyPolicy]) -> Role {
+    let mut names: Vec<String> = policies.iter().map(|p| configmap::name(&p.name_any())).collect();
+    names.sort();
+    names.dedup();
+    Role {
+        metadata: metadata(ns, policies),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["configmaps".into()]),
+            resource_names: Some(names),
+            verbs: vec!["get".into(), "watch".into()],
+            ..PolicyRule::default()
+        }]),
+    }
+}
+
+/// The RoleBinding granting [`role`] to every ServiceAccount of `ns`.
+pub fn binding(ns: &str, policies: &[&KafkaProxyPolicy]) -> RoleBinding {
+    RoleBinding {
+        metadata: metadata(ns, policies),
+        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "Role".into(), name: NAME.into() },
+        subjects: Some(vec![Subject {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Group".into(),
+            name: format!("system:serviceaccounts:{ns}"),
+            namespace: None,
+        }]),
+    }
+}
+
+fn metadata(ns: &str, policies: &[&KafkaProxyPolicy]) -> ObjectMeta {
+    let owners: Vec<OwnerReference> = policies
+        .iter()
+        .filter_map(|p| {
+            let mut owner = p.controller_owner_ref(&())?;
+            // Not the controller: several policies own it, and none may block its collection.
+            owner.controller = None;
+            owner.block_owner_deletion = None;
+            Some(owner)
+        })
+        .collect();
+    ObjectMeta {
+        name: Some(NAME.into()),
+        namespace: Some(ns.into()),
+        labels: Some(BTreeMap::from([
+            (configmap::MANAGED_BY.0.to_string(), configmap::MANAGED_BY.1.to_string()),
+            ("app.kubernetes.io/name".to_string(), "kproxy".to_string()),
+        ])),
+        owner_references: Some(owners),
+        ..ObjectMeta::default()
+    }
+}
+
+impl Applied {
+    /// Brings the Role and RoleBinding of `ns` in line with the policies the cache holds there. Called before a
+    /// policy's ConfigMap is written, so a sidecar may read the ConfigMap as soon as it exists.
+    pub async fn ensure(&self, client: &Client, ns: &str, store: &Store<KafkaProxyPolicy>) -> Result<()> {
+        let state = store.state();
+        let policies: Vec<&KafkaProxyPolicy> = state
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|p| p.namespace().as_deref() == Some(ns) && p.metadata.deletion_timestamp.is_none())
+            .collect();
+        let mut key: Vec<String> =
+            policies.iter().map(|p| format!("{}/{}", p.name_any(), p.uid().unwrap_or_default())).collect();
+        key.sort();
+        if self.0.lock().unwrap_or_else(|p| p.into_inner()).get(ns) == Some(&key) {
+            return Ok(());
+        }
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let role = role(ns, &policies);
+        let roles: Api<Role> = Api::namespaced(client.clone(), ns);
+        roles.patch(NAME, &params, &Patch::Apply(&typed(&role, "Role")?)).await?;
+        let binding = binding(ns, &policies);
+        let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
+        bindings.patch(NAME, &params, &Patch::Apply(&typed(&binding, "RoleBinding")?)).await?;
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(ns.to_string(), key);
+        Ok(())
+    }
+}
+
+/// The object with its apiVersion and kind, as server-side apply needs them.
+fn typed<T: serde::Serialize>(object: &T, kind: &str) -> Result<serde_json::Value> {
+    let mut value = serde_json::to_value(object)?;
+    value["apiVersion"] = "rbac.authorization.k8s.io/v1".into();
+    value["kind"] = kind.into();
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use kproxy_api::crd::KafkaProxyPolicySpec;
+
+    use super::*;
+
+    fn policy(name: &str, uid: &str) -> KafkaProxyPolicy {
+        let spec: KafkaProxyPolicySpec =
+            serde_json::from_value(serde_json::json!({"clusters": [{"name": "e", "bootstrapServers": ["h:1"]}]}))
+                .unwrap();
+        let mut p = KafkaProxyPolicy::new(name, spec);
+        p.metadata.namespace = Some("shop".into());
+        p.metadata.uid = Some(uid.into());
+        p
+    }
+
+    #[test]
+    fn the_role_reads_exactly_the_policies_configmaps_and_is_bound_to_the_namespaces_service_accounts() {
+        let (a, b) = (policy("payments", "u1"), policy("audit", "u2"));
+        let role = role("shop", &[&a, &b]);
+        let rule = &role.rules.as_ref().unwrap()[0];
+        assert_eq!(rule.api_groups.as_deref(), Some(&[String::new()][..]));
+        assert_eq!(rule.resources.as_deref(), Some(&["configmaps".to_string()][..]));
+        assert_eq!(rule.resource_names.as_deref(), Some(&["audit-kproxy".to_string(), "payments-kproxy".into()][..]));
+        assert_eq!(rule.verbs, ["get", "watch"], "read-only: no list (resourceNames cannot limit it), no writes");
+        let binding = binding("shop", &[&a, &b]);
+        assert_eq!(binding.role_ref.name, NAME);
+        let subject = &binding.subjects.as_ref().unwrap()[0];
+        assert_eq!((subject.kind.as_str(), subject.name.as_str()), ("Group", "system:serviceaccounts:shop"));
+        for meta in [&role.metadata, &binding.metadata] {
+            let owners = meta.owner_references.as_ref().unwrap();
+            let uids: Vec<&str> = owners.iter().map(|o| o.uid.as_str()).collect();
+            assert_eq!(uids, ["u1", "u2"], "collected with the last policy");
+            assert!(owners.iter().all(|o| o.controller.is_none() && o.block_owner_deletion.is_none()));
+        }
+        let value = typed(&role, "Role").unwrap();
+        assert_eq!(
+            (value["apiVersion"].as_str(), value["kind"].as_str()),
+            (Some("rbac.authorization.k8s.io/v1"), Some("Role"))
+        );
+    }
+}
