@@ -10,12 +10,14 @@ mod groups;
 mod metadata;
 mod txn;
 
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::delete_records_response::DeleteRecordsTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+use kafka_protocol::messages::describe_producers_response::TopicResponse as DescribeProducersTopic;
 use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::list_offsets_response::ListOffsetsTopicResponse;
@@ -24,7 +26,9 @@ use kafka_protocol::messages::offset_delete_response::OffsetDeleteResponseTopic;
 use kafka_protocol::messages::offset_for_leader_epoch_response::OffsetForLeaderTopicResult;
 use kafka_protocol::messages::produce_response::TopicProduceResponse;
 use kafka_protocol::messages::txn_offset_commit_response::TxnOffsetCommitResponseTopic;
-use kafka_protocol::messages::{RequestKind, ResponseKind, TopicName};
+use kafka_protocol::messages::{
+    RequestKind, ResponseKind, TopicName, alter_configs_response, incremental_alter_configs_response,
+};
 use kproxy_api::policy::{Operation, ResourceType};
 use uuid::Uuid;
 
@@ -32,7 +36,9 @@ use crate::acl::Authorizer;
 use crate::code;
 use crate::topic_ids::TopicNames;
 
-pub use metadata::MetadataMerge;
+pub use groups::ConsumerGroupDescribeMerge;
+pub use metadata::{DescribeTopicPartitionsMerge, MetadataMerge};
+pub use txn::DescribeTransactionsMerge;
 
 /// Denied response entries and the index each had in the client's request.
 pub type Inserts<T> = Vec<(usize, T)>;
@@ -113,6 +119,15 @@ pub enum Merge {
     DeleteGroups(Inserts<DeletableGroupResult>),
     /// Drop listed groups the pod may not Describe.
     ListGroups(Authorizer),
+    AlterConfigs(Inserts<alter_configs_response::AlterConfigsResourceResponse>),
+    IncrementalAlterConfigs(Inserts<incremental_alter_configs_response::AlterConfigsResourceResponse>),
+    CreatePartitions(Inserts<CreatePartitionsTopicResult>),
+    DescribeProducers(Inserts<DescribeProducersTopic>),
+    DescribeTransactions(DescribeTransactionsMerge),
+    /// Drop listed transactional ids the pod may not Describe.
+    ListTransactions(Authorizer),
+    ConsumerGroupDescribe(ConsumerGroupDescribeMerge),
+    DescribeTopicPartitions(DescribeTopicPartitionsMerge),
 }
 
 impl Merge {
@@ -138,6 +153,18 @@ impl Merge {
             (Merge::ListGroups(acl), ResponseKind::ListGroups(r)) => {
                 r.groups.retain(|g| acl.allows(ResourceType::Group, &g.group_id, Operation::Describe))
             }
+            (Merge::AlterConfigs(i), ResponseKind::AlterConfigs(r)) => insert(&mut r.responses, i),
+            (Merge::IncrementalAlterConfigs(i), ResponseKind::IncrementalAlterConfigs(r)) => {
+                insert(&mut r.responses, i)
+            }
+            (Merge::CreatePartitions(i), ResponseKind::CreatePartitions(r)) => insert(&mut r.results, i),
+            (Merge::DescribeProducers(i), ResponseKind::DescribeProducers(r)) => insert(&mut r.topics, i),
+            (Merge::DescribeTransactions(m), ResponseKind::DescribeTransactions(r)) => m.apply(r),
+            (Merge::ListTransactions(acl), ResponseKind::ListTransactions(r)) => r
+                .transaction_states
+                .retain(|t| acl.allows(ResourceType::TransactionalId, &t.transactional_id, Operation::Describe)),
+            (Merge::ConsumerGroupDescribe(m), ResponseKind::ConsumerGroupDescribe(r)) => m.apply(r),
+            (Merge::DescribeTopicPartitions(m), ResponseKind::DescribeTopicPartitions(r)) => m.apply(r),
             _ => {}
         }
     }
@@ -158,7 +185,29 @@ pub fn authorize(acl: &Authorizer, names: &dyn TopicNames, version: i16, request
         K::DeleteRecords(r) => admin::delete_records(&ctx, r),
         K::DescribeConfigs(r) => admin::describe_configs(&ctx, r),
         K::DescribeCluster(_) => admin::describe_cluster(&ctx),
-        K::DescribeQuorum(_) => cluster_describe(&ctx),
+        K::DescribeQuorum(_)
+        | K::DescribeAcls(_)
+        | K::DescribeLogDirs(_)
+        | K::ListPartitionReassignments(_)
+        | K::DescribeUserScramCredentials(_) => cluster(&ctx, Operation::Describe),
+        K::CreateAcls(_)
+        | K::DeleteAcls(_)
+        | K::AlterReplicaLogDirs(_)
+        | K::ElectLeaders(_)
+        | K::AlterPartitionReassignments(_)
+        | K::AlterUserScramCredentials(_)
+        | K::UpdateFeatures(_) => cluster(&ctx, Operation::Alter),
+        K::DescribeClientQuotas(_) | K::ListConfigResources(_) => cluster(&ctx, Operation::DescribeConfigs),
+        K::AlterClientQuotas(_) => cluster(&ctx, Operation::AlterConfigs),
+        K::CreatePartitions(r) => admin::create_partitions(&ctx, r),
+        K::AlterConfigs(r) => admin::alter_configs(&ctx, r),
+        K::IncrementalAlterConfigs(r) => admin::incremental_alter_configs(&ctx, r),
+        K::DescribeProducers(r) => admin::describe_producers(&ctx, r),
+        K::DescribeTransactions(r) => txn::describe_transactions(&ctx, r),
+        K::ListTransactions(_) => txn::list_transactions(&ctx),
+        K::ConsumerGroupHeartbeat(r) => groups::consumer_group_heartbeat(&ctx, r),
+        K::ConsumerGroupDescribe(r) => groups::consumer_group_describe(&ctx, r),
+        K::DescribeTopicPartitions(r) => metadata::describe_topic_partitions(&ctx, r),
         K::OffsetCommit(r) => groups::offset_commit(&ctx, r),
         K::OffsetFetch(r) => groups::offset_fetch(&ctx, r),
         K::OffsetDelete(r) => groups::offset_delete(&ctx, r),
@@ -180,9 +229,10 @@ pub fn authorize(acl: &Authorizer, names: &dyn TopicNames, version: i16, request
     }
 }
 
-/// A request about the cluster as a whole, allowed by Cluster Describe.
-fn cluster_describe(ctx: &Ctx) -> Decision {
-    if ctx.acl.allows_cluster(Operation::Describe) {
+/// A request about the cluster as a whole, allowed by `op` on the cluster; otherwise every entity it names gets
+/// CLUSTER_AUTHORIZATION_FAILED (the sidecar's error builder answers it as the broker's `getErrorResponse` does).
+fn cluster(ctx: &Ctx, op: Operation) -> Decision {
+    if ctx.acl.allows_cluster(op) {
         return Decision::forward();
     }
     Decision::deny(code::CLUSTER_AUTHORIZATION_FAILED)

@@ -6,6 +6,7 @@
 
 mod failover;
 mod merge;
+pub mod split;
 
 use std::collections::HashMap;
 
@@ -13,6 +14,7 @@ use kproxy_api::config::SidecarConfig;
 
 pub use failover::{Health, Switch, Switches, Transition};
 pub use merge::{NOT_LEADER_OR_FOLLOWER, cross_cluster, merge_metadata, steer};
+pub use split::{Order, Plan, plan};
 
 /// Metric names the data path registers.
 pub const METRIC_SWITCHES: &str = "kproxy_route_switches_total";

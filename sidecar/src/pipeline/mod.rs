@@ -6,12 +6,14 @@
 //! 2. policy: quotas measure it (every request counts, allowed or not, as on a broker), then the ACLs forward it,
 //!    forward part of it, answer it or close the connection;
 //! 3. routes ([`route`]): requests that would span clusters are refused, Produce/Fetch for topics routed away are
-//!    steered back to Metadata, FindCoordinator goes to its group's cluster, Metadata is planned per cluster.
+//!    steered back to Metadata, FindCoordinator goes to its group's cluster, Metadata is planned per cluster,
+//!    admin requests naming topics or config resources of several clusters are split per cluster, cluster-wide
+//!    admin requests (ACLs, client quotas, SCRAM credentials, features) go to the default cluster.
 //!
 //! and comes out as one [`Step`]: answer locally, forward (to the connection's cluster or another, with the
 //! Metadata copies for the other clusters), or close the connection. What the response owes the request
 //! ([`Owed`]: denied entries to merge, throttle, topic ids to learn) travels with it, and [`response::finish`]
-//! applies it: Metadata merge, deny-merge and throttle, address rewrite.
+//! applies it: Metadata or split-request merge, deny-merge and throttle, address rewrite.
 //!
 //! Invariants the caller keeps: every request that gets `Respond` or `Forward` (with a response expected) gets
 //! exactly one response, in request order; `Close` ends the connection after the responses already due.
@@ -72,6 +74,8 @@ pub struct Owed {
     pub(crate) fetch_client: Option<String>,
     /// Learn topic ids from this Metadata response (newer Fetch/Produce name topics by id only).
     pub(crate) learn_ids: bool,
+    /// The request was split across clusters: how to merge the parts' answers (boxed: rare).
+    pub(crate) split: Option<Box<route::Split>>,
 }
 
 impl Owed {

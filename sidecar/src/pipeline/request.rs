@@ -153,6 +153,16 @@ fn routed(ctx: &Ctx, mut request: Request, owed: Owed) -> Step {
         // A group's offsets or a transaction's partitions in another cluster than its own: refused.
         return Step::Respond { version, body: answer, owed };
     }
+    if kproxy_policy::route::split::plans(api) {
+        return match route::admin_plan(ctx.snapshot, ctx.health, &mut request, own) {
+            Ok(None) => Step::Forward(Forward { cluster: None, request, fanout: Vec::new(), owed }),
+            Ok(Some((cluster, fanout, split))) => {
+                let owed = Owed { split: split.map(Box::new), ..owed };
+                Step::Forward(Forward { cluster, request, fanout, owed })
+            }
+            Err(e) => Step::close(format!("cannot route the {api:?} request: {e}")),
+        };
+    }
     match api {
         ApiKey::Metadata => match route::metadata_plan(ctx.snapshot, ctx.health, &request, own) {
             Ok((mine, fanout)) => {

@@ -36,13 +36,23 @@ pub enum Source {
 
 /// Finishes a response frame (any correlation id) in place. Returns the throttle: the caller holds the
 /// connection's next request that long (KIP-219 clients) or, for older ones, delays this response.
-pub fn finish(ctx: &Ctx, owed: Owed, api: ApiKey, version: i16, frame: &mut Buf, source: Source) -> Result<Duration> {
+pub fn finish(
+    ctx: &Ctx,
+    mut owed: Owed,
+    api: ApiKey,
+    version: i16,
+    frame: &mut Buf,
+    source: Source,
+) -> Result<Duration> {
     let mut merged = false;
     let cluster = match source {
         Source::Local => None,
         Source::Upstream { cluster, others } => {
             if api == ApiKey::Metadata && ctx.snapshot.routed {
                 merge(ctx, version, (&cluster, frame), others)?;
+                merged = true;
+            } else if let Some(split) = owed.split.take() {
+                merge_split(ctx, api, version, (&cluster, frame), others, *split)?;
                 merged = true;
             }
             Some(cluster)
@@ -141,6 +151,53 @@ fn merge(
     let correlation_id = protocol::response_correlation(own_frame).unwrap_or_default();
     protocol::response_frame(own_frame, ApiKey::Metadata, version, correlation_id, &body);
     Ok(())
+}
+
+/// Merges the answers to a request split across clusters (own first) into `own_frame`: each part's broker ids
+/// rewritten for its own cluster, a part whose cluster did not answer given its REQUEST_TIMED_OUT answer, the
+/// entities put back in request order.
+fn merge_split(
+    ctx: &Ctx,
+    api: ApiKey,
+    version: i16,
+    own: (&str, &mut Buf),
+    others: Vec<(String, Option<Buf>, Vec<String>)>,
+    split: super::route::Split,
+) -> Result<()> {
+    let (own_cluster, own_frame) = own;
+    let mut parts = vec![decode_part(ctx, own_cluster, own_frame, api, version)?];
+    for (cluster, answer, _) in others {
+        let part = match answer {
+            Some(mut frame) => decode_part(ctx, &cluster, &mut frame, api, version)?,
+            None => {
+                tracing::debug!(cluster, ?api, "split request: a cluster did not answer its part");
+                let body = split.fallbacks.iter().find(|(c, _)| *c == cluster).map(|(_, b)| b.clone());
+                let body = body.ok_or_else(|| Error::Protocol(format!("no fallback answer for {cluster}")))?;
+                ResponseKind::decode(api, &mut body.freeze(), version)
+                    .map_err(|e| Error::protocol(&format!("decoding {api:?} fallback"), e))?
+            }
+        };
+        parts.push(part);
+    }
+    let merged = route::split::merge(parts, &split.order)
+        .ok_or_else(|| Error::Protocol(format!("no {api:?} answer to merge")))?;
+    let mut body = BytesMut::new();
+    merged.encode(&mut body, version).map_err(|e| Error::protocol(&format!("encoding merged {api:?}"), e))?;
+    let correlation_id = protocol::response_correlation(own_frame).unwrap_or_default();
+    protocol::response_frame(own_frame, api, version, correlation_id, &body);
+    Ok(())
+}
+
+/// One cluster's answer, its broker references rewritten for that cluster, decoded.
+fn decode_part(ctx: &Ctx, cluster: &str, frame: &mut Buf, api: ApiKey, version: i16) -> Result<ResponseKind> {
+    if rewrite::needs_rewrite(api, version) {
+        rewrite::rewrite(frame, api, version, &mut ctx.brokers.rewriter(cluster))?;
+    }
+    let at = protocol::response_body_offset(frame, api, version)
+        .ok_or_else(|| Error::Protocol(format!("{api:?} response too short")))?;
+    frame
+        .with_frozen(|bytes| ResponseKind::decode(api, &mut bytes.slice(at..), version))
+        .map_err(|e| Error::protocol(&format!("decoding {api:?}"), e))
 }
 
 /// Kafka's LEADER_NOT_AVAILABLE: retriable, and clients keep what they knew of the topic (librdkafka ignores the

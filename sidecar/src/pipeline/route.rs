@@ -1,8 +1,9 @@
 //! Routes in the request path: one cluster as the client sees it, several behind it.
 //!
 //! Metadata is asked of every cluster a route uses (each only for the topics routed to it) and the answers are
-//! merged ([`super::response`]); a group's or transaction's coordinator is looked up in its cluster; requests
-//! that would span clusters are refused; Produce and Fetch reaching a cluster their topic was routed away from
+//! merged ([`super::response`]); a group's or transaction's coordinator is looked up in its cluster; admin
+//! requests are split per cluster or sent to the default cluster ([`admin_plan`]); requests that would span
+//! clusters are refused; Produce and Fetch reaching a cluster their topic was routed away from
 //! are answered NOT_LEADER_OR_FOLLOWER, which sends the client back to Metadata. All of it reads the compiled
 //! routes of the request's snapshot and the health view; none of it does I/O.
 
@@ -67,6 +68,61 @@ pub fn metadata_plan(
     Ok((mine, copies))
 }
 
+/// How the answers to a request split across clusters are put back together.
+#[derive(Debug)]
+pub struct Split {
+    /// The entities' keys in request order.
+    pub order: kproxy_policy::route::Order,
+    /// Per other cluster, the answer its part gets when that cluster does not answer in time: REQUEST_TIMED_OUT
+    /// on each of its entities (retriable: admin clients ask again).
+    pub fallbacks: Vec<(String, BytesMut)>,
+}
+
+/// Kafka's REQUEST_TIMED_OUT.
+const REQUEST_TIMED_OUT: i16 = 7;
+
+/// Where an admin request goes when routes are in play (see `kproxy_policy::route::split`): `Ok(None)` to the
+/// connection's own cluster unchanged; else the cluster the request (now its first part) goes to (`None`: its
+/// own), the other parts as copies for their clusters, and how to merge the answers.
+#[allow(clippy::type_complexity)]
+pub fn admin_plan(
+    snapshot: &Snapshot,
+    health: &Health,
+    request: &mut Request,
+    own: &str,
+) -> Result<Option<(Option<String>, Vec<Copy>, Option<Split>)>> {
+    use kproxy_policy::route::Plan;
+    let version = request.version();
+    let plan = route::plan(request.body()?, &snapshot.policy.routes, health, own);
+    let (parts, order) = match plan {
+        Plan::Own => return Ok(None),
+        Plan::Elsewhere(cluster) => return Ok(Some((Some(cluster), Vec::new(), None))),
+        Plan::Split { parts, order } => (parts, order),
+    };
+    // The connection's own cluster answers its part on the connection's own upstream; else the first cluster.
+    let first = parts.iter().position(|(c, _)| c == own).unwrap_or(0);
+    let mut copies = Vec::new();
+    let mut fallbacks = Vec::new();
+    let mut main = None;
+    for (i, (cluster, part)) in parts.into_iter().enumerate() {
+        if i == first {
+            main = Some((cluster, part));
+            continue;
+        }
+        let message = format!("cluster {cluster:?}, which routes give part of this request, did not answer in time");
+        let fill = Fill { version, code: REQUEST_TIMED_OUT, message: Some(&message) };
+        let fallback = errors::encode(&part, &fill)
+            .ok_or_else(|| Error::Protocol(format!("no {:?} v{version} error answer", request.api)))?;
+        copies.push(Copy { cluster: cluster.clone(), frame: request.with_body(&part)?, topics: Vec::new() });
+        fallbacks.push((cluster, fallback));
+    }
+    let Some((cluster, part)) = main else { return Ok(None) };
+    *request.body_mut()? = part;
+    request.mark_modified();
+    let cluster = (cluster != own).then_some(cluster);
+    Ok(Some((cluster, copies, Some(Split { order, fallbacks }))))
+}
+
 /// The cluster a FindCoordinator request must be answered by: the one its group's or transaction's route uses now.
 pub fn coordinator_cluster<'a>(snapshot: &'a Snapshot, health: &Health, body: &RequestKind) -> Option<&'a str> {
     let RequestKind::FindCoordinator(r) = body else { return None };
@@ -81,6 +137,7 @@ pub fn may_span(request: &Request) -> bool {
     use ApiKey as A;
     match request.api {
         A::OffsetCommit | A::TxnOffsetCommit | A::OffsetFetch | A::JoinGroup | A::AddPartitionsToTxn => true,
+        A::ConsumerGroupHeartbeat => true,
         A::AddOffsetsToTxn => true,
         A::Produce => transactional(request.frame(), request.version()),
         _ => false,

@@ -214,3 +214,121 @@ fn deadlines_come_from_the_requests_own_fields() {
     assert_eq!(wait(frame(ApiKey::CreateTopics, 5, &create)), Duration::from_secs(12));
     assert_eq!(wait(frame(ApiKey::Metadata, 12, &MetadataRequest::default())), Duration::ZERO);
 }
+
+fn create_partitions(topics: &[&'static str]) -> CreatePartitionsRequest {
+    CreatePartitionsRequest::default().with_timeout_ms(10_000).with_topics(
+        topics
+            .iter()
+            .map(|t| {
+                create_partitions_request::CreatePartitionsTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str(t)))
+                    .with_count(3)
+            })
+            .collect(),
+    )
+}
+
+/// A response frame as a broker sends it (correlation id 5).
+fn answer(pool: &Arc<Pool>, api: ApiKey, version: i16, body: &impl Encodable) -> crate::buffer::Buf {
+    let mut b = BytesMut::new();
+    body.encode(&mut b, version).unwrap();
+    let mut f = pool.get(b.len() + 16);
+    crate::protocol::response_frame(&mut f, api, version, 5, &b);
+    f
+}
+
+fn results(names: &[&'static str]) -> CreatePartitionsResponse {
+    CreatePartitionsResponse::default().with_results(
+        names
+            .iter()
+            .map(|n| {
+                create_partitions_response::CreatePartitionsTopicResult::default()
+                    .with_name(TopicName(StrBytes::from_static_str(n)))
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn an_admin_request_naming_topics_of_two_clusters_is_split_and_its_answers_merged_in_request_order() {
+    use super::response::{self, Source};
+    let world = World::new(ROUTED);
+    let request = create_partitions(&["audit", "orders.eu", "misc"]);
+    let Step::Forward(mut forward) = world.decide(&frame(ApiKey::CreatePartitions, 3, &request)) else {
+        panic!("forwarded")
+    };
+    // The connection is east's: it keeps orders.eu, west gets audit and misc.
+    assert!(forward.cluster.is_none());
+    assert_eq!(forward.fanout.len(), 1);
+    assert_eq!(forward.fanout[0].cluster, "west");
+    let part = |f: &[u8]| {
+        let at = crate::protocol::request_body_offset(f, ApiKey::CreatePartitions, 3).unwrap();
+        let r = CreatePartitionsRequest::decode(&mut bytes::Bytes::copy_from_slice(&f[at..]), 3).unwrap();
+        assert_eq!(r.timeout_ms, 10_000);
+        r.topics.iter().map(|t| t.name.to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(part(&forward.fanout[0].frame), ["audit", "misc"]);
+    let owed = std::mem::take(&mut forward.owed);
+    assert_eq!(part(&forward.request.into_frame().unwrap()), ["orders.eu"]);
+    let (brokers, _listeners) = crate::broker_map::BrokerMap::new("127.0.0.1".into(), 0);
+    let snapshot = world.store.snapshot();
+    let health = world.store.health.view();
+    let ctx = response::Ctx { snapshot: &snapshot, live: &world.store.live, health: &health, brokers: &brokers };
+    let mut own = answer(&world.pool, ApiKey::CreatePartitions, 3, &results(&["orders.eu"]));
+    let west = answer(&world.pool, ApiKey::CreatePartitions, 3, &results(&["misc", "audit"]));
+    let source = Source::Upstream { cluster: "east".into(), others: vec![("west".into(), Some(west), Vec::new())] };
+    response::finish(&ctx, owed, ApiKey::CreatePartitions, 3, &mut own, source).unwrap();
+    let at = crate::protocol::response_body_offset(&own, ApiKey::CreatePartitions, 3).unwrap();
+    let merged = CreatePartitionsResponse::decode(&mut &own[at..], 3).unwrap();
+    let names: Vec<_> = merged.results.iter().map(|r| (r.name.as_str(), r.error_code)).collect();
+    assert_eq!(names, [("audit", 0), ("orders.eu", 0), ("misc", 0)]);
+    assert_eq!(crate::protocol::response_correlation(&own), Some(5));
+}
+
+#[test]
+fn a_cluster_that_does_not_answer_its_part_leaves_its_topics_timed_out() {
+    use super::response::{self, Source};
+    let world = World::new(ROUTED);
+    let request = create_partitions(&["audit", "orders.eu"]);
+    let Step::Forward(mut forward) = world.decide(&frame(ApiKey::CreatePartitions, 3, &request)) else { panic!() };
+    let owed = std::mem::take(&mut forward.owed);
+    let (brokers, _listeners) = crate::broker_map::BrokerMap::new("127.0.0.1".into(), 0);
+    let (snapshot, health) = (world.store.snapshot(), world.store.health.view());
+    let ctx = response::Ctx { snapshot: &snapshot, live: &world.store.live, health: &health, brokers: &brokers };
+    let mut own = answer(&world.pool, ApiKey::CreatePartitions, 3, &results(&["orders.eu"]));
+    let source = Source::Upstream { cluster: "east".into(), others: vec![("west".into(), None, Vec::new())] };
+    response::finish(&ctx, owed, ApiKey::CreatePartitions, 3, &mut own, source).unwrap();
+    let at = crate::protocol::response_body_offset(&own, ApiKey::CreatePartitions, 3).unwrap();
+    let merged = CreatePartitionsResponse::decode(&mut &own[at..], 3).unwrap();
+    assert_eq!((merged.results[0].name.as_str(), merged.results[0].error_code), ("audit", 7), "REQUEST_TIMED_OUT");
+    assert!(merged.results[0].error_message.as_ref().is_some_and(|m| m.contains("west")));
+    assert_eq!((merged.results[1].name.as_str(), merged.results[1].error_code), ("orders.eu", 0));
+}
+
+#[test]
+fn cluster_wide_admin_goes_to_the_default_cluster_and_topics_of_one_other_cluster_go_there_whole() {
+    let world = World::new(ROUTED);
+    let acl = CreateAclsRequest::default().with_creations(vec![create_acls_request::AclCreation::default()]);
+    let Step::Forward(forward) = world.decide(&frame(ApiKey::CreateAcls, 3, &acl)) else { panic!() };
+    assert_eq!(forward.cluster.as_deref(), Some("west"), "ACLs live in the default cluster");
+    let Step::Forward(forward) = world.decide(&frame(ApiKey::CreatePartitions, 3, &create_partitions(&["audit"])))
+    else {
+        panic!()
+    };
+    assert_eq!(forward.cluster.as_deref(), Some("west"));
+    assert!(forward.fanout.is_empty() && forward.owed.split.is_none());
+    let f = frame(ApiKey::CreatePartitions, 3, &create_partitions(&["orders.eu"]));
+    let Step::Forward(forward) = world.decide(&f) else { panic!() };
+    assert!(forward.cluster.is_none());
+    assert_eq!(&forward.request.into_frame().unwrap()[..], &f[..], "its own topics leave as they came");
+}
+
+#[test]
+fn kip_848_heartbeats_never_share_a_connection_with_produce() {
+    let world = World::new(ONE);
+    let heartbeat = ConsumerGroupHeartbeatRequest::default().with_group_id(GroupId(StrBytes::from_static_str("g")));
+    for version in 0..=1 {
+        assert!(world.request(&frame(ApiKey::ConsumerGroupHeartbeat, version, &heartbeat)).is_long_poll());
+    }
+    assert!(!world.request(&frame(ApiKey::Produce, 9, &produce("t", 1, 100))).is_long_poll());
+}

@@ -212,12 +212,17 @@ pub fn response_frame(buf: &mut Buf, api: ApiKey, version: i16, correlation_id: 
     buf.extend_from_slice(body);
 }
 
-/// Whether the broker may hold this request for a long time (so it must not share a connection with produce).
+/// Whether the request must not share an upstream connection with produce: the broker may hold it for a long
+/// time, or it keeps a group member alive.
 pub fn is_long_poll(frame: &[u8], h: &Header) -> bool {
     match h.api() {
         Some(ApiKey::Fetch) => fetch_max_wait(frame, h).is_none_or(|w| w > 0),
+        // KIP-848 heartbeats are answered at once, but they carry the group's liveness: they must never wait
+        // behind produce requests on a shared upstream connection.
         Some(
             ApiKey::JoinGroup
+            | ApiKey::ConsumerGroupHeartbeat
+            | ApiKey::ShareGroupHeartbeat
             | ApiKey::SyncGroup
             | ApiKey::CreateTopics
             | ApiKey::DeleteTopics

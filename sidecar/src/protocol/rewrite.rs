@@ -26,7 +26,12 @@ pub trait Addresses {
 /// Whether responses of this api/version may carry broker ids or addresses that need rewriting.
 pub fn needs_rewrite(api: ApiKey, version: i16) -> bool {
     match api {
-        ApiKey::Metadata | ApiKey::FindCoordinator | ApiKey::DescribeCluster | ApiKey::DescribeQuorum => true,
+        ApiKey::Metadata
+        | ApiKey::FindCoordinator
+        | ApiKey::DescribeCluster
+        | ApiKey::DescribeQuorum
+        | ApiKey::DescribeTopicPartitions
+        | ApiKey::ListPartitionReassignments => true,
         // KIP-951 leader hints: node endpoints travel in produce (v10+) and fetch (v16+) responses.
         ApiKey::Produce => version >= 10,
         ApiKey::Fetch => version >= 16,
@@ -71,6 +76,18 @@ fn rewrite_body(mut body: Bytes, api: ApiKey, version: i16, addrs: &mut dyn Addr
         ApiKey::DescribeQuorum => {
             let mut r = DescribeQuorumResponse::decode(&mut body, version).map_err(decode_err)?;
             describe_quorum(&mut r, addrs);
+            r.encode(&mut out, version).map_err(encode_err)?;
+        }
+        ApiKey::DescribeTopicPartitions => {
+            let mut r = DescribeTopicPartitionsResponse::decode(&mut body, version).map_err(decode_err)?;
+            describe_topic_partitions(&mut r, addrs);
+            r.encode(&mut out, version).map_err(encode_err)?;
+        }
+        ApiKey::ListPartitionReassignments => {
+            let mut r = ListPartitionReassignmentsResponse::decode(&mut body, version).map_err(decode_err)?;
+            if !list_partition_reassignments(&mut r, addrs) {
+                return Ok(None);
+            }
             r.encode(&mut out, version).map_err(encode_err)?;
         }
         ApiKey::Produce => {
@@ -170,6 +187,35 @@ pub fn describe_quorum(r: &mut DescribeQuorumResponse, addrs: &mut dyn Addresses
             l.port = port;
         }
     }
+}
+
+/// DescribeTopicPartitions (KIP-966): every partition's leader, replicas, ISR, eligible leader replicas, last
+/// known ELR and offline replicas.
+pub fn describe_topic_partitions(r: &mut DescribeTopicPartitionsResponse, addrs: &mut dyn Addresses) {
+    for t in &mut r.topics {
+        for p in &mut t.partitions {
+            p.leader_id.0 = addrs.node(p.leader_id.0);
+            ids(addrs, &mut p.replica_nodes);
+            ids(addrs, &mut p.isr_nodes);
+            ids(addrs, &mut p.offline_replicas);
+            for list in [&mut p.eligible_leader_replicas, &mut p.last_known_elr].into_iter().flatten() {
+                ids(addrs, list);
+            }
+        }
+    }
+}
+
+/// ListPartitionReassignments: the replica, adding and removing broker ids of each ongoing reassignment; false when
+/// there is none (the common answer).
+pub fn list_partition_reassignments(r: &mut ListPartitionReassignmentsResponse, addrs: &mut dyn Addresses) -> bool {
+    for t in &mut r.topics {
+        for p in &mut t.partitions {
+            ids(addrs, &mut p.replicas);
+            ids(addrs, &mut p.adding_replicas);
+            ids(addrs, &mut p.removing_replicas);
+        }
+    }
+    !r.topics.is_empty()
 }
 
 /// Produce leader hints; false when nothing had to change (the common, error-free case).

@@ -280,7 +280,34 @@ fn describe_quorum_ids_and_controller_listeners_are_rewritten_at_every_version()
     }
 }
 
-/// Every response kafka-protocol knows with a host/port field: rewritten, or never offered to clients.
+/// The APIs whose responses, in kafka-protocol's generated messages, carry a broker id (`BrokerId`) or a
+/// host: read from the vendored sources, so a new API (or a new kafka-protocol) cannot slip past the rewrite.
+fn responses_naming_brokers() -> Vec<ApiKey> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../vendor/kafka-protocol/src/messages");
+    let camel = |snake: &str| -> String {
+        snake.split('_').map(|w| w[..1].to_uppercase() + &w[1..]).collect::<Vec<_>>().concat()
+    };
+    let mut apis = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(stem) = file.strip_suffix("_response.rs") else { continue };
+        // An ACL's `host` is the client host pattern the ACL applies to, not a broker address.
+        if matches!(stem, "describe_acls" | "delete_acls") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        if text.contains("BrokerId") || text.contains("pub host: ") {
+            let name = camel(stem);
+            let api = ApiKey::iter().find(|k| format!("{k:?}") == name);
+            apis.push(api.unwrap_or_else(|| panic!("{file}: no ApiKey {name}")));
+        }
+    }
+    apis
+}
+
+/// Every offered response that carries broker ids or addresses is rewritten (at every offered version that has
+/// the fields); the others are not offered.
 #[test]
 fn every_response_carrying_addresses_is_rewritten_or_not_offered() {
     let everything = ApiVersionsResponse::default().with_api_keys(
@@ -295,21 +322,10 @@ fn every_response_carrying_addresses_is_rewritten_or_not_offered() {
             .collect(),
     );
     let offered = Versions::from_broker(everything);
-    let with_addresses = [
-        ApiKey::Metadata,
-        ApiKey::FindCoordinator,
-        ApiKey::DescribeCluster,
-        ApiKey::DescribeQuorum,
-        ApiKey::Produce,
-        ApiKey::Fetch,
-        ApiKey::ShareFetch,
-        ApiKey::ShareAcknowledge,
-        ApiKey::Vote,
-        ApiKey::BeginQuorumEpoch,
-        ApiKey::EndQuorumEpoch,
-        ApiKey::FetchSnapshot,
-        ApiKey::UpdateRaftVoter,
-    ];
+    let with_addresses = responses_naming_brokers();
+    for api in [ApiKey::Metadata, ApiKey::DescribeTopicPartitions, ApiKey::ListPartitionReassignments, ApiKey::Vote] {
+        assert!(with_addresses.contains(&api), "{api:?} not found in {with_addresses:?}");
+    }
     for api in with_addresses {
         if let Some((min, max)) = offered.range(api as i16) {
             for v in min..=max {
@@ -324,5 +340,57 @@ fn every_response_carrying_addresses_is_rewritten_or_not_offered() {
         }
     }
     assert!(offered.range(ApiKey::DescribeQuorum as i16).is_some(), "kafka-metadata-quorum works through the sidecar");
-    assert!(offered.range(ApiKey::Vote as i16).is_none() && offered.range(ApiKey::ShareFetch as i16).is_none());
+    assert!(offered.range(ApiKey::Vote as i16).is_none());
+}
+
+#[test]
+fn describe_topic_partitions_and_reassignments_show_virtual_broker_ids() {
+    use describe_topic_partitions_response::{
+        DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
+    };
+    let r = DescribeTopicPartitionsResponse::default().with_topics(vec![
+        DescribeTopicPartitionsResponseTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_static_str("t"))))
+            .with_partitions(vec![
+                DescribeTopicPartitionsResponsePartition::default()
+                    .with_leader_id(BrokerId(1))
+                    .with_replica_nodes(vec![BrokerId(1), BrokerId(2)])
+                    .with_isr_nodes(vec![BrokerId(2)])
+                    .with_eligible_leader_replicas(Some(vec![BrokerId(3)]))
+                    .with_last_known_elr(Some(vec![BrokerId(4)]))
+                    .with_offline_replicas(vec![BrokerId(5)]),
+            ]),
+    ]);
+    let mut f = framed(ApiKey::DescribeTopicPartitions, 0, &r);
+    assert!(rewrite::rewrite(&mut f, ApiKey::DescribeTopicPartitions, 0, &mut Fixed).unwrap());
+    let at = response_body_offset(&f, ApiKey::DescribeTopicPartitions, 0).unwrap();
+    let out = DescribeTopicPartitionsResponse::decode(&mut &f[at..], 0).unwrap();
+    let p = &out.topics[0].partitions[0];
+    assert_eq!(p.leader_id, BrokerId(101));
+    assert_eq!(p.replica_nodes, [BrokerId(101), BrokerId(102)]);
+    assert_eq!(p.isr_nodes, [BrokerId(102)]);
+    assert_eq!(p.eligible_leader_replicas.as_deref(), Some(&[BrokerId(103)][..]));
+    assert_eq!(p.last_known_elr.as_deref(), Some(&[BrokerId(104)][..]));
+    assert_eq!(p.offline_replicas, [BrokerId(105)]);
+
+    use list_partition_reassignments_response::{OngoingPartitionReassignment, OngoingTopicReassignment};
+    let none = ListPartitionReassignmentsResponse::default();
+    let mut f = framed(ApiKey::ListPartitionReassignments, 0, &none);
+    assert!(!rewrite::rewrite(&mut f, ApiKey::ListPartitionReassignments, 0, &mut Fixed).unwrap());
+    let r = none.with_topics(vec![OngoingTopicReassignment::default().with_partitions(vec![
+        OngoingPartitionReassignment::default()
+            .with_replicas(vec![BrokerId(1), BrokerId(2)])
+            .with_adding_replicas(vec![BrokerId(2)])
+            .with_removing_replicas(vec![BrokerId(3)]),
+    ])]);
+    let mut f = framed(ApiKey::ListPartitionReassignments, 0, &r);
+    assert!(rewrite::rewrite(&mut f, ApiKey::ListPartitionReassignments, 0, &mut Fixed).unwrap());
+    let at = response_body_offset(&f, ApiKey::ListPartitionReassignments, 0).unwrap();
+    let out = ListPartitionReassignmentsResponse::decode(&mut &f[at..], 0).unwrap();
+    let p = &out.topics[0].partitions[0];
+    assert_eq!(
+        (p.replicas.clone(), p.adding_replicas.clone()),
+        (vec![BrokerId(101), BrokerId(102)], vec![BrokerId(102)])
+    );
+    assert_eq!(p.removing_replicas, [BrokerId(103)]);
 }

@@ -28,6 +28,18 @@
 //! | OffsetDelete | Group Delete; Topic Read per topic |
 //! | DeleteGroups | Group Delete per group |
 //! | DescribeCluster, DescribeQuorum | Cluster Describe |
+//! | CreatePartitions | Topic Alter per topic |
+//! | AlterConfigs, IncrementalAlterConfigs | Topic AlterConfigs per topic; Group AlterConfigs per group; Cluster AlterConfigs per broker, broker logger or client-metrics resource |
+//! | DescribeAcls, DescribeLogDirs, ListPartitionReassignments, DescribeUserScramCredentials | Cluster Describe |
+//! | CreateAcls, DeleteAcls, AlterReplicaLogDirs, ElectLeaders, AlterPartitionReassignments, AlterUserScramCredentials, UpdateFeatures | Cluster Alter |
+//! | DescribeClientQuotas, ListConfigResources | Cluster DescribeConfigs |
+//! | AlterClientQuotas | Cluster AlterConfigs |
+//! | DescribeProducers | Topic Read per topic |
+//! | DescribeTransactions | TransactionalId Describe per id; listed topics filtered by Topic Describe |
+//! | ListTransactions | none; only Describe-able transactional ids are listed |
+//! | ConsumerGroupHeartbeat | Group Read; Topic Describe on every subscribed topic |
+//! | ConsumerGroupDescribe | Group Describe per group; a group with a member's topic the pod may not Describe is TOPIC_AUTHORIZATION_FAILED |
+//! | DescribeTopicPartitions | Topic Describe per topic (all topics: only Describe-able ones are listed) |
 //! | ApiVersions, Get/PushTelemetry | none |
 //! | everything else | see [`row`]: not authorizable by the sidecar |
 
@@ -61,6 +73,14 @@ pub enum On {
     TransactionKey,
     /// Any one topic: the check passes if the operation is allowed on at least one topic.
     AnyTopic,
+    /// Every transactional id the request names (or the response lists).
+    EachTransactionalId,
+    /// Every group config resource named.
+    EachGroupConfig,
+    /// Every topic the broker's answer lists: those the pod may not Describe are left out (or fail their entry).
+    ListedTopic,
+    /// Every transactional id the broker's answer lists: those the pod may not Describe are left out.
+    ListedTransactionalId,
 }
 
 /// One authorizer check.
@@ -82,7 +102,9 @@ pub enum Unsupported {
     Authentication,
     /// Checks resources outside the policy model (users, delegation tokens).
     OutsideModel,
-    /// Administrative or newer APIs the sidecar does not inspect; refused rather than forwarded unchecked.
+    /// Changes the cluster's membership (unregistering a broker, adding or removing a KRaft voter).
+    Membership,
+    /// APIs the sidecar does not inspect yet; refused rather than forwarded unchecked.
     NotInspected,
 }
 
@@ -167,6 +189,22 @@ const DESCRIBE_CONFIGS: &[Check] = &[
 const OFFSET_DELETE: &[Check] = &[check(R::Group, O::Delete, On::Group), TOPIC_READ];
 const DELETE_GROUPS: &[Check] = &[check(R::Group, O::Delete, On::EachGroup)];
 const DESCRIBE_CLUSTER: &[Check] = &[check(R::Cluster, O::Describe, On::Cluster)];
+const ALTER_CLUSTER: &[Check] = &[check(R::Cluster, O::Alter, On::Cluster)];
+const DESCRIBE_CLUSTER_CONFIGS: &[Check] = &[check(R::Cluster, O::DescribeConfigs, On::Cluster)];
+const ALTER_CLUSTER_CONFIGS: &[Check] = &[check(R::Cluster, O::AlterConfigs, On::Cluster)];
+const CREATE_PARTITIONS: &[Check] = &[check(R::Topic, O::Alter, On::EachTopic)];
+const ALTER_CONFIGS: &[Check] = &[
+    check(R::Topic, O::AlterConfigs, On::EachTopicConfig),
+    check(R::Group, O::AlterConfigs, On::EachGroupConfig),
+    check(R::Cluster, O::AlterConfigs, On::EachBrokerConfig),
+];
+const DESCRIBE_PRODUCERS: &[Check] = &[TOPIC_READ];
+const LISTED_TOPIC_DESCRIBE: Check = check(R::Topic, O::Describe, On::ListedTopic);
+const DESCRIBE_TRANSACTIONS: &[Check] =
+    &[check(R::TransactionalId, O::Describe, On::EachTransactionalId), LISTED_TOPIC_DESCRIBE];
+const LIST_TRANSACTIONS: &[Check] = &[check(R::TransactionalId, O::Describe, On::ListedTransactionalId)];
+const CONSUMER_GROUP_HEARTBEAT: &[Check] = &[GROUP_READ, TOPIC_DESCRIBE];
+const CONSUMER_GROUP_DESCRIBE: &[Check] = &[check(R::Group, O::Describe, On::EachGroup), LISTED_TOPIC_DESCRIBE];
 
 /// The table row for an API key.
 pub fn row(api: ApiKey) -> Row {
@@ -195,14 +233,33 @@ pub fn row(api: ApiKey) -> Row {
         A::OffsetDelete => Enforced(OFFSET_DELETE),
         A::DeleteGroups => Enforced(DELETE_GROUPS),
         A::DescribeCluster | A::DescribeQuorum => Enforced(DESCRIBE_CLUSTER),
+        A::CreatePartitions => Enforced(CREATE_PARTITIONS),
+        A::AlterConfigs | A::IncrementalAlterConfigs => Enforced(ALTER_CONFIGS),
+        A::DescribeAcls | A::DescribeLogDirs | A::ListPartitionReassignments | A::DescribeUserScramCredentials => {
+            Enforced(DESCRIBE_CLUSTER)
+        }
+        A::CreateAcls
+        | A::DeleteAcls
+        | A::AlterReplicaLogDirs
+        | A::ElectLeaders
+        | A::AlterPartitionReassignments
+        | A::AlterUserScramCredentials
+        | A::UpdateFeatures => Enforced(ALTER_CLUSTER),
+        A::DescribeClientQuotas | A::ListConfigResources => Enforced(DESCRIBE_CLUSTER_CONFIGS),
+        A::AlterClientQuotas => Enforced(ALTER_CLUSTER_CONFIGS),
+        A::DescribeProducers => Enforced(DESCRIBE_PRODUCERS),
+        A::DescribeTransactions => Enforced(DESCRIBE_TRANSACTIONS),
+        A::ListTransactions => Enforced(LIST_TRANSACTIONS),
+        A::ConsumerGroupHeartbeat => Enforced(CONSUMER_GROUP_HEARTBEAT),
+        A::ConsumerGroupDescribe => Enforced(CONSUMER_GROUP_DESCRIBE),
+        A::DescribeTopicPartitions => Enforced(PER_TOPIC_DESCRIBE),
         A::ApiVersions | A::GetTelemetrySubscriptions | A::PushTelemetry => Open,
         A::SaslHandshake | A::SaslAuthenticate => Support::Unsupported(Authentication),
-        A::CreateDelegationToken
-        | A::RenewDelegationToken
-        | A::ExpireDelegationToken
-        | A::DescribeDelegationToken
-        | A::DescribeUserScramCredentials
-        | A::AlterUserScramCredentials => Support::Unsupported(OutsideModel),
+        // Delegation tokens are checked on User and DelegationToken resources, which policies cannot name; and a
+        // token would be issued to the sidecar's upstream identity, not the pod's.
+        A::CreateDelegationToken | A::RenewDelegationToken | A::ExpireDelegationToken | A::DescribeDelegationToken => {
+            Support::Unsupported(OutsideModel)
+        }
         A::WriteTxnMarkers
         | A::Vote
         | A::BeginQuorumEpoch
@@ -221,36 +278,14 @@ pub fn row(api: ApiKey) -> Row {
         | A::WriteShareGroupState
         | A::DeleteShareGroupState
         | A::ReadShareGroupStateSummary => Support::Unsupported(InterBroker),
-        // Cluster Alter/Describe admin APIs, share groups, the KIP-848 consumer protocol and transaction listing:
-        // a broker checks them too, but the sidecar does not decode them, so it refuses them.
-        A::DescribeAcls
-        | A::CreateAcls
-        | A::DeleteAcls
-        | A::AlterConfigs
-        | A::AlterReplicaLogDirs
-        | A::DescribeLogDirs
-        | A::CreatePartitions
-        | A::ElectLeaders
-        | A::IncrementalAlterConfigs
-        | A::AlterPartitionReassignments
-        | A::ListPartitionReassignments
-        | A::DescribeClientQuotas
-        | A::AlterClientQuotas
-        | A::UpdateFeatures
-        | A::DescribeProducers
-        | A::UnregisterBroker
-        | A::DescribeTransactions
-        | A::ListTransactions
-        | A::ConsumerGroupHeartbeat
-        | A::ConsumerGroupDescribe
-        | A::ListConfigResources
-        | A::DescribeTopicPartitions
-        | A::ShareGroupHeartbeat
+        // Changes to the cluster's own membership: done by its operators against the brokers, not by an
+        // application through its sidecar.
+        A::UnregisterBroker | A::AddRaftVoter | A::RemoveRaftVoter => Support::Unsupported(Membership),
+        // Share groups (KIP-932): not inspected yet, so refused rather than forwarded unchecked.
+        A::ShareGroupHeartbeat
         | A::ShareGroupDescribe
         | A::ShareFetch
         | A::ShareAcknowledge
-        | A::AddRaftVoter
-        | A::RemoveRaftVoter
         | A::DescribeShareGroupOffsets
         | A::AlterShareGroupOffsets
         | A::DeleteShareGroupOffsets => Support::Unsupported(NotInspected),

@@ -1,4 +1,5 @@
-//! Topic administration: CreateTopics, DeleteTopics, DeleteRecords, DescribeConfigs and DescribeCluster.
+//! Topic and config administration: CreateTopics, DeleteTopics, DeleteRecords, CreatePartitions, DescribeConfigs,
+//! AlterConfigs, IncrementalAlterConfigs, DescribeProducers and DescribeCluster.
 
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_records_response::DeleteRecordsPartitionResult;
@@ -6,10 +7,14 @@ use kafka_protocol::messages::delete_records_response::DeleteRecordsTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse, DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse, ResponseKind,
-    TopicName,
+    AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse, DescribeProducersRequest,
+    DescribeProducersResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, ResponseKind,
+    TopicName, alter_configs_response, create_partitions_response, describe_producers_response,
+    incremental_alter_configs_response,
 };
+use kafka_protocol::protocol::StrBytes;
 use kproxy_api::policy::Operation;
 
 use super::{Ctx, Decision, Merge, split};
@@ -91,21 +96,23 @@ pub(super) fn delete_records(ctx: &Ctx, request: &mut DeleteRecordsRequest) -> D
     Decision::split(count, left, Merge::DeleteRecords(denied), empty)
 }
 
+/// The error for a config resource the pod may not do `op` on (DescribeConfigs or AlterConfigs), as Kafka's
+/// `configsAuthorizationApiError` gives it: per topic, group, or the cluster for broker, broker-logger and
+/// client-metrics resources; an unknown resource type is INVALID_REQUEST.
+fn config_error(ctx: &Ctx, kind: i8, name: &StrBytes, op: Operation) -> Option<i16> {
+    match kind {
+        CONFIG_TOPIC => ctx.topic_error(&TopicName(name.clone()), Default::default(), op),
+        CONFIG_GROUP => ctx.group_error(name, op),
+        CONFIG_BROKER | CONFIG_BROKER_LOGGER | CONFIG_CLIENT_METRICS => {
+            (!ctx.acl.allows_cluster(op)).then_some(code::CLUSTER_AUTHORIZATION_FAILED)
+        }
+        _ => Some(code::INVALID_REQUEST),
+    }
+}
+
 pub(super) fn describe_configs(ctx: &Ctx, request: &mut DescribeConfigsRequest) -> Decision {
     let denied = split(&mut request.resources, |resource| {
-        let name = resource.resource_name.as_str();
-        let error = match resource.resource_type {
-            CONFIG_TOPIC => ctx.topic_error(
-                &TopicName(resource.resource_name.clone()),
-                Default::default(),
-                Operation::DescribeConfigs,
-            ),
-            CONFIG_GROUP => ctx.group_error(name, Operation::DescribeConfigs),
-            CONFIG_BROKER | CONFIG_BROKER_LOGGER | CONFIG_CLIENT_METRICS => {
-                (!ctx.acl.allows_cluster(Operation::DescribeConfigs)).then_some(code::CLUSTER_AUTHORIZATION_FAILED)
-            }
-            _ => Some(code::INVALID_REQUEST),
-        }?;
+        let error = config_error(ctx, resource.resource_type, &resource.resource_name, Operation::DescribeConfigs)?;
         Some(
             DescribeConfigsResult::default()
                 .with_error_code(error)
@@ -116,6 +123,70 @@ pub(super) fn describe_configs(ctx: &Ctx, request: &mut DescribeConfigsRequest) 
     let left = !request.resources.is_empty();
     let empty = ResponseKind::DescribeConfigs(DescribeConfigsResponse::default());
     Decision::split(denied.len(), left, Merge::DescribeConfigs(denied), empty)
+}
+
+pub(super) fn alter_configs(ctx: &Ctx, request: &mut AlterConfigsRequest) -> Decision {
+    let denied = split(&mut request.resources, |resource| {
+        let error = config_error(ctx, resource.resource_type, &resource.resource_name, Operation::AlterConfigs)?;
+        Some(
+            alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_error_code(error)
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone()),
+        )
+    });
+    let left = !request.resources.is_empty();
+    let empty = ResponseKind::AlterConfigs(AlterConfigsResponse::default());
+    Decision::split(denied.len(), left, Merge::AlterConfigs(denied), empty)
+}
+
+pub(super) fn incremental_alter_configs(ctx: &Ctx, request: &mut IncrementalAlterConfigsRequest) -> Decision {
+    let denied = split(&mut request.resources, |resource| {
+        let error = config_error(ctx, resource.resource_type, &resource.resource_name, Operation::AlterConfigs)?;
+        Some(
+            incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_error_code(error)
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone()),
+        )
+    });
+    let left = !request.resources.is_empty();
+    let empty = ResponseKind::IncrementalAlterConfigs(IncrementalAlterConfigsResponse::default());
+    Decision::split(denied.len(), left, Merge::IncrementalAlterConfigs(denied), empty)
+}
+
+/// CreatePartitions: Alter per topic, with the message Kafka gives a denied topic.
+pub(super) fn create_partitions(ctx: &Ctx, request: &mut CreatePartitionsRequest) -> Decision {
+    let denied = split(&mut request.topics, |topic| {
+        let error = ctx.topic_error(&topic.name, Default::default(), Operation::Alter)?;
+        Some(
+            create_partitions_response::CreatePartitionsTopicResult::default()
+                .with_name(topic.name.clone())
+                .with_error_code(error)
+                .with_error_message(Some(StrBytes::from_static_str("The topic authorization is failed."))),
+        )
+    });
+    let left = !request.topics.is_empty();
+    let empty = ResponseKind::CreatePartitions(CreatePartitionsResponse::default());
+    Decision::split(denied.len(), left, Merge::CreatePartitions(denied), empty)
+}
+
+/// DescribeProducers: Read per topic; a denied topic's partitions are TOPIC_AUTHORIZATION_FAILED.
+pub(super) fn describe_producers(ctx: &Ctx, request: &mut DescribeProducersRequest) -> Decision {
+    use describe_producers_response::{PartitionResponse, TopicResponse};
+    let denied = split(&mut request.topics, |topic| {
+        let error = ctx.topic_error(&topic.name, Default::default(), Operation::Read)?;
+        let partitions = topic
+            .partition_indexes
+            .iter()
+            .map(|&p| PartitionResponse::default().with_partition_index(p).with_error_code(error))
+            .collect();
+        Some(TopicResponse::default().with_name(topic.name.clone()).with_partitions(partitions))
+    });
+    let count = denied.iter().map(|(_, t)| t.partitions.len().max(1)).sum();
+    let left = !request.topics.is_empty();
+    let empty = ResponseKind::DescribeProducers(DescribeProducersResponse::default());
+    Decision::split(count, left, Merge::DescribeProducers(denied), empty)
 }
 
 pub(super) fn describe_cluster(ctx: &Ctx) -> Decision {

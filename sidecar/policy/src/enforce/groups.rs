@@ -1,4 +1,4 @@
-//! Consumer group APIs: membership, offsets, coordinator lookup, describe/list/delete.
+//! Consumer group APIs: membership (classic and KIP-848), offsets, coordinator lookup, describe/list/delete.
 
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
@@ -12,9 +12,10 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
-    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
+    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest, DeleteGroupsRequest,
+    DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
     FindCoordinatorResponse, GroupId, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
-    OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, ResponseKind,
+    OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, ResponseKind, consumer_group_describe_response,
 };
 use kafka_protocol::protocol::StrBytes;
 use kproxy_api::policy::{Operation, ResourceType};
@@ -253,4 +254,69 @@ pub(super) fn delete_groups(ctx: &Ctx, request: &mut DeleteGroupsRequest) -> Dec
     let left = !request.groups_names.is_empty();
     let empty = ResponseKind::DeleteGroups(DeleteGroupsResponse::default());
     Decision::split(denied.len(), left, Merge::DeleteGroups(denied), empty)
+}
+
+/// ConsumerGroupHeartbeat (KIP-848): Read on the group, then Describe on every subscribed topic when the member
+/// names them (a heartbeat repeating an unchanged subscription sends none); any topic denied fails the heartbeat
+/// with TOPIC_AUTHORIZATION_FAILED, as the broker answers.
+pub(super) fn consumer_group_heartbeat(ctx: &Ctx, request: &ConsumerGroupHeartbeatRequest) -> Decision {
+    if let Some(error) = ctx.group_error(&request.group_id, Operation::Read) {
+        return Decision::deny(error);
+    }
+    let topics = request.subscribed_topic_names.iter().flatten();
+    if let Some(error) = topics.filter_map(|t| ctx.topic_error(t, Default::default(), Operation::Describe)).next() {
+        return Decision::deny(error);
+    }
+    Decision::forward()
+}
+
+/// Denied groups of a ConsumerGroupDescribe, and the ACLs the described groups' topics are checked against.
+#[derive(Debug)]
+pub struct ConsumerGroupDescribeMerge {
+    denied: Inserts<consumer_group_describe_response::DescribedGroup>,
+    acl: Authorizer,
+}
+
+impl ConsumerGroupDescribeMerge {
+    /// A described group with an assigned (or target) topic the pod may not Describe is replaced by that error,
+    /// as Kafka's handler does, so a group never discloses topics the client could not see.
+    pub(super) fn apply(self, response: &mut ConsumerGroupDescribeResponse) {
+        use consumer_group_describe_response::DescribedGroup;
+        let visible = |name: &str| self.acl.allows(ResourceType::Topic, name, Operation::Describe);
+        for group in &mut response.groups {
+            let hidden = group
+                .members
+                .iter()
+                .flat_map(|m| m.assignment.topic_partitions.iter().chain(&m.target_assignment.topic_partitions))
+                .any(|tp| !visible(&tp.topic_name));
+            if group.error_code == 0 && hidden {
+                *group = DescribedGroup::default()
+                    .with_group_id(group.group_id.clone())
+                    .with_error_code(crate::code::TOPIC_AUTHORIZATION_FAILED)
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "The group has assigned topic partitions that the client is not authorized to describe.",
+                    )));
+            }
+        }
+        insert(&mut response.groups, self.denied);
+    }
+}
+
+pub(super) fn consumer_group_describe(ctx: &Ctx, request: &mut ConsumerGroupDescribeRequest) -> Decision {
+    let denied = split(&mut request.group_ids, |group| {
+        let error = ctx.group_error(group, Operation::Describe)?;
+        Some(
+            consumer_group_describe_response::DescribedGroup::default()
+                .with_group_id(group.clone())
+                .with_error_code(error),
+        )
+    });
+    let count = denied.len();
+    let merge = Merge::ConsumerGroupDescribe(ConsumerGroupDescribeMerge { denied, acl: ctx.acl.clone() });
+    if request.group_ids.is_empty() && count > 0 {
+        let mut response = ResponseKind::ConsumerGroupDescribe(ConsumerGroupDescribeResponse::default());
+        merge.apply_to(&mut response);
+        return Decision::respond(response, count);
+    }
+    Decision { outcome: Outcome::Forward { rewritten: count > 0, merge: Some(merge) }, denied: count }
 }

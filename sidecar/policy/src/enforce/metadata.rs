@@ -1,10 +1,14 @@
-//! Metadata: a topic the pod may not Describe is left out of an all-topics answer and answered with
+//! Metadata and DescribeTopicPartitions: a topic the pod may not Describe is left out of an all-topics answer and answered with
 //! TOPIC_AUTHORIZATION_FAILED when asked for by name; auto-creation needs Create on the cluster or the topic.
 
 use std::collections::HashSet;
 
+use kafka_protocol::messages::describe_topic_partitions_response::DescribeTopicPartitionsResponseTopic;
 use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
-use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{
+    DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, MetadataRequest, MetadataResponse, ResponseKind,
+    TopicName,
+};
 use kproxy_api::policy::{Operation, ResourceType};
 
 use super::{Ctx, Decision, Inserts, Merge, Outcome, insert, split};
@@ -87,4 +91,49 @@ pub(super) fn metadata(ctx: &Ctx, request: &mut MetadataRequest) -> Decision {
     // asks for no topics from v1 on (v0 would mean all, which the Describe filter then trims).
     let merge = MetadataMerge { acl: acl.clone(), denied, no_create };
     Decision { outcome: Outcome::Forward { rewritten: true, merge: Some(Merge::Metadata(merge)) }, denied: count }
+}
+
+/// What a DescribeTopicPartitions response needs: the denied topics named, or (all topics asked for) the ACLs to
+/// leave out what the pod may not Describe.
+#[derive(Debug)]
+pub struct DescribeTopicPartitionsMerge {
+    filter: Option<Authorizer>,
+    denied: Inserts<DescribeTopicPartitionsResponseTopic>,
+}
+
+impl DescribeTopicPartitionsMerge {
+    pub(super) fn apply(self, response: &mut DescribeTopicPartitionsResponse) {
+        if let Some(acl) = &self.filter {
+            response
+                .topics
+                .retain(|t| t.name.as_ref().is_none_or(|n| acl.allows(ResourceType::Topic, n, Operation::Describe)));
+        }
+        insert(&mut response.topics, self.denied);
+    }
+}
+
+/// DescribeTopicPartitions (KIP-966): Describe per topic named; with none named (all topics) the broker lists only
+/// the Describe-able ones without saying so, and so does the sidecar.
+pub(super) fn describe_topic_partitions(ctx: &Ctx, request: &mut DescribeTopicPartitionsRequest) -> Decision {
+    if request.topics.is_empty() {
+        let merge = DescribeTopicPartitionsMerge { filter: Some(ctx.acl.clone()), denied: Vec::new() };
+        return Decision {
+            outcome: Outcome::Forward { rewritten: false, merge: Some(Merge::DescribeTopicPartitions(merge)) },
+            denied: 0,
+        };
+    }
+    let denied = split(&mut request.topics, |topic| {
+        let error = ctx.topic_error(&topic.name, Default::default(), Operation::Describe)?;
+        Some(
+            DescribeTopicPartitionsResponseTopic::default()
+                .with_name(Some(topic.name.clone()))
+                .with_error_code(error)
+                .with_topic_authorized_operations(i32::MIN),
+        )
+    });
+    let left = !request.topics.is_empty();
+    let count = denied.len();
+    let merge = Merge::DescribeTopicPartitions(DescribeTopicPartitionsMerge { filter: None, denied });
+    let empty = ResponseKind::DescribeTopicPartitions(DescribeTopicPartitionsResponse::default());
+    Decision::split(count, left, merge, empty)
 }

@@ -1,4 +1,5 @@
-//! Producer id and transaction APIs: InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, TxnOffsetCommit.
+//! Producer id and transaction APIs: InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, TxnOffsetCommit,
+//! and the transaction admin APIs DescribeTransactions and ListTransactions.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
@@ -8,12 +9,14 @@ use kafka_protocol::messages::add_partitions_to_txn_response::{
 use kafka_protocol::messages::txn_offset_commit_response::TxnOffsetCommitResponsePartition;
 use kafka_protocol::messages::txn_offset_commit_response::TxnOffsetCommitResponseTopic;
 use kafka_protocol::messages::{
-    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, EndTxnRequest,
-    InitProducerIdRequest, ResponseKind, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, DescribeTransactionsRequest,
+    DescribeTransactionsResponse, EndTxnRequest, InitProducerIdRequest, ResponseKind, TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse, describe_transactions_response,
 };
 use kproxy_api::policy::{Operation, ResourceType};
 
-use super::{Ctx, Decision, Merge, split};
+use super::{Ctx, Decision, Inserts, Merge, Outcome, insert, split};
+use crate::acl::Authorizer;
 use crate::code;
 
 pub(super) fn init_producer_id(ctx: &Ctx, request: &InitProducerIdRequest) -> Decision {
@@ -130,4 +133,52 @@ pub(super) fn txn_offset_commit(ctx: &Ctx, request: &mut TxnOffsetCommitRequest)
     let left = !request.topics.is_empty();
     let empty = ResponseKind::TxnOffsetCommit(TxnOffsetCommitResponse::default());
     Decision::split(count, left, Merge::TxnOffsetCommit(denied), empty)
+}
+
+/// Denied transactional ids of a DescribeTransactions, and the ACLs each described transaction's topics are
+/// filtered by.
+#[derive(Debug)]
+pub struct DescribeTransactionsMerge {
+    denied: Inserts<describe_transactions_response::TransactionState>,
+    acl: Authorizer,
+}
+
+impl DescribeTransactionsMerge {
+    /// Inserts the denied ids and, as the broker does, leaves out the partitions of topics the pod may not
+    /// Describe.
+    pub(super) fn apply(self, response: &mut DescribeTransactionsResponse) {
+        for state in &mut response.transaction_states {
+            state.topics.retain(|t| self.acl.allows(ResourceType::Topic, &t.topic, Operation::Describe));
+        }
+        insert(&mut response.transaction_states, self.denied);
+    }
+}
+
+/// DescribeTransactions: Describe per transactional id.
+pub(super) fn describe_transactions(ctx: &Ctx, request: &mut DescribeTransactionsRequest) -> Decision {
+    let denied = split(&mut request.transactional_ids, |id| {
+        let error = ctx.txn_error(id, Operation::Describe)?;
+        Some(
+            describe_transactions_response::TransactionState::default()
+                .with_transactional_id(id.clone())
+                .with_error_code(error),
+        )
+    });
+    let count = denied.len();
+    let merge = Merge::DescribeTransactions(DescribeTransactionsMerge { denied, acl: ctx.acl.clone() });
+    if request.transactional_ids.is_empty() && count > 0 {
+        let mut response = ResponseKind::DescribeTransactions(DescribeTransactionsResponse::default());
+        merge.apply_to(&mut response);
+        return Decision::respond(response, count);
+    }
+    Decision { outcome: Outcome::Forward { rewritten: count > 0, merge: Some(merge) }, denied: count }
+}
+
+/// ListTransactions: the broker checks nothing on the request and lists only the transactional ids the
+/// principal may Describe; the sidecar filters the same way on the way back.
+pub(super) fn list_transactions(ctx: &Ctx) -> Decision {
+    Decision {
+        outcome: Outcome::Forward { rewritten: false, merge: Some(Merge::ListTransactions(ctx.acl.clone())) },
+        denied: 0,
+    }
 }

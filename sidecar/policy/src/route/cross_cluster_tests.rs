@@ -134,3 +134,19 @@ fn a_transactional_produce_to_another_cluster_is_refused_naming_the_topic() {
     let why = cross_cluster(&request, &routes()).unwrap();
     assert!(why.contains("orders.eu"), "{why}");
 }
+
+#[test]
+fn a_kip_848_member_subscribing_to_topics_of_another_cluster_is_refused() {
+    let r = routes();
+    let heartbeat = |group: &'static str, topics: Option<Vec<&'static str>>| {
+        RequestKind::ConsumerGroupHeartbeat(
+            ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_subscribed_topic_names(topics.map(|t| t.into_iter().map(|n| TopicName(s(n))).collect())),
+        )
+    };
+    assert_eq!(cross_cluster(&heartbeat("orders-app", Some(vec!["orders.eu"])), &r), None);
+    assert_eq!(cross_cluster(&heartbeat("orders-app", None), &r), None, "an unchanged subscription is not sent");
+    let why = cross_cluster(&heartbeat("orders-app", Some(vec!["orders.eu", "audit"])), &r).unwrap();
+    assert!(why.contains("\"orders-app\"") && why.contains("\"audit\""), "{why}");
+}

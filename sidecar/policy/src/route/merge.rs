@@ -116,6 +116,11 @@ pub fn cross_cluster(request: &RequestKind, routes: &Routes) -> Option<String> {
             let topics: Vec<String> = r.protocols.iter().flat_map(|p| subscribed(&p.metadata)).collect();
             clash("group", Kind::Group, &r.group_id, &mut topics.iter().map(String::as_str))
         }
+        // KIP-848: the member's subscription travels in its heartbeat (when it changed); the group's offsets and
+        // assignment live in the group's cluster, so its topics must too.
+        K::ConsumerGroupHeartbeat(r) => {
+            clash("group", Kind::Group, &r.group_id, &mut r.subscribed_topic_names.iter().flatten().map(|t| t.as_str()))
+        }
         K::Produce(r) => r.transactional_id.as_ref().and_then(|id| {
             clash("transaction", Kind::TransactionalId, id, &mut r.topic_data.iter().map(|t| t.name.as_str()))
         }),

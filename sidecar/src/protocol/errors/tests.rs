@@ -124,6 +124,82 @@ fn sample(api: ApiKey, by_id: bool) -> RequestKind {
                 .with_name(name())
                 .with_partitions(vec![Default::default()]),
         ])),
+        ApiKey::CreateAcls => K::CreateAcls(
+            CreateAclsRequest::default().with_creations(vec![create_acls_request::AclCreation::default()]),
+        ),
+        ApiKey::DeleteAcls => K::DeleteAcls(
+            DeleteAclsRequest::default().with_filters(vec![delete_acls_request::DeleteAclsFilter::default()]),
+        ),
+        ApiKey::AlterConfigs => K::AlterConfigs(AlterConfigsRequest::default().with_resources(vec![
+            alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("t")),
+        ])),
+        ApiKey::IncrementalAlterConfigs => {
+            K::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default().with_resources(vec![
+                incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("t")),
+            ]))
+        }
+        ApiKey::AlterReplicaLogDirs => K::AlterReplicaLogDirs(AlterReplicaLogDirsRequest::default().with_dirs(vec![
+            alter_replica_log_dirs_request::AlterReplicaLogDir::default()
+                .with_path(StrBytes::from_static_str("/d"))
+                .with_topics(vec![
+                    alter_replica_log_dirs_request::AlterReplicaLogDirTopic::default()
+                        .with_name(name())
+                        .with_partitions(vec![0, 1]),
+                ]),
+        ])),
+        ApiKey::CreatePartitions => K::CreatePartitions(CreatePartitionsRequest::default().with_topics(vec![
+            create_partitions_request::CreatePartitionsTopic::default().with_name(name()).with_count(3),
+        ])),
+        ApiKey::ElectLeaders => K::ElectLeaders(ElectLeadersRequest::default().with_topic_partitions(Some(vec![
+            elect_leaders_request::TopicPartitions::default().with_topic(name()).with_partitions(vec![0, 1]),
+        ]))),
+        ApiKey::AlterPartitionReassignments => {
+            K::AlterPartitionReassignments(AlterPartitionReassignmentsRequest::default().with_topics(vec![
+                alter_partition_reassignments_request::ReassignableTopic::default()
+                    .with_name(name())
+                    .with_partitions(vec![Default::default()]),
+            ]))
+        }
+        ApiKey::AlterClientQuotas => K::AlterClientQuotas(AlterClientQuotasRequest::default().with_entries(vec![
+            alter_client_quotas_request::EntryData::default().with_entity(vec![
+                alter_client_quotas_request::EntityData::default()
+                    .with_entity_type(StrBytes::from_static_str("client-id"))
+                    .with_entity_name(Some(StrBytes::from_static_str("c"))),
+            ]),
+        ])),
+        ApiKey::DescribeUserScramCredentials => {
+            K::DescribeUserScramCredentials(DescribeUserScramCredentialsRequest::default().with_users(Some(vec![
+                describe_user_scram_credentials_request::UserName::default().with_name(StrBytes::from_static_str("u")),
+            ])))
+        }
+        ApiKey::AlterUserScramCredentials => {
+            K::AlterUserScramCredentials(AlterUserScramCredentialsRequest::default().with_deletions(vec![
+                alter_user_scram_credentials_request::ScramCredentialDeletion::default()
+                    .with_name(StrBytes::from_static_str("u"))
+                    .with_mechanism(1),
+            ]))
+        }
+        ApiKey::UpdateFeatures => K::UpdateFeatures(UpdateFeaturesRequest::default().with_feature_updates(vec![
+            update_features_request::FeatureUpdateKey::default().with_feature(StrBytes::from_static_str("f")),
+        ])),
+        ApiKey::DescribeProducers => K::DescribeProducers(DescribeProducersRequest::default().with_topics(vec![
+            describe_producers_request::TopicRequest::default().with_name(name()).with_partition_indexes(vec![0, 1]),
+        ])),
+        ApiKey::DescribeTransactions => K::DescribeTransactions(
+            DescribeTransactionsRequest::default()
+                .with_transactional_ids(vec![TransactionalId(StrBytes::from_static_str("x"))]),
+        ),
+        ApiKey::ConsumerGroupDescribe => {
+            K::ConsumerGroupDescribe(ConsumerGroupDescribeRequest::default().with_group_ids(vec![group()]))
+        }
+        ApiKey::DescribeTopicPartitions => K::DescribeTopicPartitions(
+            DescribeTopicPartitionsRequest::default()
+                .with_topics(vec![describe_topic_partitions_request::TopicRequest::default().with_name(name())]),
+        ),
         // Single-resource requests: their defaults are enough.
         other => default_request(other),
     }
@@ -145,6 +221,13 @@ fn default_request(api: ApiKey) -> RequestKind {
         ApiKey::DescribeQuorum => K::DescribeQuorum(Default::default()),
         ApiKey::GetTelemetrySubscriptions => K::GetTelemetrySubscriptions(Default::default()),
         ApiKey::PushTelemetry => K::PushTelemetry(Default::default()),
+        ApiKey::DescribeAcls => K::DescribeAcls(Default::default()),
+        ApiKey::DescribeLogDirs => K::DescribeLogDirs(Default::default()),
+        ApiKey::ListPartitionReassignments => K::ListPartitionReassignments(Default::default()),
+        ApiKey::DescribeClientQuotas => K::DescribeClientQuotas(Default::default()),
+        ApiKey::ListTransactions => K::ListTransactions(Default::default()),
+        ApiKey::ConsumerGroupHeartbeat => K::ConsumerGroupHeartbeat(Default::default()),
+        ApiKey::ListConfigResources => K::ListConfigResources(Default::default()),
         other => panic!("no sample for {other:?}"),
     }
 }
@@ -191,6 +274,11 @@ fn errors(response: &ResponseKind) -> usize {
     count(response, 35)
 }
 
+/// DescribeLogDirs before v3 has no field a failed request's error could go in: Kafka answers it empty too.
+fn says_nothing(api: ApiKey, version: i16) -> bool {
+    api == ApiKey::DescribeLogDirs && version < 3
+}
+
 /// How many error codes `code` the response carries (top-level and per entity).
 fn count(response: &ResponseKind, code: i16) -> usize {
     let text = format!("{response:?}");
@@ -225,7 +313,10 @@ fn every_code_encodes_per_entity_at_every_version() {
                     let fill = Fill { version, code, message };
                     let body = encode(&request, &fill).unwrap_or_else(|| panic!("{api:?} v{version}: no answer"));
                     let decoded = ResponseKind::decode(api, &mut body.freeze(), version).unwrap();
-                    assert!(count(&decoded, code) >= 1, "{api:?} v{version} {code}: {decoded:?}");
+                    assert!(
+                        count(&decoded, code) >= 1 || says_nothing(api, version),
+                        "{api:?} v{version} {code}: {decoded:?}"
+                    );
                 }
             }
         }
@@ -276,7 +367,7 @@ fn the_answer_encodes_at_every_version_kafka_protocol_knows() {
             let f = frame(api, version);
             let body = response(api, version, &f).unwrap_or_else(|| panic!("{api:?} v{version}: no answer"));
             let decoded = ResponseKind::decode(api, &mut body.freeze(), version).unwrap();
-            assert!(errors(&decoded) >= 1, "{api:?} v{version}: {decoded:?}");
+            assert!(errors(&decoded) >= 1 || says_nothing(api, version), "{api:?} v{version}: {decoded:?}");
         }
         // Beyond kafka-protocol: nothing the client could parse, so the connection is closed.
         assert!(response(api, range.max + 1, &frame(api, range.max)).is_none(), "{api:?}");
@@ -302,5 +393,5 @@ fn per_entity_errors_cover_every_partition_and_keep_the_client_order() {
     };
     assert_eq!(r.topics[0].partitions[0].error_code, 35);
     // APIs the sidecar never forwards get no answer.
-    assert!(response(ApiKey::CreateAcls, 3, &frame(ApiKey::Heartbeat, 3)).is_none());
+    assert!(response(ApiKey::Vote, 1, &frame(ApiKey::Heartbeat, 3)).is_none());
 }
