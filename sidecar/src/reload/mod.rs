@@ -111,6 +111,10 @@ impl Reloader {
                 tracing::error!(source = source.label(), path = %self.path.display(), error = %e, "config rejected; the previous config keeps serving");
                 Outcome::Rejected(e.to_string())
             }
+            // Valid, but naming Secret files the pod does not mount: only a restart can bring them.
+            Ok((config, _)) if let Err(reason) = self.clusters.credentials_mounted(&config) => {
+                Outcome::Rejected(reason)
+            }
             Ok((config, text)) => {
                 let current = self.store.snapshot();
                 let hash = config_hash(&text);

@@ -157,3 +157,24 @@ async fn the_newest_rendering_wins_whichever_path_brings_it_first() {
     let age = text.lines().find_map(|l| l.strip_prefix("kproxy_config_age_seconds ")).unwrap();
     assert!(age.parse::<f64>().unwrap() > 1e6, "rendered at 500 ms after the epoch: {age}");
 }
+
+#[tokio::test]
+async fn a_config_naming_secret_files_the_pod_lacks_is_refused_on_either_path_until_they_are_mounted() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path());
+    let sasl = format!(
+        "{ONE}  sasl: {{mechanism: PLAIN, usernameFile: new-secret/username, passwordFile: new-secret/password}}\n"
+    );
+    publish(dir.path(), 1, &sasl);
+    let Outcome::Rejected(why) = app.reload() else { panic!("expected a refusal") };
+    assert!(why.contains("new-secret/password") && why.contains("restart the pod"), "{why}");
+    assert!(matches!(app.offer(Source::Api, sasl.clone()), Outcome::Rejected(_)), "the API path refuses it too");
+    assert_eq!(app.store.snapshot().generation, 1, "the last good config keeps serving");
+    std::fs::create_dir_all(dir.path().join("new-secret")).unwrap();
+    for key in ["username", "password"] {
+        std::fs::write(dir.path().join("new-secret").join(key), "x").unwrap();
+    }
+    assert!(matches!(app.reload(), Outcome::Applied { generation: 2, .. }));
+    let text = app.metrics.render();
+    assert!(text.contains("kproxy_config_missing_credentials_total 2"), "{text}");
+}

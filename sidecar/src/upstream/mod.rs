@@ -3,6 +3,7 @@
 //! at its owner.
 
 pub mod cluster;
+pub mod credentials;
 pub mod pool;
 
 use std::collections::HashMap;
@@ -10,6 +11,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use kproxy_api::config::SidecarConfig;
+use prometheus::IntCounter;
 use tokio_util::sync::CancellationToken;
 
 pub use cluster::{Endpoint, Upstream};
@@ -36,6 +39,8 @@ pub struct Clusters {
     secrets_dir: PathBuf,
     brokers: Arc<BrokerMap>,
     shutdown: CancellationToken,
+    /// Configs refused because a credential file they name is not mounted.
+    missing_credentials: IntCounter,
 }
 
 impl Clusters {
@@ -47,6 +52,14 @@ impl Clusters {
         brokers: Arc<BrokerMap>,
         shutdown: CancellationToken,
     ) -> Arc<Clusters> {
+        let missing_credentials = IntCounter::new(
+            "kproxy_config_missing_credentials_total",
+            "Configs refused because a credential file they name is not mounted (the pod must be restarted)",
+        )
+        .expect("the metric name is valid");
+        if let Err(e) = metrics.registry.register(Box::new(missing_credentials.clone())) {
+            tracing::warn!(error = %e, "cannot register kproxy_config_missing_credentials_total");
+        }
         Arc::new(Clusters {
             current: ArcSwap::default(),
             leaving: Mutex::default(),
@@ -57,7 +70,28 @@ impl Clusters {
             secrets_dir,
             brokers,
             shutdown,
+            missing_credentials,
         })
+    }
+
+    /// Refuses a config naming credential files that are not there (the reason, which is also logged and
+    /// counted): Secret volumes are fixed when a pod starts, so only a restart brings them, and until then the
+    /// last good config keeps serving.
+    pub fn credentials_mounted(&self, config: &SidecarConfig) -> Result<(), String> {
+        let missing = credentials::missing(config, &self.secrets_dir);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.missing_credentials.inc();
+        let secrets: std::collections::BTreeSet<_> = missing.iter().filter_map(|m| m.secret.as_deref()).collect();
+        let files: Vec<String> = missing.iter().map(ToString::to_string).collect();
+        tracing::error!(
+            secrets = ?secrets,
+            files = ?files,
+            "config names credential files this pod does not have; the previous config keeps serving. Secret \
+             volumes are fixed when a pod starts: restart the pod to mount them"
+        );
+        Err(format!("credential files not mounted (restart the pod): {}", files.join("; ")))
     }
 
     fn leaving(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Upstream>>> {
