@@ -82,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
     let webhook = match args.webhook.config(client.default_namespace(), Some(webhook_metrics))? {
         Some(mut cfg) => {
             cfg.namespaces = namespaces.clone();
+            cfg.inject.config_watch = args.sidecar_config_watch;
             info!(addr = %cfg.listen, "admission webhook listening");
             Some(tokio::spawn(kproxy_webhook::serve(client.clone(), cfg, shutdown.clone().cancelled_owned())))
         }

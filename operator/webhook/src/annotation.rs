@@ -19,3 +19,6 @@ pub const MEMORY_LIMIT: &str = "kproxy.dev/memory-limit";
 pub const LOG_LEVEL: &str = "kproxy.dev/log-level";
 /// The sidecar's log format: `text` (default) or `json`.
 pub const LOG_FORMAT: &str = "kproxy.dev/log-format";
+/// `"false"` keeps this pod's sidecar on its mounted volume only; `"true"` has it also watch its ConfigMap through
+/// the API server. Absent: the operator's default (`--sidecar-config-watch`).
+pub const CONFIG_WATCH: &str = "kproxy.dev/config-watch";

@@ -89,6 +89,7 @@ impl WebhookArgs {
             image_pull_policy: self.sidecar_image_pull_policy.clone(),
             admin_port: self.sidecar_admin_port,
             metrics_on_pod_ip: self.sidecar_metrics_on_pod_ip,
+            config_watch: true,
             resources: Resources {
                 cpu: Some(self.sidecar_cpu.clone()),
                 memory: Some(self.sidecar_memory.clone()),

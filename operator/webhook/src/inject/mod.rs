@@ -1,5 +1,6 @@
 //! The pod mutation: a pure function of (pod, policy, operator config) that adds the kproxy native sidecar.
 
+mod api;
 mod container;
 #[cfg(test)]
 mod tests;
@@ -35,6 +36,8 @@ pub struct InjectConfig {
     pub metrics_on_pod_ip: bool,
     /// Defaults; each can be overridden per pod by its annotation.
     pub resources: Resources,
+    /// Sidecars also watch their ConfigMap through the API server (a pod overrides it with `kproxy.dev/config-watch`).
+    pub config_watch: bool,
 }
 
 impl Default for InjectConfig {
@@ -45,6 +48,7 @@ impl Default for InjectConfig {
             admin_port: 9102,
             metrics_on_pod_ip: false,
             resources: Resources::default(),
+            config_watch: true,
         }
     }
 }
@@ -116,7 +120,9 @@ pub fn inject(pod: &Pod, policy: &KafkaProxyPolicy, cfg: &InjectConfig) -> Resul
     let logging = logging(annotations)?;
     let policy_name = policy.name_any();
     let secrets = referenced_secrets(policy);
-    let new_volumes = container::volumes(&policy_name, &secrets);
+    let watch = api::wanted(annotations, cfg.config_watch)?;
+    let mut new_volumes = container::volumes(&policy_name, &secrets);
+    new_volumes.extend(watch.then(api::volume));
     check_conflicts(pod, &new_volumes, cfg)?;
 
     let mut pod = pod.clone();
@@ -127,9 +133,11 @@ pub fn inject(pod: &Pod, policy: &KafkaProxyPolicy, cfg: &InjectConfig) -> Resul
     // A label, unlike the annotation, can be selected on: monitors and the operator's pod watch use it.
     pod.labels_mut().insert(annotation::INJECTED_LABEL.into(), "true".into());
     let spec = pod.spec.get_or_insert_with(Default::default);
-    spec.init_containers
-        .get_or_insert_with(Vec::new)
-        .insert(0, container::sidecar(cfg, &resources, &secrets, &logging));
+    let mut sidecar = container::sidecar(cfg, &resources, &secrets, &logging);
+    if watch {
+        api::wire(&mut sidecar, &container::config_map_name(&policy.name_any()));
+    }
+    spec.init_containers.get_or_insert_with(Vec::new).insert(0, sidecar);
     spec.volumes.get_or_insert_with(Vec::new).extend(new_volumes);
     for app in &mut spec.containers {
         let env = app.env.get_or_insert_with(Vec::new);

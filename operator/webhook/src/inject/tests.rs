@@ -94,7 +94,9 @@ fn annotated_pod_gets_a_native_sidecar_with_everything() {
             "--admin",
             "0.0.0.0:9102",
             "--metrics",
-            "127.0.0.1:9103"
+            "127.0.0.1:9103",
+            "--config-map",
+            "payments-kproxy"
         ]
     );
     let monitored = InjectConfig { metrics_on_pod_ip: true, ..InjectConfig::default() };
@@ -124,6 +126,7 @@ fn annotated_pod_gets_a_native_sidecar_with_everything() {
         [
             ("kproxy-config", "/etc/kproxy/config", Some(true)),
             ("kproxy-secret-payments-kafka", "/etc/kproxy/secrets/payments-kafka", Some(true)),
+            ("kproxy-api-token", "/var/run/secrets/kproxy.dev/api", Some(true)),
         ]
     );
     let volumes = out.spec.as_ref().unwrap().volumes.as_ref().unwrap();
