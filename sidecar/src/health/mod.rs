@@ -130,12 +130,15 @@ async fn probe(probes: &Probes, up: &Arc<Upstream>, last: Option<&str>, timeout:
     .await
 }
 
-/// One probe of the broker at `addr`, on a connection of its pool.
+/// One probe of the broker at `addr`, on a connection of its pool with nothing in flight (the long-poll lane
+/// hands out an idle one while it has or may open one): a broker answers each connection's requests in order, so
+/// a probe behind a produce waiting for its in-sync replicas (while a lost follower is not yet dropped from
+/// them) would wait as long, and a healthy cluster would look unreachable.
 async fn ask(up: &Upstream, buffers: &Arc<Pool>, addr: &str, timeout: Duration) -> Result<()> {
-    let lease = tokio::time::timeout(timeout, up.pool(addr).lease())
+    let conn = tokio::time::timeout(timeout, up.pool(addr).long_poll())
         .await
         .map_err(|_| Error::Protocol("connect timed out".into()))??;
-    round_trip(buffers, &lease.conn, 9, timeout).await.map(drop)
+    round_trip(buffers, &conn, 9, timeout).await.map(drop)
 }
 
 /// One Metadata request for no topics, answered within `timeout`.
