@@ -115,13 +115,12 @@ fn main() -> ExitCode {
                 token_file: args.api_token_dir.join("token"),
                 ca_file: args.api_token_dir.join("ca.crt"),
             };
-            match options.target() {
-                Ok(target) => Some(target),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot watch the config through the API");
-                    return ExitCode::from(EXIT_BAD_CONFIG);
-                }
-            }
+            // The watch only speeds edits up: without it the mounted volume still carries them, so a sidecar that
+            // cannot set it up serves rather than failing the pod.
+            options
+                .target()
+                .inspect_err(|e| tracing::error!(error = %e, "config watch through the API is off; edits arrive through the volume"))
+                .ok()
         }
     };
     let defaults = Limits::default();
