@@ -6,6 +6,8 @@
 
 #[path = "node/cluster.rs"]
 mod cluster;
+#[path = "node/dashboard.rs"]
+mod dashboard;
 #[path = "node/prometheus.rs"]
 mod prometheus;
 #[path = "node/propagation.rs"]
@@ -74,13 +76,12 @@ fn chart_policy_and_injected_pod_on_a_real_node() {
     let Some(node) = node(env) else { return };
     let images = images(env);
     let app_image = images["kafka-client"].clone();
-    let brokers = env.var("KPROXY_KAFKA_EAST_POD");
     let release = Release::install(env, "node", MONITORS).unwrap();
     let ns = release.app_ns.clone();
     show_pods(env, &release.ns);
     let topic = unique("node-orders");
 
-    apply_in(env, &ns, &policy(&ns, "shop", brokers, &topic, "Allow")).unwrap();
+    apply_in(env, &ns, &routed_policy(env, &ns, &topic, "Allow")).unwrap();
     wait_policy_ready(env, &ns, "shop").unwrap();
 
     // A pod that does not ask for the sidecar starts as it was written.
@@ -148,7 +149,7 @@ fn chart_policy_and_injected_pod_on_a_real_node() {
 
     // The edit reaches the running app through kubelet's projection (its defaults), without a restart.
     let edited = Instant::now();
-    apply_in(env, &ns, &policy(&ns, "shop", brokers, &topic, "Deny")).unwrap();
+    apply_in(env, &ns, &routed_policy(env, &ns, &topic, "Deny")).unwrap();
     wait_for("the running app to be refused", Duration::from_secs(240), || {
         let o = app_outcomes(env, &ns, &pod)?;
         Ok(o.iter().any(|l| l.starts_with("error ") && l.ends_with(" TOPIC_AUTHORIZATION_FAILED")).then_some(()))
@@ -157,6 +158,15 @@ fn chart_policy_and_injected_pod_on_a_real_node() {
     eprintln!("policy edit -> enforced in the running pod (kubelet defaults): {:.1?}", edited.elapsed());
     let now = pods_of(env, &ns, "app=shop");
     assert_eq!((now[0].name.as_str(), now[0].restarts), (pod.as_str(), 0), "same pod, no restart");
+
+    // The shipped dashboard against this Prometheus, while the pod has traffic, denials, a reload and a rejected
+    // frame behind it (a length prefix of 2 GiB, sent from the app's container).
+    let garbage = "import socket; s = socket.create_connection(('127.0.0.1', 9092)); s.sendall(b'\\x7f\\xff\\xff\\xff'); print(s.recv(1))";
+    let closed = env.kubectl(&["exec", "-n", &ns, &pod, "-c", "app", "--", "/usr/local/bin/python3", "-c", garbage]);
+    assert_eq!(closed.unwrap().trim(), "b''", "the sidecar closes a connection sending an oversized frame");
+    let checked = Instant::now();
+    dashboard::check(env, &prom, &ns, &pod, Duration::from_secs(90)).unwrap();
+    eprintln!("dashboard checked in {:.1?}", checked.elapsed());
 
     // A rollout restart replaces the pod; the new one is injected and enforces the policy from its start.
     env.kubectl(&["rollout", "restart", "deployment/shop", "-n", &ns]).unwrap();
@@ -195,6 +205,21 @@ fn chart_policy_and_injected_pod_on_a_real_node() {
     let err = apply_in(env, &ns, &bare).expect_err("a pod matching no policy is refused");
     eprintln!("a new injected pod without a policy: {err:#}");
     show_pods(env, &ns);
+}
+
+/// The flow's policy with a route, so the sidecar probes both clusters (the dashboard's reachability panel): the
+/// app's topic stays on east, with west as its fallback.
+fn routed_policy(env: &kproxy_e2e::Env, ns: &str, topic: &str, effect: &str) -> String {
+    let east = env.var("KPROXY_KAFKA_EAST_POD");
+    let west = env.var("KPROXY_KAFKA_WEST_POD");
+    let base = policy(ns, "shop", east, topic, effect);
+    format!(
+        "{base}  routes:\n    - match: {{topicPrefix: \"{topic}\"}}\n      cluster: east\n      failover: [west]\n",
+    )
+    .replace(
+        &format!("      bootstrapServers: [\"{east}\"]\n"),
+        &format!("      bootstrapServers: [\"{east}\"]\n    - name: west\n      bootstrapServers: [\"{west}\"]\n"),
+    )
 }
 
 fn pods_of(env: &kproxy_e2e::Env, ns: &str, selector: &str) -> Vec<PodView> {
