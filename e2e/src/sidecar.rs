@@ -59,12 +59,19 @@ impl Sidecar {
         let listen = format!("127.0.0.1:{}", free_port());
         let admin = format!("127.0.0.1:{}", free_port());
         let mut cmd = env.command(binary()?.to_str().unwrap_or_default());
-        cmd.args(["--config", config_dir.to_str().unwrap_or_default(), "--listen", &listen, "--admin", &admin])
-            .args(extra_args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?);
+        cmd.args([
+            "--config",
+            config_dir.to_str().unwrap_or_default(),
+            "--listen-addr",
+            &listen,
+            "--admin-addr",
+            &admin,
+        ])
+        .args(extra_args)
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?);
         let child = cmd.spawn().context("starting kproxy-sidecar")?;
         let mut sidecar = Sidecar { child, listen, admin, config_dir, log, scratch };
         let ready = wait_for("sidecar /readyz", Duration::from_secs(30), || {

@@ -21,13 +21,13 @@ struct Args {
     #[arg(long, env = "KPROXY_CONFIG", default_value = CONFIG_MOUNT_DIR)]
     config: PathBuf,
     /// Bootstrap address for the application's Kafka client.
-    #[arg(long, env = "KPROXY_LISTEN", default_value = "127.0.0.1:9092")]
+    #[arg(long = "listen-addr", alias = "listen", env = "KPROXY_LISTEN_ADDR", default_value = "127.0.0.1:9092")]
     listen: SocketAddr,
-    /// Address of /healthz and /readyz (kubelet's probes), and of /metrics unless --metrics is given.
-    #[arg(long, env = "KPROXY_ADMIN", default_value = "127.0.0.1:9102")]
+    /// Address of /healthz and /readyz (kubelet's probes), and of /metrics unless --metrics-addr is given.
+    #[arg(long = "admin-addr", alias = "admin", env = "KPROXY_ADMIN_ADDR", default_value = "127.0.0.1:9102")]
     admin: SocketAddr,
     /// Address of /metrics alone (e.g. 127.0.0.1:9103): the admin address then answers only the probes.
-    #[arg(long, env = "KPROXY_METRICS")]
+    #[arg(long = "metrics-addr", alias = "metrics", env = "KPROXY_METRICS_ADDR")]
     metrics: Option<SocketAddr>,
     /// Label upstream connection series with the brokers' addresses (default: an index per cluster, so the
     /// metrics do not show where the brokers are).
@@ -52,17 +52,37 @@ struct Args {
     #[arg(long, env = "KPROXY_MAX_IN_FLIGHT", default_value_t = 64)]
     max_in_flight: usize,
     /// Seconds without a request before a client connection is closed.
-    #[arg(long, env = "KPROXY_IDLE_TIMEOUT_SECS", default_value_t = 600)]
+    #[arg(
+        long = "idle-timeout-seconds",
+        alias = "idle-timeout-secs",
+        env = "KPROXY_IDLE_TIMEOUT_SECONDS",
+        default_value_t = 600
+    )]
     idle_timeout_secs: u64,
     /// Seconds a started frame has to arrive completely.
-    #[arg(long, env = "KPROXY_FRAME_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(
+        long = "frame-timeout-seconds",
+        alias = "frame-timeout-secs",
+        env = "KPROXY_FRAME_TIMEOUT_SECONDS",
+        default_value_t = 30
+    )]
     frame_timeout_secs: u64,
     /// Most seconds any upstream answer may take; each request's own deadline (its fields' wait + 30 s) is capped
     /// by it.
-    #[arg(long, env = "KPROXY_REQUEST_TIMEOUT_SECS", default_value_t = 600)]
+    #[arg(
+        long = "request-timeout-seconds",
+        alias = "request-timeout-secs",
+        env = "KPROXY_REQUEST_TIMEOUT_SECONDS",
+        default_value_t = 600
+    )]
     request_timeout_secs: u64,
     /// Seconds in-flight requests get to finish after SIGTERM.
-    #[arg(long, env = "KPROXY_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    #[arg(
+        long = "shutdown-grace-seconds",
+        alias = "shutdown-grace-secs",
+        env = "KPROXY_SHUTDOWN_GRACE_SECONDS",
+        default_value_t = 10
+    )]
     shutdown_grace_secs: u64,
     /// Upstream connections per broker for ordinary requests.
     #[arg(long, env = "KPROXY_UPSTREAM_CONNECTIONS", default_value_t = 4)]
@@ -96,7 +116,10 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    // Variables renamed for consistency keep working under their old names (RENAMED_ENV).
+    let args = Args::parse_from(kproxy_sidecar::settings::with_renamed_env(std::env::args_os().collect(), |name| {
+        std::env::var_os(name)
+    }));
     init_tracing(args.log_json);
     let (config, text) = match SidecarConfig::load(&args.config) {
         Ok(c) => c,
@@ -161,7 +184,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings, Snapshot::new(config, &text, 1), api)) {
+    match runtime.block_on(run(settings, Snapshot::new(config, &text, 1), &text, api)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "sidecar failed");
@@ -170,7 +193,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(settings: Settings, snapshot: Snapshot, api: Option<kproxy_watch::Target>) -> anyhow::Result<()> {
+async fn run(
+    settings: Settings,
+    snapshot: Snapshot,
+    text: &str,
+    api: Option<kproxy_watch::Target>,
+) -> anyhow::Result<()> {
     let limits = &settings.limits;
     if limits.max_frame_bytes > limits.memory_budget_bytes {
         tracing::warn!(
@@ -193,6 +221,8 @@ async fn run(settings: Settings, snapshot: Snapshot, api: Option<kproxy_watch::T
         "config loaded"
     );
     let server = Server::new(settings, snapshot)?;
+    // Fields a newer operator rendered that this sidecar does not know: counted and logged, not dropped silently.
+    server.metrics.unknown_fields.report(text);
     server.start().await?;
     let reloader = server.watch_config()?;
     if let Some(target) = api {

@@ -1,5 +1,7 @@
 //! The sidecar's Prometheus metrics, registered once on one registry and rendered by the admin server.
 
+use std::sync::Mutex;
+
 use prometheus::{
     Counter, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -16,7 +18,8 @@ pub const COMMIT: &str = match option_env!("KPROXY_GIT_COMMIT") {
 /// Every metric the sidecar exports. Labels come from fixed sets: api names, cluster names, results, reasons.
 pub struct Metrics {
     pub registry: Registry,
-    /// Requests by api and result (`forwarded`, `local`, `error`, `rejected`).
+    /// Requests by api and result: `forwarded`, `local` (answered by the sidecar), `error` (no answer could be had;
+    /// the connection closed). Frames that closed their connection unread are in `frames_rejected`.
     pub requests: IntCounterVec,
     pub latency: HistogramVec,
     /// Frames that closed their connection, by reason.
@@ -45,6 +48,35 @@ pub struct Metrics {
     pub request_bytes: IntCounterVec,
     /// Bytes of response frames written to clients (length prefix included), by api and the cluster answering.
     pub response_bytes: IntCounterVec,
+    /// Fields of the served config this sidecar does not know.
+    pub unknown_fields: UnknownFields,
+}
+
+/// Fields of the served config this version does not know (what a newer schema minor added): counted in
+/// `kproxy_config_unknown_fields` and logged once per distinct set, so an older sidecar never drops them silently.
+pub struct UnknownFields {
+    gauge: IntGauge,
+    /// The set last logged; a reload carrying the same fields says nothing again.
+    logged: Mutex<Vec<String>>,
+}
+
+impl UnknownFields {
+    /// Reports the unknown fields of the config text just put in force.
+    pub fn report(&self, text: &str) {
+        let fields = kproxy_api::config::SidecarConfig::unknown_fields(text);
+        self.gauge.set(fields.len() as i64);
+        let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
+        if *logged != fields {
+            if !fields.is_empty() {
+                tracing::warn!(
+                    ?fields,
+                    "the config has fields this sidecar does not know (rendered for a newer version); they are \
+                     ignored: upgrade the sidecar to enforce them"
+                );
+            }
+            *logged = fields;
+        }
+    }
 }
 
 impl Metrics {
@@ -128,6 +160,11 @@ impl Metrics {
         registry.register(Box::new(build_info))?;
         // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds and the rest.
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        let unknown_fields = IntGauge::new(
+            "kproxy_config_unknown_fields",
+            "Fields of the served config this sidecar does not know and ignores (rendered for a newer version)",
+        )?;
+        registry.register(Box::new(unknown_fields.clone()))?;
         registry.register(Box::new(request_bytes.clone()))?;
         registry.register(Box::new(response_bytes.clone()))?;
         registry.register(Box::new(memory_budget.clone()))?;
@@ -174,6 +211,7 @@ impl Metrics {
             fetch_lowered,
             request_bytes,
             response_bytes,
+            unknown_fields: UnknownFields { gauge: unknown_fields, logged: Mutex::new(Vec::new()) },
         })
     }
 
@@ -203,5 +241,16 @@ mod tests {
         assert!(text.contains("kproxy_response_bytes_total{api=\"Produce\",cluster=\"east\"} 60"), "{text}");
         assert!(text.contains("process_resident_memory_bytes "), "{text}");
         assert!(text.contains("process_cpu_seconds_total "), "{text}");
+    }
+
+    #[test]
+    fn unknown_config_fields_are_counted() {
+        let metrics = Metrics::new().unwrap();
+        let config =
+            "clusters:\n- name: east\n  bootstrapServers: [\"127.0.0.1:9093\"]\n  weight: 3\nsinceV12: {a: 1}\n";
+        metrics.unknown_fields.report(config);
+        assert!(metrics.render().contains("kproxy_config_unknown_fields 2"));
+        metrics.unknown_fields.report("clusters: []\n");
+        assert!(metrics.render().contains("kproxy_config_unknown_fields 0"));
     }
 }

@@ -110,3 +110,79 @@ impl Settings {
         }
     }
 }
+
+/// Environment variables renamed so every kproxy binary says `*_ADDR` and `*_SECONDS`: (old name, new name, the
+/// flag both set). The old names are still read.
+pub const RENAMED_ENV: &[(&str, &str, &str)] = &[
+    ("KPROXY_LISTEN", "KPROXY_LISTEN_ADDR", "--listen-addr"),
+    ("KPROXY_ADMIN", "KPROXY_ADMIN_ADDR", "--admin-addr"),
+    ("KPROXY_METRICS", "KPROXY_METRICS_ADDR", "--metrics-addr"),
+    ("KPROXY_IDLE_TIMEOUT_SECS", "KPROXY_IDLE_TIMEOUT_SECONDS", "--idle-timeout-seconds"),
+    ("KPROXY_FRAME_TIMEOUT_SECS", "KPROXY_FRAME_TIMEOUT_SECONDS", "--frame-timeout-seconds"),
+    ("KPROXY_REQUEST_TIMEOUT_SECS", "KPROXY_REQUEST_TIMEOUT_SECONDS", "--request-timeout-seconds"),
+    ("KPROXY_SHUTDOWN_GRACE_SECS", "KPROXY_SHUTDOWN_GRACE_SECONDS", "--shutdown-grace-seconds"),
+];
+
+/// Flags renamed the same way: (old, new). The old ones stay as hidden aliases.
+pub const RENAMED_FLAGS: &[(&str, &str)] = &[
+    ("--listen", "--listen-addr"),
+    ("--admin", "--admin-addr"),
+    ("--metrics", "--metrics-addr"),
+    ("--idle-timeout-secs", "--idle-timeout-seconds"),
+    ("--frame-timeout-secs", "--frame-timeout-seconds"),
+    ("--request-timeout-secs", "--request-timeout-seconds"),
+    ("--shutdown-grace-secs", "--shutdown-grace-seconds"),
+];
+
+/// The command line with each renamed variable that is set under its old name only turned into its flag, unless
+/// the flag is given (under either name): flag, then new variable, then old variable.
+pub fn with_renamed_env(
+    args: Vec<std::ffi::OsString>,
+    var: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let given = |flag: &str| {
+        let old = RENAMED_FLAGS.iter().find(|(_, new)| *new == flag).map(|(old, _)| *old);
+        args.iter().filter_map(|a| a.to_str()).any(|a| {
+            let name = a.split('=').next().unwrap_or_default();
+            name == flag || Some(name) == old
+        })
+    };
+    let mut out = args.clone();
+    for (old, new, flag) in RENAMED_ENV {
+        if var(new).is_none()
+            && !given(flag)
+            && let Some(value) = var(old)
+        {
+            let mut arg = std::ffi::OsString::from(format!("{flag}="));
+            arg.push(value);
+            out.push(arg);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+
+    use super::*;
+
+    fn run(args: &[&str], env: &[(&str, &str)]) -> Vec<String> {
+        let args = args.iter().map(OsString::from).collect();
+        let var = |name: &str| env.iter().find(|(n, _)| *n == name).map(|(_, v)| OsString::from(v));
+        with_renamed_env(args, var).into_iter().map(|a| a.into_string().unwrap()).collect()
+    }
+
+    #[test]
+    fn old_variable_names_still_set_their_flag_unless_the_flag_or_new_name_is_given() {
+        let env = [("KPROXY_ADMIN", "0.0.0.0:9102"), ("KPROXY_IDLE_TIMEOUT_SECS", "60")];
+        assert_eq!(
+            run(&["kproxy-sidecar"], &env),
+            ["kproxy-sidecar", "--admin-addr=0.0.0.0:9102", "--idle-timeout-seconds=60"]
+        );
+        assert_eq!(run(&["s", "--admin=1.2.3.4:1"], &env), ["s", "--admin=1.2.3.4:1", "--idle-timeout-seconds=60"]);
+        assert_eq!(run(&["s", "--idle-timeout-seconds", "5"], &env[1..]), ["s", "--idle-timeout-seconds", "5"]);
+        let both = [("KPROXY_ADMIN", "0.0.0.0:1"), ("KPROXY_ADMIN_ADDR", "0.0.0.0:2")];
+        assert_eq!(run(&["s"], &both), ["s"], "the new name wins (clap reads it)");
+    }
+}

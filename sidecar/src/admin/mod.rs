@@ -6,7 +6,7 @@
 //! one displaces the oldest that has not sent its request yet, so half-sent requests cannot starve the probes),
 //! drops a connection whose request head is not complete within [`HEADER_READ_TIMEOUT`], buffers at most
 //! [`MAX_HEAD_BYTES`] of it, and answers one request per connection. `/metrics` can be given a listener of its
-//! own (`--metrics 127.0.0.1:<port>`): the admin address then answers only the probes, and the metrics, which
+//! own (`--metrics-addr 127.0.0.1:<port>`): the admin address then answers only the probes, and the metrics, which
 //! describe the pod's traffic, stay inside the pod unless monitoring asks for them.
 
 mod slots;

@@ -239,7 +239,7 @@ async fn dispatch(
 }
 
 /// How long the answer may take upstream: what the request's own fields let the broker wait, plus a margin,
-/// capped by `--request-timeout-secs`.
+/// capped by `--request-timeout-seconds`.
 fn deadline(shared: &Shared, request: &mut Request) -> Duration {
     (request.own_wait() + DEADLINE_MARGIN).min(shared.limits.request_timeout)
 }

@@ -135,6 +135,7 @@ impl Reloader {
                     let policy_generation = config.generation;
                     let snapshot = Snapshot::compiled(config, hash.clone(), generation);
                     apply(&self.store, &self.clusters, &self.metrics, snapshot);
+                    self.metrics.unknown_fields.report(&text);
                     self.sources.served(source, rendered_at_ms);
                     tracing::info!(
                         source = source.label(),

@@ -178,3 +178,21 @@ async fn a_config_naming_secret_files_the_pod_lacks_is_refused_on_either_path_un
     let text = app.metrics.render();
     assert!(text.contains("kproxy_config_missing_credentials_total 2"), "{text}");
 }
+
+#[tokio::test]
+async fn a_newer_major_schema_is_refused_and_a_newer_minors_fields_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path());
+    publish(dir.path(), 1, &format!("schemaVersion: \"2.0\"\n{TWO}"));
+    let Outcome::Rejected(why) = app.reload() else { panic!("a newer major must be refused") };
+    assert!(why.contains("schemaVersion 2.0 is newer than this sidecar reads (1.0)"), "{why}");
+    assert_eq!(app.store.snapshot().hash, config_hash(ONE), "the last good config keeps serving");
+    let newer_minor = format!("schemaVersion: \"1.4\"\nshadowTopics: [audit]\n{TWO}");
+    publish(dir.path(), 2, &newer_minor);
+    assert!(matches!(app.reload(), Outcome::Applied { generation: 2, .. }));
+    assert_eq!(app.store.snapshot().config.quotas.request_rate, Some(5), "what it knows is enforced");
+    assert!(app.metrics.render().contains("kproxy_config_unknown_fields 1"));
+    publish(dir.path(), 3, MOVED);
+    assert!(matches!(app.reload(), Outcome::Applied { generation: 3, .. }));
+    assert!(app.metrics.render().contains("kproxy_config_unknown_fields 0"));
+}
