@@ -60,6 +60,43 @@ pub struct SidecarConfig {
     pub quotas: Quotas,
     #[serde(default)]
     pub failover: FailoverSettings,
+    /// Client SASL the sidecar answers itself; left out of the rendering while it has its defaults.
+    #[serde(default, skip_serializing_if = "ClientSasl::is_default")]
+    pub client_sasl: ClientSasl,
+}
+
+/// How the sidecar answers its own clients' SASL.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientSasl {
+    /// Answer SCRAM-SHA-256/512 for the cluster's own username and password. Off by default: it is the only
+    /// local mechanism that checks a password, so it lets an application try passwords it was never given.
+    #[serde(default)]
+    pub scram: bool,
+    /// A failed authentication is answered this late, and each further failure on the same connection twice as
+    /// late (at most [`MAX_FAILED_AUTHENTICATION_DELAY_MS`]), as Kafka's `connection.failed.authentication.delay.ms`.
+    #[serde(default = "default_failed_authentication_delay_ms")]
+    pub failed_authentication_delay_ms: u64,
+}
+
+/// The longest a failed authentication is delayed, however many failures the connection had.
+pub const MAX_FAILED_AUTHENTICATION_DELAY_MS: u64 = 30_000;
+
+impl Default for ClientSasl {
+    fn default() -> Self {
+        ClientSasl { scram: false, failed_authentication_delay_ms: default_failed_authentication_delay_ms() }
+    }
+}
+
+impl ClientSasl {
+    fn is_default(&self) -> bool {
+        *self == ClientSasl::default()
+    }
+}
+
+/// Kafka's default `connection.failed.authentication.delay.ms`.
+fn default_failed_authentication_delay_ms() -> u64 {
+    100
 }
 
 /// One upstream Kafka cluster (one datacenter).

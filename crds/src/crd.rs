@@ -81,6 +81,26 @@ pub struct KafkaProxyPolicySpec {
     /// When a route's cluster counts as unreachable and how often it is probed to switch back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover: Option<FailoverSpec>,
+    /// How the sidecar answers the application's own SASL handshake (PLAIN and OAUTHBEARER are always accepted
+    /// on the pod's loopback; SCRAM only when turned on here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_sasl: Option<ClientSaslSpec>,
+}
+
+/// Client SASL answered by the sidecar.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientSaslSpec {
+    /// Accept SCRAM-SHA-256/512 from the application, for exactly the username and password of the cluster's own
+    /// SASL Secret (for applications that keep the credentials they used against the brokers). Off by default:
+    /// it lets the application try passwords.
+    #[serde(default)]
+    pub scram: bool,
+    /// Milliseconds a failed authentication waits before its answer, doubling with each further failure on the
+    /// same connection up to 30 s (default 100, as Kafka's connection.failed.authentication.delay.ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 30000))]
+    pub failed_authentication_delay_ms: Option<u64>,
 }
 
 /// One upstream Kafka cluster.

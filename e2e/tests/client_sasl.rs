@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use kproxy_e2e::sidecar::{Sidecar, config, java};
-use kproxy_e2e::{Env, env, unique};
+use kproxy_e2e::{Env, env, run_with_timeout, unique};
 
 const PLAIN: [&str; 8] = [
     "-X",
@@ -20,6 +20,9 @@ const PLAIN: [&str; 8] = [
     "-X",
     "sasl.password=y",
 ];
+
+/// The failed-authentication delay the SASL_SSL sidecar is configured with.
+const FAILURE_DELAY_MS: u64 = 200;
 
 /// The two upstreams: east's PLAINTEXT listener, and east's SASL_SSL listener with the environment's SCRAM user.
 struct Upstreams {
@@ -38,7 +41,8 @@ fn sidecars(env: &Env) -> Result<Upstreams> {
     )?;
     let config = format!(
         "clusters:\n- name: east\n  bootstrapServers: [\"{}\"]\n  tls: {{caFile: \"{}\"}}\n  sasl:\n    \
-         mechanism: SCRAM-SHA-512\n    usernameFile: east-kafka/username\n    passwordFile: east-kafka/password\n",
+         mechanism: SCRAM-SHA-512\n    usernameFile: east-kafka/username\n    passwordFile: east-kafka/password\n\
+         clientSasl: {{scram: true, failedAuthenticationDelayMs: {FAILURE_DELAY_MS}}}\n",
         env.var("KPROXY_KAFKA_EAST_SASL"),
         env.var("KPROXY_KAFKA_CA"),
     );
@@ -192,6 +196,67 @@ fn kcat_with_scram_and_the_clusters_own_credentials_through_the_sidecar() -> Res
         started.elapsed(),
         text.lines().next().unwrap_or("")
     );
-    assert!(!text.contains("1 brokers:") && text.contains("wrong username or password"), "{text}");
+    assert!(!text.contains("1 brokers:") && text.contains("invalid credentials"), "{text}");
+    Ok(())
+}
+
+/// Tries SCRAM-SHA-512 against the sidecar with each (user, password) given, a fresh librdkafka client each, and
+/// prints one JSON line per attempt: the seconds until the client reported its first error, and that error.
+const GUESSES: &str = r#"
+import sys, json, time
+from confluent_kafka.admin import AdminClient
+bootstrap, attempts = sys.argv[1], json.loads(sys.argv[2])
+for user, password in attempts:
+    errors = []
+    client = AdminClient({"bootstrap.servers": bootstrap, "security.protocol": "SASL_PLAINTEXT",
+                          "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": user, "sasl.password": password,
+                          "reconnect.backoff.ms": 60000, "reconnect.backoff.max.ms": 60000,
+                          "error_cb": lambda e: errors.append(e.str())})
+    started = time.monotonic()
+    while not errors and time.monotonic() - started < 30:
+        client.poll(0.005)
+    print(json.dumps({"seconds": time.monotonic() - started, "error": errors[0] if errors else None}), flush=True)
+    del client
+"#;
+
+#[test]
+fn guessing_the_scram_password_is_slowed_and_fails_as_an_unknown_user_does() -> Result<()> {
+    let Some(env) = env() else { return Ok(()) };
+    let up = sidecars(env)?;
+    let user = env.var("KPROXY_KAFKA_USER");
+    let mut attempts: Vec<(String, String)> = (0..20).map(|i| (user.to_string(), format!("guess-{i}"))).collect();
+    attempts.push(("nobody".to_string(), "guess".to_string()));
+    let mut cmd = env.command(env.var("KPROXY_PYTHON"));
+    cmd.arg("-c").arg(GUESSES).arg(&up.sasl_ssl.listen).arg(serde_json::to_string(&attempts)?);
+    let out = run_with_timeout(&mut cmd, None, Duration::from_secs(300))?;
+    if !out.status.success() {
+        bail!("guesses: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let results: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    assert_eq!(results.len(), attempts.len(), "{results:?}");
+    // librdkafka appends how long the attempt took: "(after 203ms in state AUTH_REQ)".
+    let error = |r: &serde_json::Value| {
+        let text = r["error"].as_str().unwrap_or_default();
+        text.split(" (after ").next().unwrap_or_default().to_string()
+    };
+    let unknown_user = error(&results[20]);
+    let guessed: f64 = results[..20].iter().filter_map(|r| r["seconds"].as_f64()).sum();
+    let fastest = results[..20].iter().filter_map(|r| r["seconds"].as_f64()).fold(f64::MAX, f64::min);
+    eprintln!(
+        "20 wrong SCRAM passwords: {guessed:.2} s in all (fastest {fastest:.3} s, configured delay {FAILURE_DELAY_MS} \
+         ms); unknown user: {:.3} s; error: {unknown_user}",
+        results[20]["seconds"].as_f64().unwrap_or_default()
+    );
+    assert!(unknown_user.contains("invalid credentials with SASL mechanism SCRAM-SHA-512"), "{unknown_user}");
+    for r in &results[..20] {
+        assert_eq!(error(r), unknown_user, "a wrong password fails as an unknown user does");
+    }
+    // Every failure is answered no earlier than the configured delay after the client's last message.
+    let delay = FAILURE_DELAY_MS as f64 / 1000.0;
+    assert!(fastest >= delay, "an attempt failed in {fastest} s, before the {delay} s delay");
+    assert!(guessed >= 20.0 * delay, "20 attempts took {guessed} s");
+    let failed = up.sasl_ssl.metric("kproxy_requests_total", &["api=\"SaslAuthenticate\"", "result=\"local\""])?;
+    assert!(failed >= 42.0, "two SaslAuthenticate answers per attempt: {failed}");
     Ok(())
 }

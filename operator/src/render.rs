@@ -1,10 +1,12 @@
 //! Turns a `KafkaProxyPolicy` into the sidecar config its ConfigMap holds. Pure: no API calls, every problem
 //! collected before failing.
 
-use kproxy_api::config::{Cluster, FailoverSettings, SCHEMA_VERSION, Sasl, SaslMechanism, SidecarConfig, Tls};
+use kproxy_api::config::{
+    ClientSasl, Cluster, FailoverSettings, SCHEMA_VERSION, Sasl, SaslMechanism, SidecarConfig, Tls,
+};
 use kproxy_api::crd::{
-    ClusterSpec, DEFAULT_TOKEN_KEY, KafkaProxyPolicy, KafkaProxyPolicySpec, TLS_CERT_KEY, TLS_KEY_KEY, TlsSpec,
-    secret_file,
+    ClientSaslSpec, ClusterSpec, DEFAULT_TOKEN_KEY, KafkaProxyPolicy, KafkaProxyPolicySpec, TLS_CERT_KEY, TLS_KEY_KEY,
+    TlsSpec, secret_file,
 };
 use kube::ResourceExt;
 
@@ -46,6 +48,18 @@ fn render_spec(spec: &KafkaProxyPolicySpec, policy: &str) -> SidecarConfig {
             unreachable_after_ms: failover.unreachable_after_ms.unwrap_or(defaults.unreachable_after_ms),
             probe_interval_ms: failover.probe_interval_ms.unwrap_or(defaults.probe_interval_ms),
         },
+        client_sasl: client_sasl(spec.client_sasl.as_ref()),
+    }
+}
+
+fn client_sasl(spec: Option<&ClientSaslSpec>) -> ClientSasl {
+    let defaults = ClientSasl::default();
+    let Some(spec) = spec else { return defaults };
+    ClientSasl {
+        scram: spec.scram,
+        failed_authentication_delay_ms: spec
+            .failed_authentication_delay_ms
+            .unwrap_or(defaults.failed_authentication_delay_ms),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Rendering tests: a policy in, the sidecar config out, field by field.
 
-use kproxy_api::config::{Cluster, FailoverSettings, Sasl, SaslMechanism, SidecarConfig, Tls};
+use kproxy_api::config::{ClientSasl, Cluster, FailoverSettings, Sasl, SaslMechanism, SidecarConfig, Tls};
 use kproxy_api::crd::{KafkaProxyPolicy, KafkaProxyPolicySpec};
 use kproxy_api::policy::{
     Acls, Action, ClientQuota, Operation, PatternType, Quotas, Resource, ResourceType, Route, RouteMatch, Rule,
@@ -45,7 +45,8 @@ fn full_spec() -> Value {
         ]},
         "quotas": {"producerByteRate": 10485760, "consumerByteRate": 20971520, "requestRate": 500,
                    "clientIdOverrides": [{"clientId": "batch-loader", "producerByteRate": 52428800}]},
-        "failover": {"unreachableAfterMs": 3000, "probeIntervalMs": 500}
+        "failover": {"unreachableAfterMs": 3000, "probeIntervalMs": 500},
+        "clientSasl": {"scram": true, "failedAuthenticationDelayMs": 250}
     })
 }
 
@@ -142,6 +143,7 @@ fn every_field_is_rendered() {
             }],
         },
         failover: FailoverSettings { unreachable_after_ms: 3000, probe_interval_ms: 500 },
+        client_sasl: ClientSasl { scram: true, failed_authentication_delay_ms: 250 },
     };
     assert_eq!(config, expected);
 }
@@ -165,6 +167,9 @@ fn minimal_policy_takes_defaults() {
     assert_eq!(config.failover, FailoverSettings::default());
     assert_eq!(config.clusters[0].tls, None);
     assert_eq!(config.clusters[0].sasl, None);
+    assert_eq!(config.client_sasl, ClientSasl::default(), "local SCRAM off, Kafka's 100 ms failure delay");
+    assert!(!config.client_sasl.scram);
+    assert!(!config.to_yaml().unwrap().contains("clientSasl"), "defaults leave the rendering unchanged");
 }
 
 #[test]

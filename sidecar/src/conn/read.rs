@@ -131,6 +131,12 @@ pub(super) async fn run(shared: &Arc<Shared>, mut rd: OwnedReadHalf, client: &Cl
         };
         match pipeline::decide(&ctx, &mut sasl, request) {
             Step::Respond { version, body, owed } => {
+                if !owed.delay.is_zero() {
+                    tokio::select! {
+                        _ = shared.shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(owed.delay) => {}
+                    }
+                }
                 let mut frame = shared.buffers.get(body.len() + 16);
                 protocol::response_frame(&mut frame, api, version, header.correlation_id, &body);
                 send(shared, client, pending(&route.up, Body::Local(frame), owed, Vec::new())).await?;

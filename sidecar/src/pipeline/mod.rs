@@ -76,6 +76,9 @@ pub struct Owed {
     pub(crate) learn_ids: bool,
     /// The request was split across clusters: how to merge the parts' answers (boxed: rare).
     pub(crate) split: Option<Box<route::Split>>,
+    /// How long a locally answered failed authentication waits before it is written; the connection is not read
+    /// meanwhile (as a broker's `connection.failed.authentication.delay.ms`).
+    pub delay: Duration,
 }
 
 impl Owed {

@@ -32,9 +32,12 @@ pub struct Ctx<'a> {
 pub fn decide(ctx: &Ctx, sasl: &mut sasl::Local, mut request: Request) -> Step {
     let (api, version) = (request.api, request.version());
     // 1. Local answers.
-    if let Some(answer) = sasl.answer(ctx.own, api, version, request.frame()) {
+    if let Some(answer) = sasl.answer(ctx.own, &ctx.snapshot.config.client_sasl, api, version, request.frame()) {
         return match answer {
-            Ok((version, body)) => Step::Respond { version, body, owed: Owed::default() },
+            // A failed authentication owes its delay (the connection is not read meanwhile).
+            Ok((version, body)) => {
+                Step::Respond { version, body, owed: Owed { delay: sasl.take_delay(), ..Owed::default() } }
+            }
             Err(reason) => Step::close(reason),
         };
     }

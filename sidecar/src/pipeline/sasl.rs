@@ -10,19 +10,24 @@
 //! - `PLAIN`: any username and password (RFC 4616 message: authorization id, NUL, non-empty user, NUL, password).
 //! - `OAUTHBEARER`: any well-formed RFC 7628 initial response carrying `auth=Bearer <b64token>`; the token is not
 //!   verified (no issuer is configured for clients).
-//! - `SCRAM-SHA-256` / `SCRAM-SHA-512`: offered only when the cluster's own SASL setting has a username and
-//!   password (PLAIN or SCRAM upstream), and accepted only for exactly that username and password: the exchange
-//!   is completed honestly (the server-final message proves the sidecar holds the same password). A client still
-//!   configured with the credentials it used against the brokers therefore keeps working; any other user or
-//!   password fails with SASL_AUTHENTICATION_FAILED.
+//! - `SCRAM-SHA-256` / `SCRAM-SHA-512`: offered only when the policy turns it on (`clientSasl.scram`) and the
+//!   cluster's own SASL setting has a username and password (PLAIN or SCRAM upstream), and accepted only for
+//!   exactly that username and password: the exchange is completed honestly (the server-final message proves the
+//!   sidecar holds the same password). A client still configured with the credentials it used against the
+//!   brokers therefore keeps working; an unknown user and a wrong password fail alike, with the same
+//!   SASL_AUTHENTICATION_FAILED message after the same work. Off by default: it is the one local mechanism that
+//!   checks a password, so it lets an application guess the cluster's.
 //! - SaslHandshake v1 and SaslAuthenticate v0–v2; `session_lifetime_ms` is 0, so clients never re-authenticate.
 //!   SaslHandshake v0 (raw, unframed tokens afterwards, Kafka clients before 1.0) is refused with
 //!   UNSUPPORTED_VERSION; ApiVersions advertises v1 only.
 //!
 //! Failures answer with Kafka's own error codes (SASL_AUTHENTICATION_FAILED, ILLEGAL_SASL_STATE, ...), which
-//! clients report as authentication errors instead of retrying forever.
+//! clients report as authentication errors instead of retrying forever. A failed authentication is answered late,
+//! as Kafka's `connection.failed.authentication.delay.ms` does: `clientSasl.failedAuthenticationDelayMs`, doubled
+//! for each further failure on the same connection (at most 30 s); the connection is not read meanwhile.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
@@ -32,9 +37,9 @@ use kafka_protocol::messages::{
     SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kproxy_api::config::SaslMechanism;
+use kproxy_api::config::{ClientSasl, MAX_FAILED_AUTHENTICATION_DELAY_MS, SaslMechanism};
 
-use kproxy_upstream::ScramServer;
+use kproxy_upstream::{ScramRefused, ScramServer};
 
 use crate::protocol;
 use crate::ratelog::Gate;
@@ -54,8 +59,8 @@ enum State {
     Start,
     Plain,
     OauthBearer,
-    /// Waiting for the client-first message, then (`true`) for the client-final message.
-    Scram(Box<ScramServer>, bool),
+    /// Waiting for the client-first message, then (`true`) for the client-final message; the mechanism's name.
+    Scram(Box<ScramServer>, bool, &'static str),
     Authenticated,
 }
 
@@ -64,11 +69,21 @@ pub struct Local {
     /// Whether this connection may authenticate locally at all (loopback listener and peer).
     allowed: bool,
     state: State,
+    /// Failed authentications on this connection: each one is answered later than the one before.
+    failures: u32,
+    /// How long the answer just decided waits before it is written; taken by [`Local::take_delay`].
+    delay: Duration,
 }
 
 impl Local {
     pub fn new(listen: SocketAddr, peer: SocketAddr) -> Local {
-        Local { allowed: listen.ip().is_loopback() && peer.ip().is_loopback(), state: State::Start }
+        let allowed = listen.ip().is_loopback() && peer.ip().is_loopback();
+        Local { allowed, state: State::Start, failures: 0, delay: Duration::ZERO }
+    }
+
+    /// The wait owed by the answer just given (a failed authentication); zero otherwise.
+    pub fn take_delay(&mut self) -> Duration {
+        std::mem::take(&mut self.delay)
     }
 
     /// The local answer (version, response body) to a SASL request; `None` for every other API. `Err` closes the
@@ -76,6 +91,7 @@ impl Local {
     pub fn answer(
         &mut self,
         up: &Upstream,
+        settings: &ClientSasl,
         api: ApiKey,
         version: i16,
         frame: &[u8],
@@ -89,23 +105,23 @@ impl Local {
                 refused("SaslHandshake v0 (raw SASL tokens, Kafka clients before 1.0) is not supported");
                 let response = SaslHandshakeResponse::default()
                     .with_error_code(ResponseError::UnsupportedVersion.code())
-                    .with_mechanisms(offered(self.allowed, up));
+                    .with_mechanisms(offered(self.allowed, up, settings));
                 encode(&response, 0)
             }
             _ if !(*min..=*max).contains(&version) => Err(format!("{api:?} v{version} is not supported")),
             ApiKey::SaslHandshake => {
                 let request = SaslHandshakeRequest::decode(&mut body, version).map_err(|e| e.to_string())?;
-                encode(&self.handshake(request.mechanism.as_str(), up), version)
+                encode(&self.handshake(request.mechanism.as_str(), up, settings), version)
             }
             _ => {
                 let request = SaslAuthenticateRequest::decode(&mut body, version).map_err(|e| e.to_string())?;
-                encode(&self.authenticate(&request.auth_bytes), version)
+                encode(&self.authenticate(&request.auth_bytes, settings), version)
             }
         }))
     }
 
-    fn handshake(&mut self, mechanism: &str, up: &Upstream) -> SaslHandshakeResponse {
-        let response = SaslHandshakeResponse::default().with_mechanisms(offered(self.allowed, up));
+    fn handshake(&mut self, mechanism: &str, up: &Upstream, settings: &ClientSasl) -> SaslHandshakeResponse {
+        let response = SaslHandshakeResponse::default().with_mechanisms(offered(self.allowed, up, settings));
         let unsupported = |r: SaslHandshakeResponse| r.with_error_code(ResponseError::UnsupportedSaslMechanism.code());
         if !self.allowed {
             refused("client SASL is answered only on a loopback listener; this one is not");
@@ -114,8 +130,9 @@ impl Local {
         self.state = match mechanism {
             "PLAIN" => State::Plain,
             "OAUTHBEARER" => State::OauthBearer,
+            _ if !settings.scram => return unsupported(response),
             _ => match ScramServer::for_cluster(&up.cluster, &up.connector, mechanism) {
-                Ok(Some(server)) => State::Scram(Box::new(server), false),
+                Ok(Some(server)) => State::Scram(Box::new(server), false, scram_name(mechanism)),
                 Ok(None) => return unsupported(response),
                 Err(e) => {
                     tracing::warn!(cluster = up.name(), error = %e, "cannot read the cluster's credentials for SCRAM");
@@ -126,21 +143,23 @@ impl Local {
         response
     }
 
-    fn authenticate(&mut self, token: &[u8]) -> SaslAuthenticateResponse {
+    fn authenticate(&mut self, token: &[u8], settings: &ClientSasl) -> SaslAuthenticateResponse {
         let checked = match std::mem::replace(&mut self.state, State::Start) {
             State::Plain => plain(token).map(|()| Vec::new()).map_err(str::to_string),
             State::OauthBearer => oauthbearer(token).map(|()| Vec::new()).map_err(str::to_string),
-            State::Scram(mut server, false) => {
+            State::Scram(mut server, false, mechanism) => {
                 // The server-first message; the exchange is not complete yet.
                 return match server.first(token) {
                     Ok(server_first) => {
-                        self.state = State::Scram(server, true);
+                        self.state = State::Scram(server, true, mechanism);
                         SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(server_first))
                     }
-                    Err(reason) => failure(ResponseError::SaslAuthenticationFailed, &format!("SCRAM: {reason}")),
+                    Err(refused) => self.failed(settings, scram_failure(refused, mechanism)),
                 };
             }
-            State::Scram(mut server, true) => server.last(token).map_err(|reason| format!("SCRAM: {reason}")),
+            State::Scram(mut server, true, mechanism) => {
+                server.last(token).map_err(|refused| scram_failure(refused, mechanism))
+            }
             state @ (State::Start | State::Authenticated) => {
                 self.state = state;
                 return failure(ResponseError::IllegalSaslState, "SaslAuthenticate without a SaslHandshake before it");
@@ -152,9 +171,36 @@ impl Local {
                 // Lifetime 0: the session never expires, so the client never re-authenticates.
                 SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(last)).with_session_lifetime_ms(0)
             }
-            Err(reason) => failure(ResponseError::SaslAuthenticationFailed, &reason),
+            Err(reason) => self.failed(settings, reason),
         }
     }
+
+    /// SASL_AUTHENTICATION_FAILED, owing the failure delay: the configured one, doubled for each earlier failure
+    /// on this connection, at most [`MAX_FAILED_AUTHENTICATION_DELAY_MS`].
+    fn failed(&mut self, settings: &ClientSasl, reason: String) -> SaslAuthenticateResponse {
+        self.failures = self.failures.saturating_add(1);
+        let doubling = 1u64 << (self.failures - 1).min(20);
+        let ms =
+            settings.failed_authentication_delay_ms.saturating_mul(doubling).min(MAX_FAILED_AUTHENTICATION_DELAY_MS);
+        self.delay = Duration::from_millis(ms);
+        failure(ResponseError::SaslAuthenticationFailed, &reason)
+    }
+}
+
+/// The message of a failed SCRAM exchange: Kafka's own for credentials (the same for an unknown user and a
+/// wrong password), the reason for a malformed exchange.
+fn scram_failure(refused: ScramRefused, mechanism: &str) -> String {
+    match refused {
+        ScramRefused::Credentials => format!(
+            "Authentication failed during authentication due to invalid credentials with SASL mechanism {mechanism}"
+        ),
+        ScramRefused::Malformed(reason) => format!("SCRAM: {reason}"),
+    }
+}
+
+/// The offered name of a SCRAM mechanism the client asked for.
+fn scram_name(mechanism: &str) -> &'static str {
+    SCRAM.iter().find(|m| **m == mechanism).copied().unwrap_or("SCRAM")
 }
 
 /// Adds the SASL APIs answered here to an ApiVersions response body encoded at `version`.
@@ -173,11 +219,12 @@ pub fn advertise(body: BytesMut, version: i16) -> Result<BytesMut, String> {
     Ok(out)
 }
 
-fn offered(allowed: bool, up: &Upstream) -> Vec<StrBytes> {
+fn offered(allowed: bool, up: &Upstream, settings: &ClientSasl) -> Vec<StrBytes> {
     if !allowed {
         return Vec::new();
     }
-    let password = up.cluster.sasl.as_ref().is_some_and(|s| s.mechanism != SaslMechanism::OauthBearer);
+    let password =
+        settings.scram && up.cluster.sasl.as_ref().is_some_and(|s| s.mechanism != SaslMechanism::OauthBearer);
     let scram = SCRAM.iter().filter(|_| password);
     MECHANISMS.iter().chain(scram).map(|m| StrBytes::from_static_str(m)).collect()
 }

@@ -10,7 +10,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 
 use std::sync::Arc;
 
-use kproxy_api::config::{Cluster, Sasl, SaslMechanism};
+use kproxy_api::config::{ClientSasl, Cluster, Sasl, SaslMechanism};
 
 use super::*;
 use crate::buffer::Pool;
@@ -41,7 +41,7 @@ thread_local! {
 }
 
 fn answer(local: &mut Local, api: ApiKey, version: i16, frame: &[u8]) -> Option<Result<(i16, BytesMut), String>> {
-    PLAIN_UPSTREAM.with(|(_, up)| local.answer(up, api, version, frame))
+    PLAIN_UPSTREAM.with(|(_, up)| local.answer(up, &ClientSasl::default(), api, version, frame))
 }
 
 const ERR_UNSUPPORTED_MECHANISM: i16 = 33;
@@ -184,39 +184,71 @@ fn api_versions_advertise_the_local_sasl_apis_in_key_order() {
 }
 
 #[test]
-fn scram_is_offered_only_with_the_clusters_password_and_only_for_its_user() {
+fn scram_is_offered_only_when_turned_on_with_the_clusters_password_and_fails_alike_for_any_other_credentials() {
     let (_dir, up) = upstream(true);
-    let mut local = loopback();
-    let request = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("SCRAM-SHA-256"));
-    let (_, body) = local.answer(&up, ApiKey::SaslHandshake, 1, &frame(&request, 1)).unwrap().unwrap();
-    let h = SaslHandshakeResponse::decode(&mut body.freeze(), 1).unwrap();
-    assert_eq!(h.error_code, 0);
-    let offered: Vec<&str> = h.mechanisms.iter().map(|m| m.as_str()).collect();
-    assert_eq!(offered, ["PLAIN", "OAUTHBEARER", "SCRAM-SHA-256", "SCRAM-SHA-512"]);
-    let first = |local: &mut Local, message: &'static [u8]| {
-        let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from_static(message));
-        let (_, body) = local.answer(&up, ApiKey::SaslAuthenticate, 2, &frame(&request, 2)).unwrap().unwrap();
+    let on = ClientSasl { scram: true, failed_authentication_delay_ms: 100 };
+    let handshake = |local: &mut Local, settings: &ClientSasl, mechanism: &'static str| {
+        let (_, body) =
+            local.answer(&up, settings, ApiKey::SaslHandshake, 1, &frame(&request_for(mechanism), 1)).unwrap().unwrap();
+        SaslHandshakeResponse::decode(&mut body.freeze(), 1).unwrap()
+    };
+    let off = handshake(&mut loopback(), &ClientSasl::default(), "SCRAM-SHA-512");
+    assert_eq!(off.error_code, ERR_UNSUPPORTED_MECHANISM, "off unless the policy turns it on");
+    assert_eq!(off.mechanisms.len(), 2, "{:?}", off.mechanisms);
+
+    let send = |local: &mut Local, message: Vec<u8>| {
+        let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(message));
+        let (_, body) = local.answer(&up, &on, ApiKey::SaslAuthenticate, 2, &frame(&request, 2)).unwrap().unwrap();
         SaslAuthenticateResponse::decode(&mut body.freeze(), 2).unwrap()
     };
-    let server_first = first(&mut local, b"n,,n=kproxy,r=abc");
-    assert_eq!(server_first.error_code, 0);
-    assert!(server_first.auth_bytes.starts_with(b"r=abc"), "{:?}", server_first.auth_bytes);
-    // A wrong proof (the password is not "pw") fails the exchange.
-    let nonce = String::from_utf8(server_first.auth_bytes.to_vec()).unwrap();
-    let nonce = nonce.split(',').next().unwrap().to_string();
-    let wrong = format!("c=biws,{nonce},p=AAAA");
-    let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(wrong));
-    let (_, body) = local.answer(&up, ApiKey::SaslAuthenticate, 2, &frame(&request, 2)).unwrap().unwrap();
-    assert_eq!(SaslAuthenticateResponse::decode(&mut body.freeze(), 2).unwrap().error_code, ERR_AUTH_FAILED);
-
-    let mut other = loopback();
-    other.answer(&up, ApiKey::SaslHandshake, 1, &frame(&request_for("SCRAM-SHA-512"), 1)).unwrap().unwrap();
-    let r = first(&mut other, b"n,,n=someone,r=abc");
-    assert_eq!(r.error_code, ERR_AUTH_FAILED);
-    assert!(r.error_message.unwrap().contains("unknown user"));
+    // The whole exchange with a proof that is not the password's, for the configured user and for another one.
+    let guess = |local: &mut Local, user: &str| {
+        let h = handshake(local, &on, "SCRAM-SHA-512");
+        assert_eq!(h.error_code, 0);
+        let offered: Vec<&str> = h.mechanisms.iter().map(|m| m.as_str()).collect();
+        assert_eq!(offered, ["PLAIN", "OAUTHBEARER", "SCRAM-SHA-256", "SCRAM-SHA-512"]);
+        let server_first = send(local, format!("n,,n={user},r=abc").into_bytes());
+        assert_eq!(server_first.error_code, 0, "every user gets a server-first message");
+        assert!(server_first.auth_bytes.starts_with(b"r=abc"), "{:?}", server_first.auth_bytes);
+        assert!(local.take_delay().is_zero(), "nothing failed yet");
+        let nonce = String::from_utf8(server_first.auth_bytes.to_vec()).unwrap();
+        let nonce = nonce.split(',').next().unwrap().to_string();
+        let r = send(local, format!("c=biws,{nonce},p=AAAA").into_bytes());
+        (r.error_code, r.error_message.map(|m| m.to_string()), local.take_delay())
+    };
+    let mut local = loopback();
+    let wrong_password = guess(&mut local, "kproxy");
+    let unknown_user = guess(&mut loopback(), "someone");
+    assert_eq!(wrong_password.0, ERR_AUTH_FAILED);
+    assert_eq!((wrong_password.0, &wrong_password.1), (unknown_user.0, &unknown_user.1), "the same failure");
+    let message = wrong_password.1.clone().unwrap_or_default();
+    assert!(message.contains("invalid credentials with SASL mechanism SCRAM-SHA-512"), "{message}");
+    // Each failure on a connection waits twice as long as the one before.
+    let delays: Vec<u64> = std::iter::once(wrong_password.2)
+        .chain((0..3).map(|_| guess(&mut local, "kproxy").2))
+        .map(|d| d.as_millis() as u64)
+        .collect();
+    assert_eq!(delays, [100, 200, 400, 800]);
+    assert_eq!(unknown_user.2.as_millis(), 100, "a new connection starts at the configured delay");
 
     // Without a password upstream there is nothing to compare with: SCRAM is neither offered nor accepted.
-    assert_eq!(handshake(&mut loopback(), "SCRAM-SHA-512", 1).error_code, ERR_UNSUPPORTED_MECHANISM);
+    PLAIN_UPSTREAM.with(|(_, plain)| {
+        let request = frame(&request_for("SCRAM-SHA-512"), 1);
+        let (_, body) = loopback().answer(plain, &on, ApiKey::SaslHandshake, 1, &request).unwrap().unwrap();
+        assert_eq!(SaslHandshakeResponse::decode(&mut body.freeze(), 1).unwrap().error_code, ERR_UNSUPPORTED_MECHANISM);
+    });
+}
+
+#[test]
+fn failure_delays_stop_growing_at_their_cap() {
+    let mut local = loopback();
+    let settings = ClientSasl { scram: false, failed_authentication_delay_ms: 5_000 };
+    let mut last = std::time::Duration::ZERO;
+    for _ in 0..40 {
+        local.failed(&settings, "x".into());
+        last = local.take_delay();
+    }
+    assert_eq!(last.as_millis() as u64, MAX_FAILED_AUTHENTICATION_DELAY_MS);
 }
 
 fn request_for(mechanism: &'static str) -> SaslHandshakeRequest {

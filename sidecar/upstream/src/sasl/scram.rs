@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use ring::{digest, hmac, pbkdf2};
 
 mod server;
-pub use server::Server;
+pub use server::{Refused, Server};
 
 /// A broker may ask for fewer iterations than Kafka's minimum of 4096 only if it is broken; more than this would
 /// let it burn our CPU for seconds per connection.
