@@ -98,6 +98,19 @@ impl Decision {
     }
 }
 
+impl Decision {
+    /// Forward what is left with a merge that also trims the broker's answer (so even an undenied request carries
+    /// it); answer locally when the denials left nothing to ask.
+    fn filtered(denied: usize, anything_left: bool, merge: Merge, empty: ResponseKind) -> Self {
+        if denied > 0 && !anything_left {
+            let mut response = empty;
+            merge.apply_to(&mut response);
+            return Self::respond(response, denied);
+        }
+        Self { outcome: Outcome::Forward { rewritten: denied > 0, merge: Some(merge) }, denied }
+    }
+}
+
 /// Denied entries waiting for the broker's response, per API.
 #[derive(Debug)]
 pub enum Merge {

@@ -313,10 +313,6 @@ pub(super) fn consumer_group_describe(ctx: &Ctx, request: &mut ConsumerGroupDesc
     });
     let count = denied.len();
     let merge = Merge::ConsumerGroupDescribe(ConsumerGroupDescribeMerge { denied, acl: ctx.acl.clone() });
-    if request.group_ids.is_empty() && count > 0 {
-        let mut response = ResponseKind::ConsumerGroupDescribe(ConsumerGroupDescribeResponse::default());
-        merge.apply_to(&mut response);
-        return Decision::respond(response, count);
-    }
-    Decision { outcome: Outcome::Forward { rewritten: count > 0, merge: Some(merge) }, denied: count }
+    let empty = ResponseKind::ConsumerGroupDescribe(ConsumerGroupDescribeResponse::default());
+    Decision::filtered(count, !request.group_ids.is_empty(), merge, empty)
 }

@@ -166,12 +166,8 @@ pub(super) fn describe_transactions(ctx: &Ctx, request: &mut DescribeTransaction
     });
     let count = denied.len();
     let merge = Merge::DescribeTransactions(DescribeTransactionsMerge { denied, acl: ctx.acl.clone() });
-    if request.transactional_ids.is_empty() && count > 0 {
-        let mut response = ResponseKind::DescribeTransactions(DescribeTransactionsResponse::default());
-        merge.apply_to(&mut response);
-        return Decision::respond(response, count);
-    }
-    Decision { outcome: Outcome::Forward { rewritten: count > 0, merge: Some(merge) }, denied: count }
+    let empty = ResponseKind::DescribeTransactions(DescribeTransactionsResponse::default());
+    Decision::filtered(count, !request.transactional_ids.is_empty(), merge, empty)
 }
 
 /// ListTransactions: the broker checks nothing on the request and lists only the transactional ids the

@@ -194,64 +194,54 @@ pub fn merge(parts: Vec<ResponseKind>, order: &Order) -> Option<ResponseKind> {
 
 fn absorb(into: &mut ResponseKind, part: ResponseKind) {
     use ResponseKind as R;
-    fn first_error(mine: &mut i16, theirs: i16) {
-        if *mine == 0 {
-            *mine = theirs;
+    /// The longest throttle, and the part's entities after the others'.
+    fn join<T>(throttle: (&mut i32, i32), into: &mut Vec<T>, from: Vec<T>) {
+        *throttle.0 = (*throttle.0).max(throttle.1);
+        into.extend(from);
+    }
+    /// The first top-level error any part had, with its message.
+    fn first_error<M>(mine: (&mut i16, &mut M), theirs: (i16, M)) {
+        if *mine.0 == 0 {
+            (*mine.0, *mine.1) = theirs;
         }
     }
     match (into, part) {
         (R::CreateTopics(a), R::CreateTopics(b)) => {
-            a.throttle_time_ms = a.throttle_time_ms.max(b.throttle_time_ms);
-            a.topics.extend(b.topics);
+            join((&mut a.throttle_time_ms, b.throttle_time_ms), &mut a.topics, b.topics)
         }
         (R::DeleteTopics(a), R::DeleteTopics(b)) => {
-            a.throttle_time_ms = a.throttle_time_ms.max(b.throttle_time_ms);
-            a.responses.extend(b.responses);
+            join((&mut a.throttle_time_ms, b.throttle_time_ms), &mut a.responses, b.responses)
         }
         (R::CreatePartitions(a), R::CreatePartitions(b)) => {
-            a.throttle_time_ms = a.throttle_time_ms.max(b.throttle_time_ms);
-            a.results.extend(b.results);
+            join((&mut a.throttle_time_ms, b.throttle_time_ms), &mut a.results, b.results)
         }
         (R::DescribeConfigs(a), R::DescribeConfigs(b)) => {
-            a.throttle_time_ms = a.throttle_time_ms.max(b.throttle_time_ms);
-            a.results.extend(b.results);
+            join((&mut a.throttle_time_ms, b.throttle_time_ms), &mut a.results, b.results)
         }
         (R::AlterConfigs(a), R::AlterConfigs(b)) => {
-            a.throttle_time_ms = a.throttle_time_ms.max(b.throttle_time_ms);
-            a.responses.extend(b.responses);
+            join((&mut a.throttle_time_ms, b.throttle_time_ms), &mut a.responses, b.responses)
         }
         (R::IncrementalAlterConfigs(a), R::IncrementalAlterConfigs(b)) => {
-            a.throttle_time_ms = a.throttle_time_ms.max(b.throttle_time_ms);
-            a.responses.extend(b.responses);
+            join((&mut a.throttle_time_ms, b.throttle_time_ms), &mut a.responses, b.responses)
         }
         (R::ElectLeaders(a), R::ElectLeaders(b)) => {
-            a.throttle_time_ms = a.throttle_time_ms.max(b.throttle_time_ms);
-            first_error(&mut a.error_code, b.error_code);
-            a.replica_election_results.extend(b.replica_election_results);
+            first_error((&mut a.error_code, &mut ()), (b.error_code, ()));
+            let results = (&mut a.replica_election_results, b.replica_election_results);
+            join((&mut a.throttle_time_ms, b.throttle_time_ms), results.0, results.1);
         }
         (R::AlterPartitionReassignments(a), R::AlterPartitionReassignments(b)) => {
-            a.throttle_time_ms = a.throttle_time_ms.max(b.throttle_time_ms);
-            if a.error_code == 0 {
-                a.error_code = b.error_code;
-                a.error_message = b.error_message;
-            }
-            a.responses.extend(b.responses);
+            first_error((&mut a.error_code, &mut a.error_message), (b.error_code, b.error_message));
+            join((&mut a.throttle_time_ms, b.throttle_time_ms), &mut a.responses, b.responses);
         }
         (R::ListPartitionReassignments(a), R::ListPartitionReassignments(b)) => {
-            a.throttle_time_ms = a.throttle_time_ms.max(b.throttle_time_ms);
-            if a.error_code == 0 {
-                a.error_code = b.error_code;
-                a.error_message = b.error_message;
-            }
-            a.topics.extend(b.topics);
+            first_error((&mut a.error_code, &mut a.error_message), (b.error_code, b.error_message));
+            join((&mut a.throttle_time_ms, b.throttle_time_ms), &mut a.topics, b.topics);
         }
         (R::DescribeProducers(a), R::DescribeProducers(b)) => {
-            a.throttle_time_ms = a.throttle_time_ms.max(b.throttle_time_ms);
-            a.topics.extend(b.topics);
+            join((&mut a.throttle_time_ms, b.throttle_time_ms), &mut a.topics, b.topics)
         }
         (R::DescribeTopicPartitions(a), R::DescribeTopicPartitions(b)) => {
-            a.throttle_time_ms = a.throttle_time_ms.max(b.throttle_time_ms);
-            a.topics.extend(b.topics);
+            join((&mut a.throttle_time_ms, b.throttle_time_ms), &mut a.topics, b.topics);
             a.next_cursor = match (a.next_cursor.take(), b.next_cursor) {
                 (Some(x), Some(y)) => {
                     Some(if (y.topic_name.as_str(), y.partition_index) < (x.topic_name.as_str(), x.partition_index) {
