@@ -13,7 +13,8 @@ use kafka_protocol::protocol::StrBytes;
 use kproxy_e2e::sidecar::{Sidecar, config, java};
 use kproxy_e2e::{Env, env, run_with_timeout, unique, wait_for};
 
-/// One cluster; ACLs allowing everything on topics and groups of this run, nothing else.
+/// One cluster; ACLs allowing everything on topics and groups of this run, Describe (not Read) on groups
+/// `watch-<run>…`, nothing else.
 fn acl_config(bootstrap: &str, run: &str) -> String {
     format!(
         r#"clusters:
@@ -27,6 +28,9 @@ acls:
     effect: Allow
   - resource: {{type: Group, name: "{run}-", patternType: Prefixed}}
     operations: [Read, Describe]
+    effect: Allow
+  - resource: {{type: Group, name: "watch-{run}", patternType: Prefixed}}
+    operations: [Describe]
     effect: Allow
 "#
     )
@@ -153,19 +157,21 @@ fn kip_848_with_acls_allowing_the_group_works_and_a_denied_group_gets_group_auth
     let run = unique("kip848acl");
     let sidecar = Sidecar::start(env, &acl_config(env.kafka_east(), &run), &[]).unwrap();
     three_members_one_leaves(env, &sidecar, &run);
-    // A group outside what the ACLs allow: the consumer fails with the broker's own error, and ends.
+    // A group the pod may Describe (so its coordinator is found) but not Read: the heartbeat is refused, and the
+    // consumer fails with the broker's own error and ends.
+    let group = format!("watch-{run}-g");
     let mut denied = java(env, "org.apache.kafka.tools.consumer.ConsoleConsumer");
-    denied.args(["--bootstrap-server", &sidecar.listen, "--topic", &format!("{run}-t"), "--group", "other-group"]);
+    denied.args(["--bootstrap-server", &sidecar.listen, "--topic", &format!("{run}-t"), "--group", &group]);
     denied.args(["--consumer-property", "group.protocol=consumer", "--timeout-ms", "30000"]);
     let result = run_with_timeout(&mut denied, None, Duration::from_secs(90)).unwrap();
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(
-        stderr.contains("GroupAuthorizationException: Not authorized to access group: other-group"),
+        stderr.contains(&format!("GroupAuthorizationException: Not authorized to access group: {group}")),
         "GROUP_AUTHORIZATION_FAILED reaches the application:\n{stderr}"
     );
     assert!(stderr.contains("terminating consumer process") && stderr.contains("a total of 0 messages"), "{stderr}");
     let denials = sidecar.metric("kproxy_acl_denied_total", &["api=\"ConsumerGroupHeartbeat\""]).unwrap();
-    assert!(denials >= 1.0, "the denial is counted");
+    assert!(denials >= 1.0, "the heartbeat was the request denied");
 }
 
 /// librdkafka's KIP-848 consumer: consumes, commits synchronously, reads its commits back.
