@@ -18,24 +18,31 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kproxy_e2e::{env, unique, wait_for};
+use kproxy_e2e::{Env, env, unique, wait_for};
 use workload::Workload;
 
 /// East's brokers serve one of these tests at a time.
 static EAST: Mutex<()> = Mutex::new(());
 
-fn turn() -> MutexGuard<'static, ()> {
-    EAST.lock().unwrap_or_else(|p| p.into_inner())
+/// A test's hold on east: its turn, and east put back as it was when the test ends (passed or not).
+struct Turn {
+    _restore: east::Restore<'static>,
+    _turn: MutexGuard<'static, ()>,
+}
+
+/// The environment, east's brokers to this test alone, and the traffic running through a sidecar.
+fn begin(prefix: &str) -> Option<(&'static Env, Turn, Workload)> {
+    let env = env()?;
+    let turn = Turn { _turn: EAST.lock().unwrap_or_else(|p| p.into_inner()), _restore: east::Restore(env) };
+    let w = Workload::start(env, &unique(prefix));
+    Some((env, turn, w))
 }
 
 const SETTLE: Duration = Duration::from_secs(3);
 
 #[test]
 fn a_rolling_restart_of_all_three_brokers_loses_no_record_and_drops_no_bootstrap_connection() {
-    let Some(env) = env() else { return };
-    let _turn = turn();
-    let _restore = east::Restore(env);
-    let w = Workload::start(env, &unique("mb-roll"));
+    let Some((env, _turn, w)) = begin("mb-roll") else { return };
     w.run_for(SETTLE);
     let mut steps = Vec::new();
     for id in [2, 3, 1] {
@@ -59,10 +66,7 @@ fn a_rolling_restart_of_all_three_brokers_loses_no_record_and_drops_no_bootstrap
 
 #[test]
 fn leaders_moved_by_reassignment_and_leader_election_are_followed_without_client_errors() {
-    let Some(env) = env() else { return };
-    let _turn = turn();
-    let _restore = east::Restore(env);
-    let w = Workload::start(env, &unique("mb-lead"));
+    let Some((env, _turn, w)) = begin("mb-lead") else { return };
     w.run_for(SETTLE);
     let mut leaders = vec![east::partitions(env, &w.topic).unwrap().into_iter().map(|(p, s)| (p, s.leader)).collect()];
     for _ in 0..2 {
@@ -91,10 +95,7 @@ fn leaders_moved_by_reassignment_and_leader_election_are_followed_without_client
 
 #[test]
 fn a_broker_killed_with_sigkill_and_restarted_loses_no_record() {
-    let Some(env) = env() else { return };
-    let _turn = turn();
-    let _restore = east::Restore(env);
-    let w = Workload::start(env, &unique("mb-kill"));
+    let Some((env, _turn, w)) = begin("mb-kill") else { return };
     w.run_for(SETTLE);
     // A broker leading a partition, not broker 1 (the single-broker tests' bootstrap).
     let parts = east::partitions(env, &w.topic).unwrap();
@@ -118,10 +119,7 @@ fn a_broker_killed_with_sigkill_and_restarted_loses_no_record() {
 
 #[test]
 fn a_fourth_broker_gets_a_virtual_broker_when_metadata_first_names_it_and_clients_follow_leaders_there() {
-    let Some(env) = env() else { return };
-    let _turn = turn();
-    let _restore = east::Restore(env);
-    let w = Workload::start(env, &unique("mb-join"));
+    let Some((env, _turn, w)) = begin("mb-join") else { return };
     let listeners = || w.sidecar.metric("kproxy_broker_listeners", &[]).unwrap();
     let (shown_before, listeners_before) = (w.brokers_seen().len(), listeners());
     let joined = east::broker(env, "start", east::SPARE);
