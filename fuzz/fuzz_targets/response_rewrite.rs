@@ -30,13 +30,15 @@ impl Addresses for Loopback {
     }
 }
 
-const APIS: [ApiKey; 6] = [
+const APIS: [ApiKey; 8] = [
     ApiKey::Metadata,
     ApiKey::FindCoordinator,
     ApiKey::DescribeCluster,
     ApiKey::Produce,
     ApiKey::Fetch,
     ApiKey::DescribeQuorum,
+    ApiKey::DescribeTopicPartitions,
+    ApiKey::ListPartitionReassignments,
 ];
 
 fuzz_target!(|data: &[u8]| {
