@@ -12,6 +12,10 @@ use crate::protocol::rewrite::Addresses;
 
 /// Virtual ids for brokers of clusters other than the first one to claim a node id start here.
 const REMAPPED_BASE: i32 = 100_000;
+/// Most broker listeners open at once, across clusters. Each stands for a broker some metadata response named; a
+/// policy has at most 16 clusters and real clusters rarely reach a few hundred brokers, so the bound only stops a
+/// broken or hostile upstream that names endless node ids from taking every file descriptor of the pod.
+pub const MAX_LISTENERS: usize = 4096;
 
 /// One known upstream broker.
 #[derive(Clone, Debug)]
@@ -43,18 +47,27 @@ pub struct BrokerMap {
     inner: Mutex<Inner>,
     advertised_host: String,
     port_base: u16,
-    /// Where listeners bound by rewriters go to be served.
-    serve: mpsc::UnboundedSender<NewListener>,
+    /// Most listeners open at once ([`MAX_LISTENERS`]).
+    limit: usize,
+    /// Where listeners bound by rewriters go to be served. Bounded by [`MAX_LISTENERS`]: every message carries a
+    /// listener, and no more than that many are bound at once, so the queue is full only if the server stopped
+    /// taking them; a listener that finds it full is closed again and bound on a later metadata response.
+    serve: mpsc::Sender<NewListener>,
 }
 
 impl BrokerMap {
     /// The map, and the listeners it binds for newly seen brokers, to be served.
-    pub fn new(advertised_host: String, port_base: u16) -> (Self, mpsc::UnboundedReceiver<NewListener>) {
-        let (serve, listeners) = mpsc::unbounded_channel();
+    pub fn new(advertised_host: String, port_base: u16) -> (Self, mpsc::Receiver<NewListener>) {
+        Self::with_limit(advertised_host, port_base, MAX_LISTENERS)
+    }
+
+    fn with_limit(advertised_host: String, port_base: u16, limit: usize) -> (Self, mpsc::Receiver<NewListener>) {
+        let (serve, listeners) = mpsc::channel(limit.max(1));
         let map = BrokerMap {
             inner: Mutex::new(Inner { next_remapped: REMAPPED_BASE, ..Default::default() }),
             advertised_host,
             port_base,
+            limit,
             serve,
         };
         (map, listeners)
@@ -102,10 +115,14 @@ impl BrokerMap {
     /// just bound, that listener.
     pub fn register(&self, cluster: &str, node: i32, host: &str, port: i32) -> (Entry, Option<NewListener>) {
         let mut inner = self.lock();
+        let unbound = inner.by_real.get(&(cluster.to_string(), node)).is_none_or(|e| e.port == 0);
+        let open = if unbound { inner.by_real.values().filter(|e| e.port != 0).count() } else { 0 };
         let e = entry(&mut inner, cluster, node);
         e.upstream = Some(format!("{host}:{port}"));
         let mut new = None;
-        if e.port == 0 {
+        if e.port == 0 && open >= self.limit {
+            tracing::error!(cluster, node, open, "broker listener not opened: too many brokers named by metadata");
+        } else if e.port == 0 {
             let want = if self.port_base == 0 { 0 } else { i32::from(self.port_base) + e.virtual_id };
             match u16::try_from(want).map_err(|_| std::io::Error::other("port out of range")).and_then(|p| {
                 let l = std::net::TcpListener::bind((self.advertised_host.as_str(), p))?;
@@ -121,6 +138,14 @@ impl BrokerMap {
             }
         }
         (e.clone(), new)
+    }
+
+    /// Forgets the listener of a broker whose listener could not be handed over to be served; the next metadata
+    /// response naming it binds another.
+    fn unbind(&self, cluster: &str, node: i32) {
+        if let Some(e) = self.lock().by_real.get_mut(&(cluster.to_string(), node)) {
+            e.port = 0;
+        }
     }
 
     /// Remembers the accept task of a broker listener so removing the cluster can stop it.
@@ -182,11 +207,21 @@ pub struct Rewriter<'a> {
 impl Addresses for Rewriter<'_> {
     fn broker(&mut self, node: i32, host: &str, port: i32) -> (i32, String, i32) {
         let (e, new) = self.map.register(self.cluster, node, host, port);
+        let mut port = e.port;
         if let Some(listener) = new {
-            // Nobody serves listeners any more only while the process shuts down.
-            let _ = self.map.serve.send(listener);
+            match self.map.serve.try_send(listener) {
+                Ok(()) => {}
+                // Closed: the process shuts down. Full: the server is not taking listeners; this one closes and
+                // clients are told port 0 until a later response binds it again.
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(cluster = self.cluster, node, "broker listener queue full; listener closed");
+                    self.map.unbind(self.cluster, node);
+                    port = 0;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
         }
-        (e.virtual_id, self.map.advertised_host.clone(), i32::from(e.port))
+        (e.virtual_id, self.map.advertised_host.clone(), i32::from(port))
     }
 
     fn node(&mut self, node: i32) -> i32 {
@@ -249,5 +284,24 @@ mod tests {
         assert_eq!(map.upstreams("east"), ["10.0.0.1:9092", "10.0.0.3:9092"]);
         assert_eq!(map.upstreams("west"), ["10.1.0.1:9092"]);
         assert!(map.upstreams("legacy").is_empty());
+    }
+
+    #[tokio::test]
+    async fn listeners_stop_at_the_limit_and_one_the_server_cannot_take_is_closed_again() {
+        let (map, mut listeners) = BrokerMap::with_limit("127.0.0.1".into(), 0, 2);
+        let mut east = map.rewriter("east");
+        let ports: Vec<i32> = (1..=3).map(|node| east.broker(node, "10.0.0.1", 9092).2).collect();
+        assert!(ports[0] != 0 && ports[1] != 0, "{ports:?}");
+        assert_eq!(ports[2], 0, "beyond the limit no listener is opened");
+        assert_eq!(map.listeners(), 2);
+        // Nobody took the two queued listeners; after the cluster is gone a new one finds the queue full.
+        map.remove_cluster("east");
+        assert_eq!(map.rewriter("west").broker(1, "10.1.0.1", 9092).2, 0);
+        assert_eq!(map.listeners(), 0, "the listener that could not be queued is closed");
+        assert_eq!(map.upstream("west", 1).as_deref(), Some("10.1.0.1:9092"), "the broker stays known");
+        // Once the server takes listeners again, the next metadata response binds it.
+        while listeners.try_recv().is_ok() {}
+        assert_ne!(map.rewriter("west").broker(1, "10.1.0.1", 9092).2, 0);
+        assert!(listeners.try_recv().is_ok());
     }
 }

@@ -37,7 +37,7 @@ pub struct Server {
     /// One permit per client connection; all permits back means every connection is closed.
     connections: Arc<Semaphore>,
     /// Listeners the broker map binds, until `start` serves them.
-    listeners: Mutex<Option<mpsc::UnboundedReceiver<NewListener>>>,
+    listeners: Mutex<Option<mpsc::Receiver<NewListener>>>,
 }
 
 /// Where a started sidecar listens.
@@ -150,7 +150,7 @@ impl Server {
 }
 
 /// Serves the listeners the broker map binds for newly seen brokers.
-async fn serve_brokers(server: Arc<Server>, mut listeners: mpsc::UnboundedReceiver<NewListener>) {
+async fn serve_brokers(server: Arc<Server>, mut listeners: mpsc::Receiver<NewListener>) {
     while let Some(NewListener { cluster, node, listener }) = listeners.recv().await {
         let target = Target::Broker { cluster: cluster.clone(), node };
         let task = tokio::spawn(accept_loop(server.clone(), listener, target));
