@@ -66,6 +66,10 @@ install_pid=$!
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+# The fuzz targets are their own workspace with their own lock file: a dependency added to the sidecar must be
+# locked there too, or the fuzz step fails minutes later; say so now.
+cargo metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null ||
+  { echo "fuzz/Cargo.lock is out of date: run 'cargo metadata --format-version 1 --manifest-path fuzz/Cargo.toml'"; exit 1; }
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
