@@ -2,6 +2,8 @@
 //! kube-apiserver accepts every object the chart renders (with the Prometheus Operator's and cert-manager's CRDs
 //! installed from their Go modules), and the webhook it registers is only ever called for opted-in pods.
 
+#[path = "chart/examples.rs"]
+mod examples;
 #[path = "chart/operator.rs"]
 mod operator;
 #[path = "chart/packaging.rs"]
@@ -22,7 +24,8 @@ fn helm_lint_is_clean() {
     let Some(env) = env() else { return };
     let monitors: Vec<String> = MONITORS.iter().flat_map(|s| ["--set".to_string(), s.to_string()]).collect();
     let cert_manager = ["--set".to_string(), "webhook.certificate.mode=cert-manager".to_string()];
-    for extra in [vec![], monitors.clone(), [monitors, cert_manager.to_vec()].concat()] {
+    let sidecar: Vec<String> = SIDECAR_VALUES.iter().flat_map(|s| ["--set".to_string(), s.to_string()]).collect();
+    for extra in [vec![], monitors.clone(), [monitors, cert_manager.to_vec()].concat(), sidecar] {
         let mut args = vec!["lint", "--strict", CHART];
         args.extend(extra.iter().map(String::as_str));
         let out = helm(env, &args).unwrap();
@@ -44,6 +47,12 @@ fn values_schema_refuses_bad_values() {
         ("sidecar.adminPort=70000", "adminPort"),
         ("sidecar.resources.requests.cpu=lots", "cpu"),
         ("operator.image.pullPolicy=Sometimes", "pullPolicy"),
+        ("sidecar.logFormat=xml", "logFormat"),
+        ("sidecar.memoryBudget=lots", "memoryBudget"),
+        ("sidecar.timeouts.idleSeconds=0", "idleSeconds"),
+        ("sidecar.upstreamConnections.perBroker=0", "perBroker"),
+        ("sidecar.extraArgs={verbose}", "extraArgs"),
+        ("sidecar.extraEnv.1X=a", "1X"),
     ];
     for (set, field) in cases {
         for command in ["template", "lint"] {

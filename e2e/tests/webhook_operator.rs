@@ -152,8 +152,8 @@ fn run_as_kubelet_would(env: &Env, ns: &str, pod: &Value, root: &Path) -> (Child
         match args[i - 1].as_str() {
             "--config" | "--secrets-dir" => args[i] = root.join(args[i].trim_start_matches('/')).display().to_string(),
             // Loopback only in tests; in a pod it is every address of the pod.
-            "--admin" => args[i] = format!("127.0.0.1:{admin_port}"),
-            "--metrics" => args[i] = format!("127.0.0.1:{}", free_port()),
+            "--admin-addr" => args[i] = format!("127.0.0.1:{admin_port}"),
+            "--metrics-addr" => args[i] = format!("127.0.0.1:{}", free_port()),
             _ => {}
         }
     }
@@ -161,7 +161,7 @@ fn run_as_kubelet_would(env: &Env, ns: &str, pod: &Value, root: &Path) -> (Child
     let child = env
         .command(kproxy_e2e::sidecar::binary().unwrap().to_str().unwrap())
         .args(&args)
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--listen-addr", &format!("127.0.0.1:{}", free_port())])
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)

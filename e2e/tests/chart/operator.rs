@@ -139,3 +139,104 @@ fn operator_runs_under_the_charts_service_account() {
     let forbidden: Vec<String> = log_text().lines().filter(|l| l.contains("forbidden")).map(str::to_owned).collect();
     assert!(forbidden.is_empty(), "the operator was refused by the chart's RBAC:\n{}", forbidden.join("\n"));
 }
+
+/// The chart's sidecar defaults as the operator takes them (its own flag parser, from the rendered Deployment) and
+/// injects them into a pod, run by the real sidecar against the real broker: the budget it reports, its JSON log
+/// lines and every flag accepted. Values the schema lets through but the sidecar could not use stop the operator
+/// at start, naming the flag and the value.
+#[test]
+fn chart_sidecar_defaults_reach_the_injected_sidecar() {
+    use clap::Parser;
+    use kproxy_webhook::cli::WebhookArgs;
+
+    /// The webhook's part of the operator's flags; the operator's own (lease, namespaces...) are left out.
+    #[derive(Parser)]
+    struct Operator {
+        #[command(flatten)]
+        webhook: WebhookArgs,
+    }
+    let Some(env) = env() else { return };
+    let manifest =
+        render(env, "kproxy", "kproxy-system", SIDECAR_VALUES, &["--show-only", "templates/deployment.yaml"]).unwrap();
+    let flags: Vec<String> = manifest
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- "))
+        .map(|f| f.trim_matches('"').to_string())
+        .filter(|f| {
+            let name = f.trim_start_matches('-').split('=').next().unwrap_or_default();
+            <Operator as clap::CommandFactory>::command().get_arguments().any(|a| a.get_long() == Some(name))
+        })
+        .collect();
+    assert!(flags.iter().any(|f| f.starts_with("--sidecar-log-level=")), "{flags:?}");
+    let parse = |flags: &[String]| {
+        let args = std::iter::once("kproxy-operator".to_string()).chain(flags.iter().cloned());
+        Operator::try_parse_from(args).unwrap().webhook.config("kproxy-system", None)
+    };
+    let inject = parse(&flags).unwrap().unwrap().inject;
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "app", "annotations": {"kproxy.dev/inject": "true"}},
+        "spec": {"containers": [{"name": "app", "image": "app"}]}
+    }))
+    .unwrap();
+    let policy: kproxy_api::crd::KafkaProxyPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kproxy.dev/v1alpha1", "kind": "KafkaProxyPolicy",
+        "metadata": {"name": "shop", "namespace": "shop"},
+        "spec": {"podSelector": {}, "clusters": [{"name": "east", "bootstrapServers": ["127.0.0.1:9093"]}]}
+    }))
+    .unwrap();
+    let injected = kproxy_webhook::inject::inject(&pod, &policy, &inject).unwrap().unwrap();
+    let sidecar = injected.spec.unwrap().init_containers.unwrap().remove(0);
+    let args = sidecar.args.unwrap_or_default();
+    let env_of = |name: &str| sidecar.env.iter().flatten().find(|e| e.name == name).and_then(|e| e.value.clone());
+    assert_eq!(env_of("RUST_LOG").as_deref(), Some("kproxy=debug,info"));
+    assert_eq!(env_of("TZ").as_deref(), Some("UTC"));
+    // The pod's wiring (config, Secrets, admin and metrics addresses) is the test's own; the rest is the chart's.
+    let wiring = ["--config", "--secrets-dir", "--admin-addr", "--metrics-addr", "--config-map"];
+    let mut chart_args = Vec::new();
+    let mut skip = false;
+    for a in &args {
+        if std::mem::take(&mut skip) {
+            continue;
+        }
+        skip = wiring.contains(&a.as_str());
+        if !skip {
+            chart_args.push(a.as_str());
+        }
+    }
+    assert_eq!(
+        chart_args,
+        [
+            "--log-json",
+            "--memory-budget-bytes=100663296",
+            "--connection-memory-bytes=8388608",
+            "--idle-timeout-seconds=120",
+            "--frame-timeout-seconds=15",
+            "--request-timeout-seconds=90",
+            "--upstream-connections=2",
+            "--upstream-long-poll-connections=4",
+            "--max-in-flight=32",
+        ]
+    );
+    let config = kproxy_e2e::sidecar::config("east", env.kafka_east());
+    let started = std::time::Instant::now();
+    let running = kproxy_e2e::sidecar::Sidecar::start(env, &config, &chart_args).unwrap();
+    eprintln!("sidecar ready in {:.1?}", started.elapsed());
+    assert_eq!(running.metric("kproxy_memory_budget_bytes", &[]).unwrap(), 100663296.0);
+    let log = running.log_text();
+    let first = log.lines().next().unwrap_or_default();
+    assert!(first.starts_with('{') && first.contains("\"level\""), "JSON log lines: {first}");
+    eprintln!("a sidecar run with the chart's defaults: {} args, first log line {first}", chart_args.len());
+
+    for (bad, named) in [
+        ("--sidecar-log-level=kproxy=loud", "--sidecar-log-level=kproxy=loud"),
+        ("--sidecar-extra-arg=--admin-addr=0.0.0.0:1", "--admin-addr is set by the webhook"),
+        ("--sidecar-connection-memory=1Gi", "--sidecar-connection-memory=1Gi: more than the memory budget"),
+    ] {
+        let name = bad.split('=').next().unwrap_or_default();
+        let mut with_bad: Vec<String> =
+            flags.iter().filter(|f| f.split('=').next() != Some(name) || name.ends_with("-arg")).cloned().collect();
+        with_bad.push(bad.to_string());
+        let err = parse(&with_bad).map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains(named), "{bad}: {err}");
+    }
+}

@@ -19,6 +19,21 @@ pub const MONITORS: &[&str] = &[
     "podMonitor.labels.release=kube-prometheus-stack",
 ];
 
+/// Every sidecar default the chart has, set (helm `--set` syntax).
+pub const SIDECAR_VALUES: &[&str] = &[
+    "sidecar.logLevel=kproxy=debug\\,info",
+    "sidecar.logFormat=json",
+    "sidecar.memoryBudget=96Mi",
+    "sidecar.connectionMemory=8Mi",
+    "sidecar.timeouts.idleSeconds=120",
+    "sidecar.timeouts.frameSeconds=15",
+    "sidecar.timeouts.requestSeconds=90",
+    "sidecar.upstreamConnections.perBroker=2",
+    "sidecar.upstreamConnections.longPoll=4",
+    "sidecar.extraArgs={--max-in-flight=32}",
+    "sidecar.extraEnv.TZ=UTC",
+];
+
 /// (kind, name) of an object, the way both the chart output and the API server's answer are compared.
 pub type ObjectId = (String, String);
 

@@ -305,9 +305,9 @@ pub fn assert_injected(pod: &Value, policy: &str) {
             "/etc/kproxy/config",
             "--secrets-dir",
             "/etc/kproxy/secrets",
-            "--admin",
+            "--admin-addr",
             "0.0.0.0:9102",
-            "--metrics",
+            "--metrics-addr",
             "127.0.0.1:9103"
         ])
     );

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cert::Lifetimes;
-use crate::inject::{InjectConfig, Resources};
+use crate::inject::{InjectConfig, Resources, Settings};
 use crate::metrics::Metrics;
 use crate::tls::{GeneratedTls, TlsSource, service_dns_names};
 use crate::{Error, Result, WebhookConfig};
@@ -77,6 +77,39 @@ pub struct WebhookArgs {
     /// Sidecar memory limit (per pod: annotation kproxy.dev/memory-limit).
     #[arg(long, default_value = "256Mi")]
     pub sidecar_memory_limit: String,
+    /// The sidecar's log filter (RUST_LOG), e.g. debug or kproxy=debug,info (per pod: kproxy.dev/log-level).
+    #[arg(long)]
+    pub sidecar_log_level: Option<String>,
+    /// The sidecar's log format, text or json (per pod: kproxy.dev/log-format).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub sidecar_log_format: String,
+    /// The sidecar's memory budget as a quantity (256Mi); absent: half the container's memory limit.
+    #[arg(long)]
+    pub sidecar_memory_budget: Option<String>,
+    /// One client connection's share of the memory budget (16Mi); absent: an eighth of the budget.
+    #[arg(long)]
+    pub sidecar_connection_memory: Option<String>,
+    /// Seconds without a request before the sidecar closes a client connection.
+    #[arg(long)]
+    pub sidecar_idle_timeout_seconds: Option<u64>,
+    /// Seconds a started frame has to arrive completely (and a client to read its answers).
+    #[arg(long)]
+    pub sidecar_frame_timeout_seconds: Option<u64>,
+    /// Most seconds any upstream answer may take.
+    #[arg(long)]
+    pub sidecar_request_timeout_seconds: Option<u64>,
+    /// Upstream connections per broker for ordinary requests.
+    #[arg(long)]
+    pub sidecar_upstream_connections: Option<u64>,
+    /// Upstream connections per broker for long-poll requests.
+    #[arg(long)]
+    pub sidecar_upstream_long_poll_connections: Option<u64>,
+    /// An extra sidecar flag (repeatable), e.g. --sidecar-extra-arg=--max-in-flight=128.
+    #[arg(long = "sidecar-extra-arg", allow_hyphen_values = true)]
+    pub sidecar_extra_args: Vec<String>,
+    /// An extra sidecar environment variable, NAME=VALUE (repeatable).
+    #[arg(long = "sidecar-extra-env")]
+    pub sidecar_extra_env: Vec<String>,
 }
 
 impl WebhookArgs {
@@ -95,6 +128,19 @@ impl WebhookArgs {
                 memory: Some(self.sidecar_memory.clone()),
                 cpu_limit: self.sidecar_cpu_limit.clone(),
                 memory_limit: Some(self.sidecar_memory_limit.clone()),
+            },
+            sidecar: Settings {
+                log_level: self.sidecar_log_level.clone(),
+                log_json: self.sidecar_log_format == "json",
+                memory_budget: self.sidecar_memory_budget.clone(),
+                connection_memory: self.sidecar_connection_memory.clone(),
+                idle_timeout_seconds: self.sidecar_idle_timeout_seconds,
+                frame_timeout_seconds: self.sidecar_frame_timeout_seconds,
+                request_timeout_seconds: self.sidecar_request_timeout_seconds,
+                upstream_connections: self.sidecar_upstream_connections,
+                upstream_long_poll_connections: self.sidecar_upstream_long_poll_connections,
+                extra_args: self.sidecar_extra_args.clone(),
+                extra_env: self.sidecar_extra_env.clone(),
             },
         };
         inject.validate().map_err(|problems| Error::Config(problems.join("; ")))?;
@@ -158,6 +204,12 @@ mod tests {
             "--sidecar-image=registry.local/kproxy-sidecar:1",
             "--sidecar-cpu=100m",
             "--sidecar-memory-limit=512Mi",
+            "--sidecar-log-format=json",
+            "--sidecar-log-level=debug",
+            "--sidecar-memory-budget=128Mi",
+            "--sidecar-request-timeout-seconds=60",
+            "--sidecar-extra-arg=--max-in-flight=32",
+            "--sidecar-extra-env=TZ=UTC",
         ])
         .unwrap();
         let cfg = cli.webhook.config("default", None).unwrap().unwrap();
@@ -165,6 +217,13 @@ mod tests {
         assert_eq!(cfg.inject.image, "registry.local/kproxy-sidecar:1");
         assert_eq!(cfg.inject.resources.cpu.as_deref(), Some("100m"));
         assert_eq!(cfg.inject.resources.memory_limit.as_deref(), Some("512Mi"));
+        let sidecar = &cfg.inject.sidecar;
+        assert_eq!((sidecar.log_json, sidecar.log_level.as_deref()), (true, Some("debug")));
+        assert_eq!(
+            sidecar.args(),
+            ["--log-json", "--memory-budget-bytes=134217728", "--request-timeout-seconds=60", "--max-in-flight=32"]
+        );
+        assert_eq!(sidecar.extra_env, ["TZ=UTC"]);
         let TlsSource::Generated(tls) = cfg.tls else { panic!("expected generated certificates") };
         assert_eq!(tls.namespace, "kproxy-system");
         assert!(tls.sans.contains(&"kproxy.kproxy-system.svc".to_string()));
@@ -176,6 +235,9 @@ mod tests {
         assert!(Cli::try_parse_from(["op"]).unwrap().webhook.config("default", None).unwrap().is_none());
         let cli = Cli::try_parse_from(["op", "--webhook-addr=127.0.0.1:8443", "--sidecar-cpu=fast"]).unwrap();
         assert!(cli.webhook.config("default", None).is_err());
+        let cli = Cli::try_parse_from(["op", "--webhook-addr=127.0.0.1:8443", "--sidecar-memory-budget=lots"]).unwrap();
+        let err = cli.webhook.config("default", None).unwrap_err().to_string();
+        assert!(err.contains("--sidecar-memory-budget=lots"), "{err}");
         let cli = Cli::try_parse_from(["op", "--webhook-addr=127.0.0.1:8443", "--webhook-cert-dir=/certs"]).unwrap();
         assert!(matches!(cli.webhook.config("default", None).unwrap().unwrap().tls, TlsSource::Directory(_)));
     }

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kproxy_api::config::{CONFIG_MOUNT_DIR, SECRETS_MOUNT_DIR};
 use sha2::{Digest, Sha256};
 
-use super::{ADMIN_PORT_NAME, CONTAINER_NAME, InjectConfig, Logging, Resources};
+use super::{ADMIN_PORT_NAME, CONTAINER_NAME, InjectConfig, Resources, Settings};
 
 /// The volume holding the policy's rendered ConfigMap.
 pub(crate) const CONFIG_VOLUME: &str = "kproxy-config";
@@ -54,7 +54,7 @@ pub(crate) fn volumes(policy: &str, secrets: &[String]) -> Vec<Volume> {
 
 /// The native sidecar: an init container with `restartPolicy: Always`, so it is up before the app and its init
 /// containers start and is stopped only after the app has exited.
-pub(crate) fn sidecar(cfg: &InjectConfig, resources: &Resources, secrets: &[String], logging: &Logging) -> Container {
+pub(crate) fn sidecar(cfg: &InjectConfig, resources: &Resources, secrets: &[String], settings: &Settings) -> Container {
     let mut mounts = vec![VolumeMount {
         name: CONFIG_VOLUME.into(),
         mount_path: CONFIG_MOUNT_DIR.into(),
@@ -72,8 +72,8 @@ pub(crate) fn sidecar(cfg: &InjectConfig, resources: &Resources, secrets: &[Stri
         image: Some(cfg.image.clone()),
         image_pull_policy: cfg.image_pull_policy.clone(),
         restart_policy: Some("Always".into()),
-        args: Some(args(cfg, logging)),
-        env: Some(env(logging)),
+        args: Some(args(cfg, settings)),
+        env: Some(env(settings)),
         ports: Some(vec![ContainerPort {
             name: Some(ADMIN_PORT_NAME.into()),
             container_port: i32::from(cfg.admin_port),
@@ -95,19 +95,19 @@ pub(crate) fn sidecar(cfg: &InjectConfig, resources: &Resources, secrets: &[Stri
 /// The admin address listens on every address of the pod: kubelet's probes come from the node to the pod IP.
 /// `/metrics` joins it there only when monitoring scrapes the pods; otherwise it stays on loopback (reachable
 /// with `kubectl port-forward`), so the pod's traffic figures are not open to the whole cluster network.
-fn args(cfg: &InjectConfig, logging: &Logging) -> Vec<String> {
+fn args(cfg: &InjectConfig, settings: &Settings) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "--config".into(),
         CONFIG_MOUNT_DIR.into(),
         "--secrets-dir".into(),
         SECRETS_MOUNT_DIR.into(),
-        "--admin".into(),
+        "--admin-addr".into(),
         format!("0.0.0.0:{}", cfg.admin_port),
     ];
     if !cfg.metrics_on_pod_ip {
-        args.extend(["--metrics".into(), format!("127.0.0.1:{}", cfg.metrics_port())]);
+        args.extend(["--metrics-addr".into(), format!("127.0.0.1:{}", cfg.metrics_port())]);
     }
-    args.extend(logging.json.then(|| "--log-json".to_string()));
+    args.extend(settings.args());
     args
 }
 
@@ -117,11 +117,13 @@ fn args(cfg: &InjectConfig, logging: &Logging) -> Vec<String> {
 /// fetch scenario under a 256 MiB budget, peak RSS went from 295–422 MiB to 161–250 MiB.
 const MALLOC_MMAP_THRESHOLD: &str = "1048576";
 
-fn env(logging: &Logging) -> Vec<EnvVar> {
-    let var = |name: &str, value: &str| EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() };
-    let mut env = vec![var("MALLOC_MMAP_THRESHOLD_", MALLOC_MMAP_THRESHOLD)];
-    env.extend(logging.filter.as_deref().map(|filter| var("RUST_LOG", filter)));
-    env
+fn env(settings: &Settings) -> Vec<EnvVar> {
+    let malloc = EnvVar {
+        name: "MALLOC_MMAP_THRESHOLD_".into(),
+        value: Some(MALLOC_MMAP_THRESHOLD.into()),
+        ..Default::default()
+    };
+    std::iter::once(malloc).chain(settings.env()).collect()
 }
 
 fn probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {

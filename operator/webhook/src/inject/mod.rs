@@ -2,6 +2,7 @@
 
 mod api;
 mod container;
+mod settings;
 #[cfg(test)]
 mod tests;
 
@@ -12,6 +13,8 @@ use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
 use kproxy_api::crd::KafkaProxyPolicy;
 use kube::ResourceExt;
+
+pub use settings::Settings;
 
 use crate::{Refusal, Result, annotation, quantity};
 
@@ -38,6 +41,8 @@ pub struct InjectConfig {
     pub resources: Resources,
     /// Sidecars also watch their ConfigMap through the API server (a pod overrides it with `kproxy.dev/config-watch`).
     pub config_watch: bool,
+    /// The sidecar's flags and environment (logging can be overridden per pod by its annotations).
+    pub sidecar: Settings,
 }
 
 impl Default for InjectConfig {
@@ -49,6 +54,7 @@ impl Default for InjectConfig {
             metrics_on_pod_ip: false,
             resources: Resources::default(),
             config_watch: true,
+            sidecar: Settings::default(),
         }
     }
 }
@@ -100,6 +106,7 @@ impl InjectConfig {
                 problems.push(format!("sidecar {what}: {e}"));
             }
         }
+        problems.extend(self.sidecar.validate());
         if problems.is_empty() { Ok(()) } else { Err(problems) }
     }
 }
@@ -117,7 +124,7 @@ pub fn inject(pod: &Pod, policy: &KafkaProxyPolicy, cfg: &InjectConfig) -> Resul
         return Ok(None);
     }
     let resources = resources(&cfg.resources, annotations)?;
-    let logging = logging(annotations)?;
+    let settings = cfg.sidecar.for_pod(annotations)?;
     let policy_name = policy.name_any();
     let secrets = referenced_secrets(policy);
     let watch = api::wanted(annotations, cfg.config_watch)?;
@@ -133,7 +140,7 @@ pub fn inject(pod: &Pod, policy: &KafkaProxyPolicy, cfg: &InjectConfig) -> Resul
     // A label, unlike the annotation, can be selected on: monitors and the operator's pod watch use it.
     pod.labels_mut().insert(annotation::INJECTED_LABEL.into(), "true".into());
     let spec = pod.spec.get_or_insert_with(Default::default);
-    let mut sidecar = container::sidecar(cfg, &resources, &secrets, &logging);
+    let mut sidecar = container::sidecar(cfg, &resources, &secrets, &settings);
     if watch {
         api::wire(&mut sidecar, &container::config_map_name(&policy.name_any()));
     }
@@ -240,42 +247,6 @@ fn is_injected(pod: &Pod) -> bool {
         s.containers.iter().chain(s.init_containers.iter().flatten()).any(|c| c.name == CONTAINER_NAME)
     });
     named_kproxy || pod.annotations().contains_key(annotation::INJECTED)
-}
-
-/// How the sidecar logs, from the pod's annotations: the `RUST_LOG` filter (`None`: the sidecar's default, info)
-/// and whether it writes JSON lines.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Logging {
-    pub filter: Option<String>,
-    pub json: bool,
-}
-
-/// The pod's log annotations, validated: a filter the sidecar could not parse would make it fall back silently.
-fn logging(annotations: &BTreeMap<String, String>) -> Result<Logging, Refusal> {
-    let invalid = |annotation: &'static str, value: &str, reason: String| Refusal::InvalidAnnotation {
-        annotation,
-        value: value.to_string(),
-        reason,
-    };
-    let filter = match annotations.get(annotation::LOG_LEVEL) {
-        None => None,
-        Some(value) => {
-            tracing_subscriber::EnvFilter::builder().parse(value).map_err(|e| {
-                invalid(
-                    annotation::LOG_LEVEL,
-                    value,
-                    format!("not a log filter ({e}); e.g. debug or kproxy=debug,info"),
-                )
-            })?;
-            Some(value.clone())
-        }
-    };
-    let json = match annotations.get(annotation::LOG_FORMAT).map(String::as_str) {
-        None | Some("text") => false,
-        Some("json") => true,
-        Some(other) => return Err(invalid(annotation::LOG_FORMAT, other, "expected \"text\" or \"json\"".into())),
-    };
-    Ok(Logging { filter, json })
 }
 
 /// The configured defaults with the pod's annotation overrides, each validated as a quantity.

@@ -91,9 +91,9 @@ fn annotated_pod_gets_a_native_sidecar_with_everything() {
             "/etc/kproxy/config",
             "--secrets-dir",
             "/etc/kproxy/secrets",
-            "--admin",
+            "--admin-addr",
             "0.0.0.0:9102",
-            "--metrics",
+            "--metrics-addr",
             "127.0.0.1:9103",
             "--config-map",
             "payments-kproxy"
@@ -101,7 +101,7 @@ fn annotated_pod_gets_a_native_sidecar_with_everything() {
     );
     let monitored = InjectConfig { metrics_on_pod_ip: true, ..InjectConfig::default() };
     let scraped = inject(&annotated(), &p, &monitored).unwrap().unwrap();
-    assert!(!sidecar_of(&scraped).args.iter().flatten().any(|a| a == "--metrics"), "metrics on the admin address");
+    assert!(!sidecar_of(&scraped).args.iter().flatten().any(|a| a == "--metrics-addr"), "metrics on the admin address");
     let malloc = sidecar.env.iter().flatten().find(|e| e.name == "MALLOC_MMAP_THRESHOLD_");
     assert_eq!(malloc.and_then(|e| e.value.as_deref()), Some("1048576"));
     let port = &sidecar.ports.as_ref().unwrap()[0];
