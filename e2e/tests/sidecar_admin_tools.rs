@@ -137,3 +137,36 @@ fn acls_transactions_and_client_metrics_work_through_the_sidecar_as_directly() {
     assert!(listed.contains(&name), "{listed}");
     assert!(forwarded(&sidecar, "ListConfigResources") >= 1.0, "{listed}");
 }
+
+#[test]
+fn topic_admin_follows_routes_and_a_describe_of_topics_in_two_clusters_is_split_and_merged() {
+    let Some(env) = env() else { return };
+    let run = unique("tools-routed");
+    let yaml = format!(
+        "clusters:\n- name: east\n  bootstrapServers: [\"{}\"]\n- name: west\n  bootstrapServers: [\"{}\"]\n\
+         defaultCluster: east\nroutes:\n- {{match: {{topicPrefix: \"{run}-w.\"}}, cluster: west}}\n",
+        env.kafka_east(),
+        env.kafka_west()
+    );
+    let sidecar = Sidecar::start(env, &yaml, &[]).unwrap();
+    let (in_east, in_west) = (format!("{run}-e.a"), format!("{run}-w.b"));
+    // CreateTopics and CreatePartitions go to each topic's cluster, whichever connection they arrive on.
+    for (topic, partitions) in [(&in_east, "2"), (&in_west, "1")] {
+        let (ok, text) =
+            tool(env, TOPICS, &sidecar.listen, &["--create", "--topic", topic, "--partitions", partitions]);
+        assert!(ok, "{text}");
+    }
+    let (ok, text) = tool(env, TOPICS, &sidecar.listen, &["--alter", "--topic", &in_west, "--partitions", "3"]);
+    assert!(ok, "{text}");
+    let (_, west) = tool(env, TOPICS, env.kafka_west(), &["--describe", "--topic", &in_west]);
+    assert!(west.contains("PartitionCount: 3"), "created and grown in west:\n{west}");
+    let (_, east) = tool(env, TOPICS, env.kafka_east(), &["--list"]);
+    assert!(east.contains(&in_east) && !east.contains(&in_west), "nothing of west's landed in east:\n{east}");
+    // One describeTopics (DescribeTopicPartitions) naming both: each cluster answers for its own topic.
+    let (ok, both) = tool(env, TOPICS, &sidecar.listen, &["--describe", "--topic", &format!("{run}-.*")]);
+    assert!(ok, "{both}");
+    assert!(both.contains(&format!("Topic: {in_east}\t")) && both.contains("PartitionCount: 2"), "{both}");
+    assert!(both.contains(&format!("Topic: {in_west}\t")) && both.contains("PartitionCount: 3"), "{both}");
+    assert!(forwarded(&sidecar, "DescribeTopicPartitions") >= 1.0);
+    eprintln!("one describe across east and west through the sidecar:\n{both}");
+}
