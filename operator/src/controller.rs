@@ -45,6 +45,8 @@ pub struct Context {
     pub policies: Store<KafkaProxyPolicy>,
     /// Keeps sidecars' read access to their ConfigMaps (`None`: sidecars read only their volume).
     pub access: Option<access::Applied>,
+    /// The render time of what was last written per policy, so unchanged content keeps it.
+    pub stamps: Stamps,
 }
 
 /// How the controller runs.
@@ -158,6 +160,7 @@ fn scope_controller(
         check_secrets: settings.check_secrets,
         policies: store.clone(),
         access: settings.sidecar_access.then(access::Applied::default),
+        stamps: Stamps::default(),
     });
     let run = controller.graceful_shutdown_on(shutdown.cancelled_owned()).run(reconcile, error_policy, ctx).for_each(
         |result| async move {
@@ -217,13 +220,15 @@ async fn reconcile_inner(policy: &KafkaProxyPolicy, ctx: &Context) -> Result<(Ou
             return Ok((Outcome::Invalid, Action::await_change()));
         }
     };
-    let (yaml, hash, rendered_at_ms) = stamp(config.clone(), &previous)?;
+    let uid = policy.uid().unwrap_or_default();
+    let Stamp { yaml, hash, at: rendered_at_ms } = stamp(config.clone(), &previous, ctx.stamps.get(&uid))?;
     let cm = configmap::build(policy, &yaml, &hash)?;
     let cm_name = configmap::name(&policy.name_any());
     if let Some(access) = &ctx.access {
         access.ensure(&ctx.client, &ns, &ctx.policies).await?;
     }
     configmap::apply(&Api::namespaced(ctx.client.clone(), &ns), &cm).await?;
+    ctx.stamps.put(uid, &Stamp { yaml: String::new(), hash: hash.clone(), at: rendered_at_ms }, &ctx.policies);
     let secrets = match ctx.check_secrets {
         true => configmap::check_secrets(&Api::namespaced(ctx.client.clone(), &ns), policy).await?,
         false => None,
@@ -259,20 +264,49 @@ async fn reconcile_inner(policy: &KafkaProxyPolicy, ctx: &Context) -> Result<(Ou
     Ok((outcome, action))
 }
 
-/// The config as its ConfigMap holds it, with its hash and render time. Content already rendered keeps its time
-/// (the status remembers it), so a re-render of an unchanged policy is byte-identical and wakes no sidecar.
-fn stamp(config: SidecarConfig, previous: &KafkaProxyPolicyStatus) -> Result<(String, String, u64)> {
-    if let Some(at) = status::rendered_at_ms(previous) {
+/// The config as its ConfigMap holds it, with its hash and render time. Content already rendered keeps its time, so
+/// a re-render of an unchanged policy is byte-identical and wakes no sidecar. The time is found in what this
+/// process last wrote for the policy (the cached status can lag behind the ConfigMap's own event), else in the
+/// status (after a restart).
+fn stamp(config: SidecarConfig, previous: &KafkaProxyPolicyStatus, last: Option<Stamp>) -> Result<Stamp> {
+    let from_status = previous.config_hash.clone().zip(status::rendered_at_ms(previous));
+    for (hash, at) in last.map(|s| (s.hash, s.at)).into_iter().chain(from_status) {
         let yaml = SidecarConfig { rendered_at_ms: at, ..config.clone() }.to_yaml()?;
-        let hash = config_hash(&yaml);
-        if previous.config_hash.as_deref() == Some(hash.as_str()) {
-            return Ok((yaml, hash, at));
+        if config_hash(&yaml) == hash {
+            return Ok(Stamp { yaml, hash, at });
         }
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    let yaml = SidecarConfig { rendered_at_ms: now, ..config }.to_yaml()?;
-    let hash = config_hash(&yaml);
-    Ok((yaml, hash, now))
+    let at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let yaml = SidecarConfig { rendered_at_ms: at, ..config }.to_yaml()?;
+    Ok(Stamp { hash: config_hash(&yaml), yaml, at })
+}
+
+/// A rendering as written: its text, hash and render time.
+#[derive(Clone, Debug, Default)]
+pub struct Stamp {
+    yaml: String,
+    hash: String,
+    at: u64,
+}
+
+/// The last rendering written per policy uid, pruned to the policies the cache still holds.
+#[derive(Default)]
+pub struct Stamps(std::sync::Mutex<std::collections::HashMap<String, Stamp>>);
+
+impl Stamps {
+    fn get(&self, uid: &str) -> Option<Stamp> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(uid).cloned()
+    }
+
+    fn put(&self, uid: String, stamp: &Stamp, policies: &Store<KafkaProxyPolicy>) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(uid, Stamp { yaml: String::new(), ..stamp.clone() });
+        let live = policies.state();
+        if map.len() > 2 * live.len() + 16 {
+            let uids: std::collections::HashSet<String> = live.iter().filter_map(|p| p.uid()).collect();
+            map.retain(|uid, _| uids.contains(uid));
+        }
+    }
 }
 
 fn error_policy(policy: Arc<KafkaProxyPolicy>, error: &Error, _ctx: Arc<Context>) -> Action {
@@ -284,4 +318,26 @@ fn error_policy(policy: Arc<KafkaProxyPolicy>, error: &Error, _ctx: Arc<Context>
         "reconcile failed; retrying"
     );
     Action::requeue(ERROR_RETRY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unchanged_content_keeps_its_render_time_and_changed_content_gets_a_new_one() {
+        let config = SidecarConfig::parse("clusters:\n- name: east\n  bootstrapServers: [\"h:1\"]\n").unwrap();
+        let first = stamp(config.clone(), &KafkaProxyPolicyStatus::default(), None).unwrap();
+        assert!(first.at > 0 && first.yaml.contains(&format!("renderedAtMs: {}", first.at)));
+        let again = stamp(config.clone(), &KafkaProxyPolicyStatus::default(), Some(first.clone())).unwrap();
+        assert_eq!((again.at, &again.hash), (first.at, &first.hash), "from what was last written");
+        let status = KafkaProxyPolicyStatus { config_hash: Some(first.hash.clone()), ..Default::default() };
+        let status = KafkaProxyPolicyStatus { rendered_at: status::micro_time(first.at), ..status };
+        let restarted = stamp(config.clone(), &status, None).unwrap();
+        assert_eq!(restarted.hash, first.hash, "from the status after a restart");
+        std::thread::sleep(Duration::from_millis(2));
+        let edited = SidecarConfig { generation: 2, ..config };
+        let changed = stamp(edited, &status, Some(first.clone())).unwrap();
+        assert!(changed.at > first.at && changed.hash != first.hash);
+    }
 }

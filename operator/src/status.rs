@@ -50,7 +50,7 @@ pub struct Desired {
 }
 
 /// A render time as the status shows it.
-fn micro_time(ms: u64) -> Option<MicroTime> {
+pub(crate) fn micro_time(ms: u64) -> Option<MicroTime> {
     Timestamp::from_millisecond(i64::try_from(ms).ok()?).ok().map(MicroTime)
 }
 
