@@ -308,7 +308,10 @@ pub fn assert_injected(pod: &Value, policy: &str) {
             "--admin-addr",
             "0.0.0.0:9102",
             "--metrics-addr",
-            "127.0.0.1:9103"
+            "127.0.0.1:9103",
+            // The operator's default: the sidecar also follows its ConfigMap through the API server.
+            "--config-map",
+            format!("{policy}-kproxy")
         ])
     );
     assert_eq!(sidecar["ports"][0]["name"], "kproxy-admin");
