@@ -153,11 +153,14 @@ pub async fn run(target: Target, timing: Timing, sink: &dyn Sink, shutdown: Canc
     let mut backoff = timing.min_backoff;
     loop {
         let started = std::time::Instant::now();
+        let mut up = false;
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = session(&target, &timing, sink, &mut version) => r,
+            r = session(&target, &timing, sink, &mut version, &mut up) => r,
         };
-        sink.connected(false);
+        if up {
+            sink.connected(false);
+        }
         match result {
             Ok(()) => backoff = timing.min_backoff,
             Err(e) => {
@@ -181,7 +184,13 @@ pub async fn run(target: Target, timing: Timing, sink: &dyn Sink, shutdown: Canc
 }
 
 /// One get (when no version is known) and one watch until the server ends it.
-async fn session(target: &Target, timing: &Timing, sink: &dyn Sink, version: &mut Option<String>) -> Result<()> {
+async fn session(
+    target: &Target,
+    timing: &Timing,
+    sink: &dyn Sink,
+    version: &mut Option<String>,
+    up: &mut bool,
+) -> Result<()> {
     let base = format!("/api/v1/namespaces/{}/configmaps", target.namespace);
     if version.is_none() {
         let idle = timing.idle_margin;
@@ -199,6 +208,7 @@ async fn session(target: &Target, timing: &Timing, sink: &dyn Sink, version: &mu
     );
     let mut body = http::get(target, &path, timing.max_line, timeout + timing.idle_margin).await?;
     sink.connected(true);
+    *up = true;
     while let Some(line) = body.line().await? {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
