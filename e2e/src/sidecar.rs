@@ -10,30 +10,17 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{Env, free_port, kubelet, unique, wait_for, workspace_root};
+use crate::{Env, free_port, kubelet, unique, wait_for};
 
 /// A minimal rendered config: one cluster, everything allowed.
 pub fn config(cluster: &str, bootstrap: &str) -> String {
     format!("clusters:\n- name: {cluster}\n  bootstrapServers: [\"{bootstrap}\"]\n")
 }
 
-/// The sidecar binary, built once per test process so a test never runs stale code.
+/// The sidecar binary the tests run: the release build under `make test`, as the image ships it (see
+/// [`crate::binary`]).
 pub fn binary() -> Result<PathBuf> {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args(["build", "-q", "-p", "kproxy-sidecar"])
-                .current_dir(workspace_root())
-                .status()
-                .map_err(|e| e.to_string())?;
-            if status.success() { Ok(()) } else { Err(format!("cargo build -p kproxy-sidecar: {status}")) }
-        })
-        .clone()
-        .map_err(anyhow::Error::msg)?;
-    let target =
-        std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("target"));
-    Ok(target.join("debug").join("kproxy-sidecar"))
+    Ok(crate::binary("kproxy-sidecar"))
 }
 
 /// A running sidecar; killed when dropped.
