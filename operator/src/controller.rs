@@ -114,7 +114,14 @@ fn scope_controller(
     let config = controller::Config::default().concurrency(CONCURRENCY);
     let mut controller = Controller::for_stream(policies, store.clone())
         .with_config(config)
-        .owns(api::<ConfigMap>(&client, &scope), owned);
+        // Owned ConfigMaps as metadata only: a change only has to name its owner, and with thousands of policies
+        // their rendered configs would otherwise be decoded (and held, a list page at a time) for nothing.
+        .owns_stream(
+            watcher(api::<PartialObjectMeta<ConfigMap>>(&client, &scope), owned)
+                .default_backoff()
+                .modify(|cm: &mut PartialObjectMeta<ConfigMap>| cm.managed_fields_mut().clear())
+                .touched_objects(),
+        );
 
     // Injected pods, metadata only: which Secrets each mounts (set by the webhook) and which policy it uses.
     let (pods, writer) = reflector::store();
