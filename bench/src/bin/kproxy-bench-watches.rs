@@ -93,7 +93,8 @@ async fn main() -> anyhow::Result<()> {
             };
             let sink = Watcher { up: up.clone(), delays_ms: delays_ms.clone(), seen: Mutex::new(0) };
             let shutdown = shutdown.clone();
-            tasks.push(tokio::spawn(async move { kproxy_watch::run(target, Timing::default(), &sink, shutdown).await }));
+            tasks
+                .push(tokio::spawn(async move { kproxy_watch::run(target, Timing::default(), &sink, shutdown).await }));
         }
     }
     let total = tasks.len();
@@ -101,7 +102,11 @@ async fn main() -> anyhow::Result<()> {
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let d = delays_ms.lock().unwrap_or_else(|p| p.into_inner()).len();
-        println!("t={:>3}s watches up {}/{total}, edits received {d}", started.elapsed().as_secs(), up.load(Ordering::Relaxed));
+        println!(
+            "t={:>3}s watches up {}/{total}, edits received {d}",
+            started.elapsed().as_secs(),
+            up.load(Ordering::Relaxed)
+        );
     }
     let up_at_end = up.load(Ordering::Relaxed);
     shutdown.cancel();
