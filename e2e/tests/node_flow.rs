@@ -147,7 +147,7 @@ fn chart_policy_and_injected_pod_on_a_real_node() {
     assert_eq!(consume_in_pod(env, &ns, &pod, &topic, 5), produced);
     wait_running(env, &release.ns, "app.kubernetes.io/name=kproxy", 1, Duration::from_secs(120)).unwrap();
 
-    // The edit reaches the running app through kubelet's projection (its defaults), without a restart.
+    // The edit reaches the running app (through its API watch; the volume is the fallback), without a restart.
     let edited = Instant::now();
     apply_in(env, &ns, &routed_policy(env, &ns, &topic, "Deny")).unwrap();
     wait_for("the running app to be refused", Duration::from_secs(240), || {
@@ -155,7 +155,7 @@ fn chart_policy_and_injected_pod_on_a_real_node() {
         Ok(o.iter().any(|l| l.starts_with("error ") && l.ends_with(" TOPIC_AUTHORIZATION_FAILED")).then_some(()))
     })
     .unwrap();
-    eprintln!("policy edit -> enforced in the running pod (kubelet defaults): {:.1?}", edited.elapsed());
+    eprintln!("policy edit -> enforced in the running pod: {:.1?}", edited.elapsed());
     let now = pods_of(env, &ns, "app=shop");
     assert_eq!((now[0].name.as_str(), now[0].restarts), (pod.as_str(), 0), "same pod, no restart");
 
