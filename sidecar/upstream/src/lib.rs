@@ -26,8 +26,8 @@ use std::time::Duration;
 pub use connect::{connect, open, reauthenticate};
 pub use context::Context;
 pub use sasl::Session;
-pub use sasl::scram::Server as ScramServer;
 pub use sasl::scram::Refused as ScramRefused;
+pub use sasl::scram::Server as ScramServer;
 pub use stream::Stream;
 
 /// Why an upstream connection could not be established or authenticated. Each message names the broker.
