@@ -145,6 +145,15 @@ impl Drop for Sidecar {
     }
 }
 
+/// Creates `topic` with one partition whose only replica is broker 1, the broker each cluster's first address
+/// names (east has three brokers): a raw client sending one request on the bootstrap connection then always
+/// reaches the partition's leader, as a real client would after reading Metadata.
+pub fn create_topic_on_first_broker(env: &Env, bootstrap: &str, topic: &str) -> Result<()> {
+    let mut cmd = java(env, "org.apache.kafka.tools.TopicCommand");
+    cmd.args(["--bootstrap-server", bootstrap, "--create", "--topic", topic, "--replica-assignment", "1"]);
+    env.run(&mut cmd, Duration::from_secs(120)).map(|_| ())
+}
+
 /// A Kafka Java tool (`org.apache.kafka.tools.*` and friends) from the environment's Kafka 4 libraries, with
 /// quiet logging.
 pub fn java(env: &Env, class: &str) -> Command {

@@ -5,7 +5,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use kafka_protocol::messages::ProduceResponse;
-use kproxy_e2e::sidecar::{Sidecar, java};
+use kproxy_e2e::sidecar::{Sidecar, create_topic_on_first_broker, java};
 use kproxy_e2e::{Env, env, unique};
 
 /// Allows everything on topics and groups starting with `allowed-`, nothing else (default Deny).
@@ -31,10 +31,7 @@ acls:
 }
 
 fn create_topic(env: &Env, bootstrap: &str, topic: &str) {
-    let mut cmd = java(env, "org.apache.kafka.tools.TopicCommand");
-    cmd.args(["--bootstrap-server", bootstrap, "--create", "--topic", topic, "--partitions", "1"]);
-    cmd.args(["--replication-factor", "1"]);
-    env.run(&mut cmd, Duration::from_secs(120)).unwrap();
+    create_topic_on_first_broker(env, bootstrap, topic).unwrap();
 }
 
 fn output(env: &Env, cmd: &mut std::process::Command, timeout: Duration) -> String {

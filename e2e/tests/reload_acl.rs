@@ -4,7 +4,7 @@
 use std::net::TcpStream;
 use std::time::Duration;
 
-use kproxy_e2e::sidecar::{Sidecar, sum_series};
+use kproxy_e2e::sidecar::{Sidecar, create_topic_on_first_broker, sum_series};
 use kproxy_e2e::{env, unique, wait_for};
 
 const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
@@ -31,6 +31,7 @@ fn a_topic_denied_by_a_reload_is_refused_on_the_next_produce_of_an_open_connecti
     let Some(env) = env() else { return };
     let bootstrap = env.kafka_east();
     let topic = unique("reload-acl");
+    create_topic_on_first_broker(env, bootstrap, &topic).unwrap();
     let sidecar = Sidecar::start(env, &config(bootstrap, None), &[]).unwrap();
     env.kcat_produce(&sidecar.listen, &topic, &["first".to_string()], &[]).unwrap();
     let mut stream = TcpStream::connect(&sidecar.listen).unwrap();
