@@ -122,16 +122,26 @@ cargo test -p kproxy-e2e --locked --test node_flow -- --nocapture --test-threads
 node_pid=$!
 e2e_rc=0
 # --no-fail-fast: one failing test file must not keep the files after it from running.
+# The multi-broker tests stop and start east's brokers (broker 1 too, which the node's pods and most other tests
+# use), so they run alone once everything else is done.
+broker_tests=(a_rolling_restart_of_all_three_brokers_loses_no_record_and_drops_no_bootstrap_connection
+  leaders_moved_by_reassignment_and_leader_election_are_followed_without_client_errors
+  a_broker_killed_with_sigkill_and_restarted_loses_no_record
+  a_fourth_broker_gets_a_virtual_broker_when_metadata_first_names_it_and_clients_follow_leaders_there)
 cargo test -p kproxy-e2e --locked --no-fail-fast -- --test-threads="${KPROXY_E2E_THREADS:-4}" \
-  "${node_tests[@]/#/--skip=}" || e2e_rc=$?
+  "${node_tests[@]/#/--skip=}" "${broker_tests[@]/#/--skip=}" || e2e_rc=$?
 node_rc=0
 wait "$node_pid" || node_rc=$?
 echo
 echo "== e2e on the node (node_flow, $node_log)"
 cat "$node_log"
+echo
+echo "== e2e restarting east's brokers (multi_broker, alone)"
+broker_rc=0
+cargo test -p kproxy-e2e --locked --test multi_broker -- --nocapture || broker_rc=$?
 # An explicit exit: under set -e a failing test in `a && b` would not stop the script.
-if [ "$e2e_rc" != 0 ] || [ "$node_rc" != 0 ]; then
-  echo "e2e tests FAILED (other tests: exit $e2e_rc, node tests: exit $node_rc)"
+if [ "$e2e_rc" != 0 ] || [ "$node_rc" != 0 ] || [ "$broker_rc" != 0 ]; then
+  echo "e2e tests FAILED (other tests: exit $e2e_rc, node tests: exit $node_rc, multi-broker tests: exit $broker_rc)"
   exit 1
 fi
 
