@@ -1,8 +1,9 @@
 //! Responses the sidecar rewrites (everything naming brokers: Metadata, FindCoordinator, DescribeCluster,
-//! DescribeQuorum, and Produce/Fetch leader hints): a hostile broker's bytes must be rewritten or refused, never
-//! crash the proxy, and a rewritten frame is what the client must get: its length prefix right, and its body
-//! decoding to the broker's response with exactly the rewrite applied. Throttle times are written into the same responses, in place or by
-//! re-encoding; both must stay inside the frame.
+//! DescribeQuorum, DescribeTopicPartitions, ListPartitionReassignments, and Produce/Fetch leader hints): a hostile
+//! broker's bytes must be rewritten or refused, never crash the proxy, and a rewritten frame is what the client
+//! must get: its length prefix right, and its body decoding to the broker's response with exactly the rewrite
+//! applied. Throttle times are written into the same responses, in place or by re-encoding; both must stay inside
+//! the frame.
 #![no_main]
 
 use bytes::{Bytes, BytesMut};
@@ -84,6 +85,8 @@ fn expected(frame: &[u8], api: ApiKey, version: i16) -> Option<ResponseKind> {
         ResponseKind::DescribeQuorum(r) => rewrite::describe_quorum(r, addrs),
         ResponseKind::Produce(r) => _ = rewrite::produce(r, addrs),
         ResponseKind::Fetch(r) => _ = rewrite::fetch(r, addrs),
+        ResponseKind::DescribeTopicPartitions(r) => rewrite::describe_topic_partitions(r, addrs),
+        ResponseKind::ListPartitionReassignments(r) => _ = rewrite::list_partition_reassignments(r, addrs),
         _ => return None,
     }
     Some(r)
