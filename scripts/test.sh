@@ -92,7 +92,7 @@ step "release build (images, e2e)"
 # The commit both binaries report in kproxy_build_info, as scripts/images.sh and the Dockerfiles build them.
 KPROXY_GIT_COMMIT=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 export KPROXY_GIT_COMMIT
-cargo build --release --locked -p kproxy-sidecar -p kproxy-operator -p kproxy-bench
+cargo build --release --locked -p kproxy-sidecar -p kproxy-operator -p kproxy-webhook -p kproxy-bench
 
 step "environment programs (waiting for the background install)"
 install_rc=0

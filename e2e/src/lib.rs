@@ -260,7 +260,7 @@ pub fn binary(name: &str) -> PathBuf {
     };
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build --release -p kproxy-sidecar -p kproxy-operator -p kproxy-bench` first",
+        "{} is missing: run `cargo build --release -p kproxy-sidecar -p kproxy-operator -p kproxy-webhook -p kproxy-bench` first",
         path.display()
     );
     path

@@ -145,12 +145,23 @@ impl Drop for Sidecar {
     }
 }
 
-/// Creates `topic` with one partition whose only replica is broker 1, the broker each cluster's first address
-/// names (east has three brokers): a raw client sending one request on the bootstrap connection then always
-/// reaches the partition's leader, as a real client would after reading Metadata.
-pub fn create_topic_on_first_broker(env: &Env, bootstrap: &str, topic: &str) -> Result<()> {
+/// Creates `topic` with `partitions` partitions whose only replica is broker 1, the broker each cluster's first
+/// address names (east has three brokers), and the topic `configs` (`key=value`): a raw client sending its
+/// requests on the bootstrap connection then always reaches the partitions' leader, as a real client would after
+/// reading Metadata.
+pub fn create_topic_on_first_broker(
+    env: &Env,
+    bootstrap: &str,
+    topic: &str,
+    partitions: u32,
+    configs: &[&str],
+) -> Result<()> {
+    let assignment = vec!["1"; partitions.max(1) as usize].join(",");
     let mut cmd = java(env, "org.apache.kafka.tools.TopicCommand");
-    cmd.args(["--bootstrap-server", bootstrap, "--create", "--topic", topic, "--replica-assignment", "1"]);
+    cmd.args(["--bootstrap-server", bootstrap, "--create", "--topic", topic, "--replica-assignment", &assignment]);
+    for config in configs {
+        cmd.args(["--config", config]);
+    }
     env.run(&mut cmd, Duration::from_secs(120)).map(|_| ())
 }
 

@@ -31,7 +31,7 @@ acls:
 }
 
 fn create_topic(env: &Env, bootstrap: &str, topic: &str) {
-    create_topic_on_first_broker(env, bootstrap, topic).unwrap();
+    create_topic_on_first_broker(env, bootstrap, topic, 1, &[]).unwrap();
 }
 
 fn output(env: &Env, cmd: &mut std::process::Command, timeout: Duration) -> String {

@@ -31,7 +31,7 @@ fn a_topic_denied_by_a_reload_is_refused_on_the_next_produce_of_an_open_connecti
     let Some(env) = env() else { return };
     let bootstrap = env.kafka_east();
     let topic = unique("reload-acl");
-    create_topic_on_first_broker(env, bootstrap, &topic).unwrap();
+    create_topic_on_first_broker(env, bootstrap, &topic, 1, &[]).unwrap();
     let sidecar = Sidecar::start(env, &config(bootstrap, None), &[]).unwrap();
     env.kcat_produce(&sidecar.listen, &topic, &["first".to_string()], &[]).unwrap();
     let mut stream = TcpStream::connect(&sidecar.listen).unwrap();

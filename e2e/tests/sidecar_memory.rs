@@ -14,18 +14,17 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, ResponseHeader, TopicName};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use kproxy_e2e::hostile::{Relay, RssWatch, api_versions, metadata, read_response};
-use kproxy_e2e::sidecar::{Sidecar, config, java};
+use kproxy_e2e::sidecar::{Sidecar, config, create_topic_on_first_broker};
 use kproxy_e2e::wire::{PRODUCE_VERSION, frame, keyed_record_batch};
 use kproxy_e2e::{Env, env, unique};
 
 const MIB: usize = 1 << 20;
 
+/// The test's topics live on broker 1 (see `create_topic_on_first_broker`): the raw producers send on the
+/// bootstrap connection.
 fn create_topic(env: &Env, bootstrap: &str, topic: &str, partitions: u32, max_message_bytes: usize) {
-    let mut cmd = java(env, "org.apache.kafka.tools.TopicCommand");
-    cmd.args(["--bootstrap-server", bootstrap, "--create", "--topic", topic, "--replication-factor", "1"]);
-    cmd.args(["--partitions", &partitions.to_string()]);
-    cmd.args(["--config", &format!("max.message.bytes={max_message_bytes}")]);
-    env.run(&mut cmd, Duration::from_secs(120)).unwrap();
+    let config = format!("max.message.bytes={max_message_bytes}");
+    create_topic_on_first_broker(env, bootstrap, topic, partitions, &[&config]).unwrap();
 }
 
 /// An acks=all Produce frame (length prefix included) of one record batch with one record: `key`, and a value of
