@@ -1,7 +1,8 @@
 //! KIP-848 consumer groups through the sidecar against Kafka 4.1: Java consumers with `group.protocol=consumer`
-//! (three members, one leaves) consume every record exactly once and commit up to the log end, without and with
-//! ACLs that allow the group; a group the ACLs deny fails cleanly with GROUP_AUTHORIZATION_FAILED; librdkafka's
-//! implementation of the protocol consumes and commits; Kafka 3.9 offers only what it speaks.
+//! (three members, a hot reload under them, then one leaves) consume every record exactly once and commit up to
+//! the log end, without and with ACLs that allow the group; a group the ACLs deny fails cleanly with
+//! GROUP_AUTHORIZATION_FAILED; librdkafka's implementation of the protocol consumes and commits; Kafka 3.9 offers
+//! only what it speaks.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -77,8 +78,9 @@ fn consumed(dir: &Path) -> Vec<String> {
 }
 
 /// Three members share a 6-partition topic; one leaves; records produced afterwards go to the other two. Every
-/// record is consumed exactly once and the committed offsets reach the log end.
-fn three_members_one_leaves(env: &Env, sidecar: &Sidecar, run: &str) {
+/// record is consumed exactly once and the committed offsets reach the log end. With `reload`, that config is
+/// published while the three members run, and the group must go on through the hot reload as it is.
+fn three_members_one_leaves(env: &Env, sidecar: &Sidecar, run: &str, reload: Option<&str>) {
     let (topic, group, client) = (format!("{run}-t"), format!("{run}-g"), format!("{run}-member-"));
     topic_command(
         env,
@@ -105,6 +107,20 @@ fn three_members_one_leaves(env: &Env, sidecar: &Sidecar, run: &str) {
         Ok((members(&describe(env, &sidecar.listen, &group), &client).len() == 3).then_some(()))
     })
     .unwrap();
+    if let Some(text) = reload {
+        let applied = || sidecar.metric("kproxy_config_reloads_total", &["result=\"applied\""]).unwrap_or(0.0);
+        let before = applied();
+        sidecar.publish(text).unwrap();
+        wait_for("the hot reload", Duration::from_secs(60), || Ok((applied() > before).then_some(()))).unwrap();
+        // Records produced after the reload reach the same three members.
+        let between: Vec<String> = (0..300).map(|i| format!("r-{i}")).collect();
+        env.kcat_produce(&sidecar.listen, &topic, &between, &[]).unwrap();
+        wait_for("the group to consume across the reload", Duration::from_secs(90), || {
+            Ok((unique_count("r-") >= 300).then_some(()))
+        })
+        .unwrap();
+        assert_eq!(members(&describe(env, &sidecar.listen, &group), &client).len(), 3, "no member lost to the reload");
+    }
     // One member leaves: SIGTERM closes its consumer, which commits what it consumed and leaves the group.
     let mut leaving = running.remove(0);
     let _ = std::process::Command::new("kill").args(["-TERM", &leaving.id().to_string()]).status();
@@ -132,7 +148,8 @@ fn three_members_one_leaves(env: &Env, sidecar: &Sidecar, run: &str) {
     }
     let mut got = consumed(&dir);
     got.sort();
-    let mut expected: Vec<String> = first.into_iter().chain(second).collect();
+    let reloaded: Vec<String> = if reload.is_some() { (0..300).map(|i| format!("r-{i}")).collect() } else { vec![] };
+    let mut expected: Vec<String> = first.into_iter().chain(reloaded).chain(second).collect();
     expected.sort();
     assert_eq!(got.len(), expected.len(), "every record exactly once (no duplicates, none lost)");
     assert_eq!(got, expected);
@@ -145,10 +162,12 @@ fn three_members_one_leaves(env: &Env, sidecar: &Sidecar, run: &str) {
 }
 
 #[test]
-fn kip_848_java_consumers_share_a_topic_and_rebalance_when_one_leaves() {
+fn kip_848_java_consumers_share_a_topic_across_a_hot_reload_and_rebalance_when_one_leaves() {
     let Some(env) = env() else { return };
     let sidecar = Sidecar::start(env, &config("east", env.kafka_east()), &[]).unwrap();
-    three_members_one_leaves(env, &sidecar, &unique("kip848"));
+    // A hot reload in the middle: the same cluster with an ACL section that allows everything.
+    let reloaded = format!("{}acls:\n  defaultAction: Allow\n", config("east", env.kafka_east()));
+    three_members_one_leaves(env, &sidecar, &unique("kip848"), Some(&reloaded));
 }
 
 #[test]
@@ -156,7 +175,7 @@ fn kip_848_with_acls_allowing_the_group_works_and_a_denied_group_gets_group_auth
     let Some(env) = env() else { return };
     let run = unique("kip848acl");
     let sidecar = Sidecar::start(env, &acl_config(env.kafka_east(), &run), &[]).unwrap();
-    three_members_one_leaves(env, &sidecar, &run);
+    three_members_one_leaves(env, &sidecar, &run, None);
     // A group the pod may Describe (so its coordinator is found) but not Read: the heartbeat is refused, and the
     // consumer fails with the broker's own error and ends.
     let group = format!("watch-{run}-g");
