@@ -53,60 +53,59 @@ pub fn rewrite(frame: &mut Buf, api: ApiKey, version: i16, addrs: &mut dyn Addre
     Ok(false)
 }
 
-fn rewrite_body(mut body: Bytes, api: ApiKey, version: i16, addrs: &mut dyn Addresses) -> Result<Option<BytesMut>> {
-    let decode_err = |e| Error::protocol(&format!("decoding {api:?} v{version} response"), e);
-    let mut out = BytesMut::new();
-    let encode_err = |e| Error::protocol(&format!("encoding {api:?} v{version} response"), e);
+fn rewrite_body(body: Bytes, api: ApiKey, version: i16, addrs: &mut dyn Addresses) -> Result<Option<BytesMut>> {
+    let step = Recode { body, api, version };
     match api {
-        ApiKey::Metadata => {
-            let mut r = MetadataResponse::decode(&mut body, version).map_err(decode_err)?;
-            metadata(&mut r, addrs);
-            r.encode(&mut out, version).map_err(encode_err)?;
-        }
-        ApiKey::FindCoordinator => {
-            let mut r = FindCoordinatorResponse::decode(&mut body, version).map_err(decode_err)?;
-            find_coordinator(&mut r, version, addrs);
-            r.encode(&mut out, version).map_err(encode_err)?;
-        }
-        ApiKey::DescribeCluster => {
-            let mut r = DescribeClusterResponse::decode(&mut body, version).map_err(decode_err)?;
-            describe_cluster(&mut r, addrs);
-            r.encode(&mut out, version).map_err(encode_err)?;
-        }
-        ApiKey::DescribeQuorum => {
-            let mut r = DescribeQuorumResponse::decode(&mut body, version).map_err(decode_err)?;
-            describe_quorum(&mut r, addrs);
-            r.encode(&mut out, version).map_err(encode_err)?;
-        }
-        ApiKey::DescribeTopicPartitions => {
-            let mut r = DescribeTopicPartitionsResponse::decode(&mut body, version).map_err(decode_err)?;
-            describe_topic_partitions(&mut r, addrs);
-            r.encode(&mut out, version).map_err(encode_err)?;
-        }
+        ApiKey::Metadata => step.run(|r: &mut MetadataResponse| {
+            metadata(r, addrs);
+            true
+        }),
+        ApiKey::FindCoordinator => step.run(|r: &mut FindCoordinatorResponse| {
+            find_coordinator(r, version, addrs);
+            true
+        }),
+        ApiKey::DescribeCluster => step.run(|r: &mut DescribeClusterResponse| {
+            describe_cluster(r, addrs);
+            true
+        }),
+        ApiKey::DescribeQuorum => step.run(|r: &mut DescribeQuorumResponse| {
+            describe_quorum(r, addrs);
+            true
+        }),
+        ApiKey::DescribeTopicPartitions => step.run(|r: &mut DescribeTopicPartitionsResponse| {
+            describe_topic_partitions(r, addrs);
+            true
+        }),
         ApiKey::ListPartitionReassignments => {
-            let mut r = ListPartitionReassignmentsResponse::decode(&mut body, version).map_err(decode_err)?;
-            if !list_partition_reassignments(&mut r, addrs) {
-                return Ok(None);
-            }
-            r.encode(&mut out, version).map_err(encode_err)?;
+            step.run(|r: &mut ListPartitionReassignmentsResponse| list_partition_reassignments(r, addrs))
         }
-        ApiKey::Produce => {
-            let mut r = ProduceResponse::decode(&mut body, version).map_err(decode_err)?;
-            if !produce(&mut r, addrs) {
-                return Ok(None);
-            }
-            r.encode(&mut out, version).map_err(encode_err)?;
-        }
-        ApiKey::Fetch => {
-            let mut r = FetchResponse::decode(&mut body, version).map_err(decode_err)?;
-            if !fetch(&mut r, addrs) {
-                return Ok(None);
-            }
-            r.encode(&mut out, version).map_err(encode_err)?;
-        }
-        _ => return Ok(None),
+        ApiKey::Produce => step.run(|r: &mut ProduceResponse| produce(r, addrs)),
+        ApiKey::Fetch => step.run(|r: &mut FetchResponse| fetch(r, addrs)),
+        _ => Ok(None),
     }
-    Ok(Some(out))
+}
+
+/// One response body decoded, changed in place and encoded again.
+struct Recode {
+    body: Bytes,
+    api: ApiKey,
+    version: i16,
+}
+
+impl Recode {
+    /// `change` returns whether it changed anything; an unchanged response is not encoded again (`None`).
+    fn run<R: Decodable + Encodable>(mut self, change: impl FnOnce(&mut R) -> bool) -> Result<Option<BytesMut>> {
+        let (api, version) = (self.api, self.version);
+        let mut r = R::decode(&mut self.body, version)
+            .map_err(|e| Error::protocol(&format!("decoding {api:?} v{version} response"), e))?;
+        if !change(&mut r) {
+            return Ok(None);
+        }
+        let mut out = BytesMut::new();
+        r.encode(&mut out, version)
+            .map_err(|e| Error::protocol(&format!("encoding {api:?} v{version} response"), e))?;
+        Ok(Some(out))
+    }
 }
 
 fn endpoint(addrs: &mut dyn Addresses, node: &mut BrokerId, host: &mut StrBytes, port: &mut i32) {
