@@ -17,12 +17,21 @@ if [ -z "${CARGO_TARGET_DIR:-}" ] && [ ! -d "$root/target" ]; then
 fi
 echo "cargo target dir: ${CARGO_TARGET_DIR:-$root/target}; Go and image caches: $KPROXY_CACHE"
 
+# Everything the suite prints is also kept in one log, so a failure can be summed up in the last lines printed
+# (a CI page often shows only the tail of a long run).
+mkdir -p "$root/.cache/logs"
+suite_log="$root/.cache/logs/make-test.log"
+: >"$suite_log"
+exec > >(tee -a "$suite_log") 2>&1
+
 timings=()
 step_start=0
+step_line=0
 step() {
   finish_step
   step_name=$1
   step_start=$(date +%s)
+  step_line=$(wc -l <"$suite_log")
   echo
   echo "== $step_name ($(date -u +%H:%M:%S))"
 }
@@ -33,18 +42,40 @@ finish_step() {
   step_start=0
 }
 install_pid=""
+# failure_summary: what went wrong in the failed step, in at most 20 lines: the lines that name an error (a
+# script's ERROR, a test's panic, a failing target), then the step's last lines.
+failure_summary() {
+  local lines errors
+  sleep 0.2 # what the step printed last is through tee
+  lines=$(tail -n +"$((step_line + 1))" "$suite_log")
+  errors=$(grep -E 'ERROR|panicked at|^error|FAILED|^---- .* stdout ----$|failed|exited before|not ready after' \
+    <<<"$lines" | grep -v '^test .* \.\.\. ok$' | tail -n 12 || true)
+  echo "== make test FAILED in step \"${step_name:-?}\" (exit $1); full output: $suite_log"
+  if [ -n "$errors" ]; then
+    echo "-- its lines naming an error:"
+    echo "$errors"
+  fi
+  echo "-- its last lines:"
+  tail -n 6 <<<"$lines"
+}
+
 report() {
-  local rc=$?
+  local rc=$? summary=""
+  [ $rc -ne 0 ] && summary=$(failure_summary $rc)
   finish_step
   if [ -n "$install_pid" ]; then kill -- -"$install_pid" 2>/dev/null || true; fi
   echo
   echo "== step timings"
   printf '%s\n' "${timings[@]}"
   if [ "${KPROXY_KEEP_ENV:-0}" != 1 ]; then
-    scripts/env/down.sh || true
+    # Its many lines go to a log; a failing stop is printed whole.
+    scripts/env/down.sh >"$root/.cache/logs/env-down.log" 2>&1 && echo "test environment stopped" ||
+      { cat "$root/.cache/logs/env-down.log"; echo "env-down FAILED"; }
   fi
   if [ $rc -ne 0 ]; then
-    echo "make test FAILED (exit $rc); service logs: $root/.cache/logs"
+    echo
+    echo "$summary"
+    echo "service logs: $root/.cache/logs"
   fi
   exit $rc
 }
@@ -58,7 +89,6 @@ step "environment programs (started in the background)"
 # The Go builds (one go build per tools module; ~30 min cold on a busy 2-core machine, seconds warm) and the
 # Debian packages the environment needs, next to the Rust steps below: they take the cores those steps leave idle
 # (test runs, single-threaded fuzzing, link tails). Waited for, and their log printed, before the images.
-mkdir -p "$root/.cache/logs"
 install_log="$root/.cache/logs/install-all.log"
 # Its own session, so a failing suite stops the whole build (report kills the group).
 setsid scripts/env/install.sh all >"$install_log" 2>&1 &
