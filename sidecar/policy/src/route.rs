@@ -5,6 +5,7 @@
 //! kproxy routes, it does not replicate: a fallback must already hold the same topics and group offsets.
 
 mod failover;
+pub mod members;
 mod merge;
 pub mod split;
 
@@ -13,6 +14,7 @@ use std::collections::HashMap;
 use kproxy_api::config::SidecarConfig;
 
 pub use failover::{Health, Switch, Switches, Transition};
+pub use members::Epochs;
 pub use merge::{NOT_LEADER_OR_FOLLOWER, cross_cluster, merge_metadata, steer};
 pub use split::{Order, Plan, plan};
 

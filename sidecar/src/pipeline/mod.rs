@@ -5,8 +5,10 @@
 //! 1. local answers: client SASL ([`sasl`]), ApiVersions, versions outside what is offered (UNSUPPORTED_VERSION);
 //! 2. policy: quotas measure it (every request counts, allowed or not, as on a broker), then the ACLs forward it,
 //!    forward part of it, answer it or close the connection;
-//! 3. routes ([`route`]): requests that would span clusters are refused, Produce/Fetch for topics routed away are
-//!    steered back to Metadata, FindCoordinator goes to its group's cluster, Metadata is planned per cluster,
+//! 3. routes ([`route`]): group requests a route switch left at another cluster than their group's, or carrying a
+//!    KIP-848 member epoch another cluster granted, are answered with the error that sends the client to the
+//!    group's coordinator now; requests that would span clusters are refused, Produce/Fetch for topics routed away
+//!    are steered back to Metadata, FindCoordinator goes to its group's cluster, Metadata is planned per cluster,
 //!    admin requests naming topics or config resources of several clusters are split per cluster, cluster-wide
 //!    admin requests (ACLs, client quotas, SCRAM credentials, features) go to the default cluster.
 //!
@@ -76,6 +78,8 @@ pub struct Owed {
     pub(crate) learn_ids: bool,
     /// The request was split across clusters: how to merge the parts' answers (boxed: rare).
     pub(crate) split: Option<Box<route::Split>>,
+    /// (group, member id) of a KIP-848 heartbeat with routes: its answer says which cluster granted the epoch.
+    pub(crate) member: Option<Box<(String, String)>>,
     /// How long a locally answered failed authentication waits before it is written; the connection is not read
     /// meanwhile (as a broker's `connection.failed.authentication.delay.ms`).
     pub delay: Duration,

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use bytes::BytesMut;
-use kafka_protocol::messages::ApiKey;
+use kafka_protocol::messages::{ApiKey, RequestKind};
 use kproxy_policy::Outcome;
 use kproxy_policy::quota::Kind;
 use kproxy_policy::route::Health;
@@ -148,6 +148,19 @@ fn routed(ctx: &Ctx, mut request: Request, owed: Owed) -> Step {
     let (api, version) = (request.api, request.version());
     let own = ctx.own.cluster.name.as_str();
     let expects = request.expects_response();
+    let mut owed = owed;
+    if expects
+        && route::for_coordinator(api)
+        && let Ok(body) = request.body()
+    {
+        if let Some(answer) = route::group_steer(ctx.snapshot, ctx.live, ctx.health, own, (api, body, version)) {
+            // A route switch left the group request at the wrong cluster, or with another cluster's epoch.
+            return Step::Respond { version, body: answer, owed };
+        }
+        if let RequestKind::ConsumerGroupHeartbeat(r) = body {
+            owed.member = Some(Box::new((r.group_id.to_string(), r.member_id.to_string())));
+        }
+    }
     if expects
         && route::may_span(&request)
         && let Ok(body) = request.body()

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
-use kafka_protocol::messages::{ApiKey, MetadataResponse, ResponseKind, TopicName};
+use kafka_protocol::messages::{ApiKey, ConsumerGroupHeartbeatResponse, MetadataResponse, ResponseKind, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kproxy_policy::quota::{self, Kind};
 use kproxy_policy::route::{self, Health};
@@ -58,6 +58,9 @@ pub fn finish(
             Some(cluster)
         }
     };
+    if let (Some(member), Some(cluster)) = (owed.member.take(), &cluster) {
+        learn_epoch(ctx, &member, version, frame, cluster);
+    }
     let throttle = policy(ctx, owed, api, version, frame)?;
     if let Some(cluster) = cluster
         && !merged
@@ -66,6 +69,17 @@ pub fn finish(
         rewrite::rewrite(frame, api, version, &mut ctx.brokers.rewriter(&cluster))?;
     }
     Ok(throttle)
+}
+
+/// Notes which cluster granted the member of a KIP-848 heartbeat its epoch (a routed member must not take it to
+/// another cluster). An answer that does not decode teaches nothing; the client gets it as it came.
+fn learn_epoch(ctx: &Ctx, member: &(String, String), version: i16, frame: &Buf, cluster: &str) {
+    let api = ApiKey::ConsumerGroupHeartbeat;
+    let Some(at) = protocol::response_body_offset(frame, api, version) else { return };
+    match ConsumerGroupHeartbeatResponse::decode(&mut &frame[at..], version) {
+        Ok(answer) => ctx.live.learn_epoch(&member.0, &member.1, &answer, cluster),
+        Err(e) => tracing::debug!(error = %e, "ConsumerGroupHeartbeat answer did not decode"),
+    }
 }
 
 /// Applies what the request owes to its response: merges denied entries, measures fetched bytes, writes

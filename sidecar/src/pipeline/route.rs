@@ -1,7 +1,8 @@
 //! Routes in the request path: one cluster as the client sees it, several behind it.
 //!
 //! Metadata is asked of every cluster a route uses (each only for the topics routed to it) and the answers are
-//! merged ([`super::response`]); a group's or transaction's coordinator is looked up in its cluster; admin
+//! merged ([`super::response`]); a group's or transaction's coordinator is looked up in its cluster, and group
+//! requests still reaching the cluster a route switch left are sent back to look it up ([`group_steer`]); admin
 //! requests are split per cluster or sent to the default cluster ([`admin_plan`]); requests that would span
 //! clusters are refused; Produce and Fetch reaching a cluster their topic was routed away from
 //! are answered NOT_LEADER_OR_FOLLOWER, which sends the client back to Metadata. All of it reads the compiled
@@ -19,6 +20,8 @@ use crate::{Error, Result, protocol};
 
 /// One warning per interval about refused cross-cluster requests (a client retrying one would repeat it).
 static REFUSING: crate::ratelog::Gate = crate::ratelog::Gate::every_ms(5_000);
+/// Likewise for group requests answered after a route switch (every member of a group gets them).
+static STEERING: crate::ratelog::Gate = crate::ratelog::Gate::every_ms(5_000);
 
 /// A copy of a client's Metadata request for another routed cluster.
 pub struct Copy {
@@ -129,6 +132,51 @@ pub fn coordinator_cluster<'a>(snapshot: &'a Snapshot, health: &Health, body: &R
     let kind = if r.key_type == 1 { Kind::TransactionalId } else { Kind::Group };
     let key = r.coordinator_keys.first().map(|k| k.as_str()).unwrap_or(r.key.as_str());
     Some(snapshot.policy.routes.cluster(kind, key, health))
+}
+
+/// Whether requests of this API go to a group's coordinator (and name one group).
+pub fn for_coordinator(api: ApiKey) -> bool {
+    use ApiKey as A;
+    matches!(
+        api,
+        A::JoinGroup
+            | A::SyncGroup
+            | A::Heartbeat
+            | A::LeaveGroup
+            | A::OffsetCommit
+            | A::OffsetDelete
+            | A::OffsetFetch
+            | A::ConsumerGroupHeartbeat
+    )
+}
+
+/// The local answer to a group request a route switch left behind (see `kproxy_policy::route::members`):
+/// NOT_COORDINATOR when the group's route uses another cluster than `own` now, so the client finds its coordinator
+/// again; FENCED_MEMBER_EPOCH (heartbeat) or STALE_MEMBER_EPOCH (commit) when another cluster granted the KIP-848
+/// member epoch it carries, so the member rejoins here instead of passing for the member another cluster knew.
+pub fn group_steer(
+    snapshot: &Snapshot,
+    live: &Live,
+    health: &Health,
+    own: &str,
+    (api, body, version): (ApiKey, &RequestKind, i16),
+) -> Option<BytesMut> {
+    use kproxy_policy::route::members;
+    let (code, message, reason) = if members::misdirected(body, &snapshot.policy.routes, health, own) {
+        let message = format!("the group is coordinated in another cluster than {own:?} now");
+        (members::NOT_COORDINATOR, message, "not_coordinator")
+    } else {
+        let (code, message) = live.foreign_epoch(body, own)?;
+        let reason = if code == members::FENCED_MEMBER_EPOCH { "fenced_member_epoch" } else { "stale_member_epoch" };
+        (code, message, reason)
+    };
+    let out = errors::encode(body, &Fill { version, code, message: Some(&message) })?;
+    let api = super::api_name(api);
+    live.group_steered.with_label_values(&[api, reason]).inc();
+    if let Some(suppressed) = STEERING.allow() {
+        tracing::info!(api, reason, %message, suppressed, "group request answered after a route switch");
+    }
+    Some(out)
 }
 
 /// Whether a request of this API may name a group or transaction and topics that routes put in different

@@ -332,3 +332,114 @@ fn kip_848_heartbeats_never_share_a_connection_with_produce() {
     }
     assert!(!world.request(&frame(ApiKey::Produce, 9, &produce("t", 1, 100))).is_long_poll());
 }
+
+const GROUPS_FAIL_OVER: &str = r#"clusters:
+- name: east
+  bootstrapServers: ["127.0.0.1:1"]
+- name: west
+  bootstrapServers: ["127.0.0.1:2"]
+defaultCluster: west
+routes:
+- {match: {topicPrefix: "orders."}, cluster: east, failover: [west]}
+- {match: {groupPrefix: "orders-"}, cluster: east, failover: [west]}
+"#;
+
+fn heartbeat(group: &'static str, member: &'static str, epoch: i32) -> ConsumerGroupHeartbeatRequest {
+    ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str(group)))
+        .with_member_id(StrBytes::from_static_str(member))
+        .with_member_epoch(epoch)
+}
+
+/// The answer a cluster gives a heartbeat, run through the response side.
+fn heartbeat_answered(world: &World, forward: super::Forward, cluster: &str, epoch: i32) {
+    let (brokers, _listeners) = crate::broker_map::BrokerMap::new("127.0.0.1".into(), 0);
+    let (snapshot, health) = (world.store.snapshot(), world.store.health.view());
+    let ctx = super::response::Ctx { snapshot: &snapshot, live: &world.store.live, health: &health, brokers: &brokers };
+    let answer = ConsumerGroupHeartbeatResponse::default()
+        .with_member_id(Some(StrBytes::from_static_str("m1")))
+        .with_member_epoch(epoch)
+        .with_heartbeat_interval_ms(5_000);
+    let mut frame = answer_frame(world, &answer);
+    let source = super::response::Source::Upstream { cluster: cluster.into(), others: Vec::new() };
+    super::response::finish(&ctx, forward.owed, ApiKey::ConsumerGroupHeartbeat, 1, &mut frame, source).unwrap();
+}
+
+fn answer_frame(world: &World, body: &ConsumerGroupHeartbeatResponse) -> crate::buffer::Buf {
+    answer(&world.pool, ApiKey::ConsumerGroupHeartbeat, 1, body)
+}
+
+/// The error code a locally answered heartbeat carries.
+fn fenced(step: Step) -> (i16, String) {
+    let Step::Respond { version, body, .. } = step else { panic!("answered locally") };
+    let r: ConsumerGroupHeartbeatResponse = decode_response(&body, version);
+    (r.error_code, r.error_message.map(|m| m.to_string()).unwrap_or_default())
+}
+
+#[test]
+fn a_kip_848_member_epoch_granted_by_the_other_cluster_is_fenced_and_its_commits_stale() {
+    // The connection is east's; the member was granted epoch 4 by west while the route had failed over.
+    let world = World::new(GROUPS_FAIL_OVER);
+    let Step::Forward(forward) =
+        world.decide(&frame(ApiKey::ConsumerGroupHeartbeat, 1, &heartbeat("orders-g", "m1", 0)))
+    else {
+        panic!("a join is forwarded")
+    };
+    heartbeat_answered(&world, forward, "west", 4);
+    let (code, message) =
+        fenced(world.decide(&frame(ApiKey::ConsumerGroupHeartbeat, 1, &heartbeat("orders-g", "m1", 4))));
+    assert_eq!(code, 110, "FENCED_MEMBER_EPOCH");
+    assert!(message.contains("\"west\""), "{message}");
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("orders-g")))
+        .with_member_id(StrBytes::from_static_str("m1"))
+        .with_generation_id_or_member_epoch(4)
+        .with_topics(vec![
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("orders.eu")))
+                .with_partitions(vec![
+                    offset_commit_request::OffsetCommitRequestPartition::default().with_committed_offset(120),
+                ]),
+        ]);
+    let Step::Respond { version, body, .. } = world.decide(&frame(ApiKey::OffsetCommit, 9, &commit)) else {
+        panic!("answered locally")
+    };
+    let r: OffsetCommitResponse = decode_response(&body, version);
+    assert_eq!(r.topics[0].partitions[0].error_code, 113, "STALE_MEMBER_EPOCH: west's offsets are not written to east");
+    // The member rejoins with epoch 0; the epoch east grants is east's own from then on.
+    let Step::Forward(forward) =
+        world.decide(&frame(ApiKey::ConsumerGroupHeartbeat, 1, &heartbeat("orders-g", "m1", 0)))
+    else {
+        panic!("a rejoin is forwarded")
+    };
+    heartbeat_answered(&world, forward, "east", 7);
+    assert!(matches!(
+        world.decide(&frame(ApiKey::ConsumerGroupHeartbeat, 1, &heartbeat("orders-g", "m1", 7))),
+        Step::Forward(_)
+    ));
+    assert!(matches!(
+        world.decide(&frame(ApiKey::OffsetCommit, 9, &commit.with_generation_id_or_member_epoch(7))),
+        Step::Forward(_)
+    ));
+    let steered =
+        |reason: &str| world.store.live.group_steered.with_label_values(&["ConsumerGroupHeartbeat", reason]).get();
+    assert_eq!(steered("fenced_member_epoch"), 1);
+}
+
+#[test]
+fn group_requests_reaching_a_cluster_their_route_does_not_use_are_sent_to_find_their_coordinator() {
+    // The connection is east's; group "audit-g" has no route and lives in the default cluster, west.
+    let world = World::new(GROUPS_FAIL_OVER);
+    let (code, _) = fenced(world.decide(&frame(ApiKey::ConsumerGroupHeartbeat, 1, &heartbeat("audit-g", "m1", 3))));
+    assert_eq!(code, 16, "NOT_COORDINATOR");
+    let classic = HeartbeatRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("audit-g")))
+        .with_generation_id(3)
+        .with_member_id(StrBytes::from_static_str("c1"));
+    let Step::Respond { version, body, .. } = world.decide(&frame(ApiKey::Heartbeat, 4, &classic)) else {
+        panic!("answered locally")
+    };
+    assert_eq!(decode_response::<HeartbeatResponse>(&body, version).error_code, 16, "classic groups alike");
+    let own = classic.with_group_id(GroupId(StrBytes::from_static_str("orders-g")));
+    assert!(matches!(world.decide(&frame(ApiKey::Heartbeat, 4, &own)), Step::Forward(_)), "its own group's");
+}

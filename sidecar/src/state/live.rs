@@ -1,10 +1,12 @@
-//! Policy state that outlives requests and reloads: quota measurements and the topic ids learnt from Metadata
-//! answers, with the policy's counters.
+//! Policy state that outlives requests and reloads: quota measurements, the topic ids learnt from Metadata
+//! answers and the cluster that granted each KIP-848 member its epoch, with the policy's counters.
 
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::{ConsumerGroupHeartbeatResponse, RequestKind};
 use kproxy_policy::quota::{self, Kind, Quotas};
+use kproxy_policy::route::Epochs;
 use kproxy_policy::{TopicIds, TopicNames};
 use prometheus::{CounterVec, Gauge, GaugeVec, IntCounterVec, Opts, Registry};
 
@@ -15,10 +17,15 @@ use crate::Result;
 pub struct Live {
     quotas: Mutex<Quotas>,
     topic_ids: RwLock<TopicIds>,
+    /// Which cluster granted each KIP-848 member its epoch (epochs of two clusters are unrelated).
+    epochs: Mutex<Epochs>,
     /// Entities (partitions, groups, requests) denied by ACLs, by api.
     pub acl_denied: IntCounterVec,
     /// Requests refused because their group or transaction and topics are routed to different clusters, by api.
     pub refused: IntCounterVec,
+    /// Group requests answered by the sidecar because a route switch left them at the wrong cluster, by api and
+    /// reason.
+    pub group_steered: IntCounterVec,
     throttle_seconds: CounterVec,
     /// The pod-wide rate gauge of each kind, in `Kind::ALL` order (bytes/s and requests/s are separate metrics).
     rates: [Gauge; 3],
@@ -42,6 +49,15 @@ impl Live {
             ),
             &["api"],
         )?;
+        let group_steered = IntCounterVec::new(
+            Opts::new(
+                "kproxy_route_group_steered_total",
+                "Group requests answered by the sidecar because a route switch left them at another cluster than \
+                 their group's (not_coordinator) or with a member epoch another cluster granted \
+                 (fenced_member_epoch, stale_member_epoch)",
+            ),
+            &["api", "reason"],
+        )?;
         let throttle_seconds = CounterVec::new(
             Opts::new(quota::METRIC_THROTTLE_SECONDS, "Throttle time handed to clients by quotas, by kind"),
             &["kind"],
@@ -53,6 +69,7 @@ impl Live {
         let request_rate = Gauge::new(quota::METRIC_REQUEST_RATE, "Pod-wide measured request rate (requests/s)")?;
         registry.register(Box::new(acl_denied.clone()))?;
         registry.register(Box::new(refused.clone()))?;
+        registry.register(Box::new(group_steered.clone()))?;
         registry.register(Box::new(throttle_seconds.clone()))?;
         registry.register(Box::new(byte_rate.clone()))?;
         registry.register(Box::new(request_rate.clone()))?;
@@ -66,8 +83,10 @@ impl Live {
         Ok(Live {
             quotas: Mutex::new(Quotas::default()),
             topic_ids: RwLock::new(TopicIds::default()),
+            epochs: Mutex::new(Epochs::default()),
             acl_denied,
             refused,
+            group_steered,
             throttle_seconds,
             rates,
         })
@@ -109,5 +128,16 @@ impl Live {
     /// A topic's name from its id.
     pub fn topic_name(&self, id: uuid::Uuid) -> Option<String> {
         self.with_topic_ids(|ids| ids.topic_name(id).map(|n| n.as_str().to_string()))
+    }
+
+    /// The error a KIP-848 heartbeat or commit gets instead of reaching `own` when another cluster granted its
+    /// member epoch (see `kproxy_policy::route::members`).
+    pub fn foreign_epoch(&self, request: &RequestKind, own: &str) -> Option<(i16, String)> {
+        lock(&self.epochs).foreign(request, own)
+    }
+
+    /// Learns which cluster granted a member its epoch (or that it left) from a heartbeat's answer.
+    pub fn learn_epoch(&self, group: &str, member: &str, answer: &ConsumerGroupHeartbeatResponse, cluster: &str) {
+        lock(&self.epochs).learn(group, member, answer, cluster);
     }
 }
