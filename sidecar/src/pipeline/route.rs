@@ -152,8 +152,8 @@ pub fn for_coordinator(api: ApiKey) -> bool {
 
 /// The local answer to a group request a route switch left behind (see `kproxy_policy::route::members`):
 /// NOT_COORDINATOR when the group's route uses another cluster than `own` now, so the client finds its coordinator
-/// again; FENCED_MEMBER_EPOCH (heartbeat) or STALE_MEMBER_EPOCH (commit) when another cluster granted the KIP-848
-/// member epoch it carries, so the member rejoins here instead of passing for the member another cluster knew.
+/// again; FENCED_MEMBER_EPOCH (heartbeat or commit) when another cluster granted the KIP-848 member epoch it
+/// carries, so the member rejoins here instead of passing for the member another cluster knew.
 pub fn group_steer(
     snapshot: &Snapshot,
     live: &Live,
@@ -167,8 +167,7 @@ pub fn group_steer(
         (members::NOT_COORDINATOR, message, "not_coordinator")
     } else {
         let (code, message) = live.foreign_epoch(body, own)?;
-        let reason = if code == members::FENCED_MEMBER_EPOCH { "fenced_member_epoch" } else { "stale_member_epoch" };
-        (code, message, reason)
+        (code, message, "fenced_member_epoch")
     };
     let out = errors::encode(body, &Fill { version, code, message: Some(&message) })?;
     let api = super::api_name(api);

@@ -377,7 +377,7 @@ fn fenced(step: Step) -> (i16, String) {
 }
 
 #[test]
-fn a_kip_848_member_epoch_granted_by_the_other_cluster_is_fenced_and_its_commits_stale() {
+fn a_kip_848_member_epoch_granted_by_the_other_cluster_is_fenced_in_heartbeats_and_commits() {
     // The connection is east's; the member was granted epoch 4 by west while the route had failed over.
     let world = World::new(GROUPS_FAIL_OVER);
     let Step::Forward(forward) =
@@ -405,7 +405,10 @@ fn a_kip_848_member_epoch_granted_by_the_other_cluster_is_fenced_and_its_commits
         panic!("answered locally")
     };
     let r: OffsetCommitResponse = decode_response(&body, version);
-    assert_eq!(r.topics[0].partitions[0].error_code, 113, "STALE_MEMBER_EPOCH: west's offsets are not written to east");
+    assert_eq!(
+        r.topics[0].partitions[0].error_code, 110,
+        "FENCED_MEMBER_EPOCH: west's positions are not written to east"
+    );
     // The member rejoins with epoch 0; the epoch east grants is east's own from then on.
     let Step::Forward(forward) =
         world.decide(&frame(ApiKey::ConsumerGroupHeartbeat, 1, &heartbeat("orders-g", "m1", 0)))
@@ -424,6 +427,8 @@ fn a_kip_848_member_epoch_granted_by_the_other_cluster_is_fenced_and_its_commits
     let steered =
         |reason: &str| world.store.live.group_steered.with_label_values(&["ConsumerGroupHeartbeat", reason]).get();
     assert_eq!(steered("fenced_member_epoch"), 1);
+    let commits = world.store.live.group_steered.with_label_values(&["OffsetCommit", "fenced_member_epoch"]).get();
+    assert_eq!(commits, 1);
 }
 
 #[test]

@@ -54,7 +54,7 @@ impl Live {
                 "kproxy_route_group_steered_total",
                 "Group requests answered by the sidecar because a route switch left them at another cluster than \
                  their group's (not_coordinator) or with a member epoch another cluster granted \
-                 (fenced_member_epoch, stale_member_epoch)",
+                 (fenced_member_epoch)",
             ),
             &["api", "reason"],
         )?;

@@ -7,10 +7,12 @@
 //! A KIP-848 member epoch means something only to the cluster that granted it: the member ids are the client's
 //! own, so both clusters know the same member, and their epochs are small counters that easily coincide. A
 //! heartbeat or commit carrying an epoch another cluster granted would be taken as current there, with the other
-//! cluster's assignment and offsets. [`Epochs`] remembers which cluster granted each member's epoch; such a
-//! heartbeat is answered FENCED_MEMBER_EPOCH (the member gives its partitions up without committing and rejoins
-//! with epoch 0, taking its positions from this cluster's committed offsets) and such a commit STALE_MEMBER_EPOCH
-//! (it is not written; the client retries with the epoch its next heartbeat brings, or drops it).
+//! cluster's assignment and offsets. [`Epochs`] remembers which cluster granted each member's epoch; a heartbeat
+//! or commit carrying it to another cluster is answered FENCED_MEMBER_EPOCH, as a coordinator answers an epoch it
+//! did not grant: the member gives its partitions up without committing and rejoins with epoch 0, taking its
+//! positions from this cluster's committed offsets, and the commit is not written. (STALE_MEMBER_EPOCH would not
+//! do for the commit: the Java client retries it with the epoch it rejoins with, writing the positions it had in
+//! the other cluster.)
 
 use std::collections::HashMap;
 
@@ -21,7 +23,6 @@ use super::{Health, Kind, Routes};
 
 pub const NOT_COORDINATOR: i16 = E::NotCoordinator.code();
 pub const FENCED_MEMBER_EPOCH: i16 = E::FencedMemberEpoch.code();
-pub const STALE_MEMBER_EPOCH: i16 = E::StaleMemberEpoch.code();
 
 /// The one group a request for a group coordinator is about (an OffsetFetch naming several groups: none).
 pub fn group(request: &RequestKind) -> Option<&str> {
@@ -108,15 +109,13 @@ impl Epochs {
         self.granted.insert(key, (cluster.to_string(), self.clock));
     }
 
-    /// The error code and message for a request carrying a member epoch another cluster than `own` granted:
-    /// FENCED_MEMBER_EPOCH for a heartbeat, STALE_MEMBER_EPOCH for a commit; `None` to forward it.
+    /// The error code (FENCED_MEMBER_EPOCH) and message for a heartbeat or commit carrying a member epoch another
+    /// cluster than `own` granted; `None` to forward it.
     pub fn foreign(&self, request: &RequestKind, own: &str) -> Option<(i16, String)> {
-        let (code, group, member, epoch) = match request {
-            RequestKind::ConsumerGroupHeartbeat(r) => {
-                (FENCED_MEMBER_EPOCH, r.group_id.as_str(), r.member_id.as_str(), r.member_epoch)
-            }
+        let (group, member, epoch) = match request {
+            RequestKind::ConsumerGroupHeartbeat(r) => (r.group_id.as_str(), r.member_id.as_str(), r.member_epoch),
             RequestKind::OffsetCommit(r) => {
-                (STALE_MEMBER_EPOCH, r.group_id.as_str(), r.member_id.as_str(), r.generation_id_or_member_epoch)
+                (r.group_id.as_str(), r.member_id.as_str(), r.generation_id_or_member_epoch)
             }
             _ => return None,
         };
@@ -124,7 +123,10 @@ impl Epochs {
             return None;
         }
         let origin = self.origin(group, member).filter(|c| *c != own)?;
-        Some((code, format!("member epoch {epoch} was granted by cluster {origin:?}, not {own:?}: rejoin")))
+        Some((
+            FENCED_MEMBER_EPOCH,
+            format!("member epoch {epoch} was granted by cluster {origin:?}, not {own:?}: rejoin"),
+        ))
     }
 }
 
@@ -171,7 +173,7 @@ mod tests {
         let (code, message) = epochs.foreign(&heartbeat("g", "m1", 3), "west").unwrap();
         assert_eq!(code, FENCED_MEMBER_EPOCH);
         assert!(message.contains("\"east\""), "{message}");
-        assert_eq!(epochs.foreign(&commit("g", "m1", 3), "west").map(|(c, _)| c), Some(STALE_MEMBER_EPOCH));
+        assert_eq!(epochs.foreign(&commit("g", "m1", 3), "west").map(|(c, _)| c), Some(FENCED_MEMBER_EPOCH));
         // Joining (epoch 0) and leaving (negative) are not fenced; other members and groups are not known.
         assert_eq!(epochs.foreign(&heartbeat("g", "m1", 0), "west"), None);
         assert_eq!(epochs.foreign(&heartbeat("g", "m1", -1), "west"), None);
@@ -180,7 +182,7 @@ mod tests {
         // West grants an epoch after the rejoin: now east's would be foreign.
         epochs.learn("g", "m1", &granted(None, 1), "west");
         assert_eq!(epochs.foreign(&heartbeat("g", "m1", 1), "west"), None);
-        assert_eq!(epochs.foreign(&commit("g", "m1", 1), "east").map(|(c, _)| c), Some(STALE_MEMBER_EPOCH));
+        assert_eq!(epochs.foreign(&commit("g", "m1", 1), "east").map(|(c, _)| c), Some(FENCED_MEMBER_EPOCH));
     }
 
     #[test]
