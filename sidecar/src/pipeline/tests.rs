@@ -333,16 +333,11 @@ fn kip_848_heartbeats_never_share_a_connection_with_produce() {
     assert!(!world.request(&frame(ApiKey::Produce, 9, &produce("t", 1, 100))).is_long_poll());
 }
 
-const GROUPS_FAIL_OVER: &str = r#"clusters:
-- name: east
-  bootstrapServers: ["127.0.0.1:1"]
-- name: west
-  bootstrapServers: ["127.0.0.1:2"]
-defaultCluster: west
-routes:
-- {match: {topicPrefix: "orders."}, cluster: east, failover: [west]}
-- {match: {groupPrefix: "orders-"}, cluster: east, failover: [west]}
-"#;
+/// [`ROUTED`] with west as the fallback of `orders.` topics and of `orders-` groups.
+fn groups_fail_over() -> World {
+    let failover = ROUTED.replace("cluster: east}", "cluster: east, failover: [west]}");
+    World::new(&format!("{failover}- {{match: {{groupPrefix: \"orders-\"}}, cluster: east, failover: [west]}}\n"))
+}
 
 fn heartbeat(group: &'static str, member: &'static str, epoch: i32) -> ConsumerGroupHeartbeatRequest {
     ConsumerGroupHeartbeatRequest::default()
@@ -379,7 +374,7 @@ fn fenced(step: Step) -> (i16, String) {
 #[test]
 fn a_kip_848_member_epoch_granted_by_the_other_cluster_is_fenced_in_heartbeats_and_commits() {
     // The connection is east's; the member was granted epoch 4 by west while the route had failed over.
-    let world = World::new(GROUPS_FAIL_OVER);
+    let world = groups_fail_over();
     let Step::Forward(forward) =
         world.decide(&frame(ApiKey::ConsumerGroupHeartbeat, 1, &heartbeat("orders-g", "m1", 0)))
     else {
@@ -434,7 +429,7 @@ fn a_kip_848_member_epoch_granted_by_the_other_cluster_is_fenced_in_heartbeats_a
 #[test]
 fn group_requests_reaching_a_cluster_their_route_does_not_use_are_sent_to_find_their_coordinator() {
     // The connection is east's; group "audit-g" has no route and lives in the default cluster, west.
-    let world = World::new(GROUPS_FAIL_OVER);
+    let world = groups_fail_over();
     let (code, _) = fenced(world.decide(&frame(ApiKey::ConsumerGroupHeartbeat, 1, &heartbeat("audit-g", "m1", 3))));
     assert_eq!(code, 16, "NOT_COORDINATOR");
     let classic = HeartbeatRequest::default()

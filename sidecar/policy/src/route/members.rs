@@ -144,21 +144,13 @@ mod tests {
     }
 
     fn heartbeat(group: &str, member: &str, epoch: i32) -> RequestKind {
-        RequestKind::ConsumerGroupHeartbeat(
-            ConsumerGroupHeartbeatRequest::default()
-                .with_group_id(GroupId(s(group)))
-                .with_member_id(s(member))
-                .with_member_epoch(epoch),
-        )
+        let r = ConsumerGroupHeartbeatRequest::default().with_group_id(GroupId(s(group))).with_member_id(s(member));
+        RequestKind::ConsumerGroupHeartbeat(r.with_member_epoch(epoch))
     }
 
     fn commit(group: &str, member: &str, epoch: i32) -> RequestKind {
-        RequestKind::OffsetCommit(
-            OffsetCommitRequest::default()
-                .with_group_id(GroupId(s(group)))
-                .with_member_id(s(member))
-                .with_generation_id_or_member_epoch(epoch),
-        )
+        let r = OffsetCommitRequest::default().with_group_id(GroupId(s(group))).with_member_id(s(member));
+        RequestKind::OffsetCommit(r.with_generation_id_or_member_epoch(epoch))
     }
 
     fn granted(member: Option<&str>, epoch: i32) -> ConsumerGroupHeartbeatResponse {
