@@ -6,6 +6,7 @@
 pub mod hostile;
 pub mod kubelet;
 pub mod operator;
+pub mod partition;
 pub mod sidecar;
 pub mod wire;
 
@@ -47,6 +48,14 @@ impl Env {
 
     pub fn kafka_legacy(&self) -> &str {
         self.var("KPROXY_KAFKA_LEGACY")
+    }
+
+    /// Every broker address of `cluster` ("east", "west", …) the environment knows, running or not.
+    pub fn brokers(&self, cluster: &str) -> Vec<String> {
+        let upper = cluster.to_uppercase();
+        let known = (1..=9).filter_map(|id| self.var_opt(&format!("KPROXY_KAFKA_{upper}_{id}")));
+        let known: Vec<String> = known.map(str::to_string).collect();
+        if known.is_empty() { vec![self.var(&format!("KPROXY_KAFKA_{upper}")).to_string()] } else { known }
     }
 
     pub fn kubeconfig(&self) -> &str {

@@ -17,6 +17,19 @@ pub fn config(cluster: &str, bootstrap: &str) -> String {
     format!("clusters:\n- name: {cluster}\n  bootstrapServers: [\"{bootstrap}\"]\n")
 }
 
+/// The environment's east and west clusters: `default` serves what no route names, `routes` are the config's
+/// route entries (`{match: …, cluster: …}`), and a route's fallback takes over once its cluster has not answered
+/// for 3 s (probed every 500 ms).
+pub fn east_west(env: &Env, default: &str, routes: &[String]) -> String {
+    let routes: String = routes.iter().map(|r| format!("- {r}\n")).collect();
+    format!(
+        "clusters:\n- name: east\n  bootstrapServers: [\"{}\"]\n- name: west\n  bootstrapServers: [\"{}\"]\n\
+         defaultCluster: {default}\nroutes:\n{routes}failover:\n  unreachableAfterMs: 3000\n  probeIntervalMs: 500\n",
+        env.kafka_east(),
+        env.kafka_west(),
+    )
+}
+
 /// The sidecar binary the tests run: the release build under `make test`, as the image ships it (see
 /// [`crate::binary`]).
 pub fn binary() -> Result<PathBuf> {
@@ -38,6 +51,11 @@ pub struct Sidecar {
 impl Sidecar {
     /// Starts a sidecar serving `config_yaml` and waits until it is ready.
     pub fn start(env: &Env, config_yaml: &str, extra_args: &[&str]) -> Result<Sidecar> {
+        Sidecar::start_under(env, config_yaml, extra_args, &[])
+    }
+
+    /// [`Sidecar::start`] with its command line after `prefix` (e.g. [`crate::partition::Partition::prefix`]).
+    pub fn start_under(env: &Env, config_yaml: &str, extra_args: &[&str], prefix: &[String]) -> Result<Sidecar> {
         let name = unique("sidecar");
         let scratch = std::env::temp_dir().join(format!("kproxy-e2e-{name}"));
         let config_dir = scratch.join("config");
@@ -45,7 +63,15 @@ impl Sidecar {
         let log = Path::new(env.log_dir()).join(format!("{name}.log"));
         let listen = format!("127.0.0.1:{}", free_port());
         let admin = format!("127.0.0.1:{}", free_port());
-        let mut cmd = env.command(binary()?.to_str().unwrap_or_default());
+        let binary = binary()?;
+        let mut cmd = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut cmd = env.command(program);
+                cmd.args(args).arg(&binary);
+                cmd
+            }
+            None => env.command(binary.to_str().unwrap_or_default()),
+        };
         cmd.args([
             "--config",
             config_dir.to_str().unwrap_or_default(),
@@ -123,6 +149,14 @@ impl Sidecar {
     pub fn metric(&self, name: &str, labels: &[&str]) -> Result<f64> {
         Ok(sum_series(&self.metrics()?, name, labels))
     }
+
+    /// Waits until routes switched `count` times in `direction` ("fallback" or "primary") in all.
+    pub fn wait_switches(&self, direction: &str, count: u32, timeout: Duration) -> Result<()> {
+        let label = format!("direction=\"{direction}\"");
+        wait_for(&format!("{count} switch(es) to {direction}"), timeout, || {
+            Ok((self.metric("kproxy_route_switches_total", &[&label])? >= f64::from(count)).then_some(()))
+        })
+    }
 }
 
 /// Sums the samples of a metric in Prometheus text whose labels include every one given.
@@ -185,4 +219,22 @@ pub fn java(env: &Env, class: &str) -> Command {
         .arg(format!("{}/*", env.var("KPROXY_KAFKA_LIBS")))
         .arg(class);
     cmd
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn east_west_is_a_config_the_sidecar_reads_with_its_routes_and_failover_settings() {
+        let vars = [("KPROXY_KAFKA_EAST", "127.0.0.1:1"), ("KPROXY_KAFKA_WEST", "127.0.0.1:2")];
+        let env = crate::Env { vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+        let route = r#"{match: {groupPrefix: "g-"}, cluster: east, failover: [west]}"#.to_string();
+        let yaml = super::east_west(&env, "west", &[route.clone(), route.replace("group", "topic")]);
+        let config = kproxy_api::config::SidecarConfig::parse(&yaml).unwrap();
+        assert_eq!(config.default_cluster_name(), "west");
+        assert_eq!(config.clusters[0].bootstrap_servers, ["127.0.0.1:1"]);
+        assert_eq!(config.routes.len(), 2);
+        assert_eq!(config.routes[1].matches.topic_prefix.as_deref(), Some("g-"));
+        assert_eq!(config.routes[0].failover, ["west"]);
+        assert_eq!((config.failover.unreachable_after_ms, config.failover.probe_interval_ms), (3000, 500));
+    }
 }

@@ -8,25 +8,14 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kproxy_e2e::sidecar::{Sidecar, java};
-use kproxy_e2e::{Env, env, unique, wait_for};
+use kproxy_e2e::sidecar::{Sidecar, east_west, java};
+use kproxy_e2e::{Env, env, unique};
 
 fn config(env: &Env, run: &str) -> String {
-    format!(
-        r#"clusters:
-- name: east
-  bootstrapServers: ["{east}"]
-- name: west
-  bootstrapServers: ["{west}"]
-defaultCluster: west
-routes:
-- {{match: {{topicPrefix: "{run}-orders."}}, cluster: east, failover: [west]}}
-failover:
-  unreachableAfterMs: 3000
-  probeIntervalMs: 500
-"#,
-        east = env.kafka_east(),
-        west = env.kafka_west(),
+    east_west(
+        env,
+        "west",
+        &[format!(r#"{{match: {{topicPrefix: "{run}-orders."}}, cluster: east, failover: [west]}}"#)],
     )
 }
 
@@ -87,15 +76,6 @@ fn repeats(stored: &BTreeMap<u64, u32>) -> u32 {
     stored.values().map(|n| n - 1).sum()
 }
 
-/// Waits until the route switched `count` times in `direction`.
-fn switches(sidecar: &Sidecar, direction: &str, count: u32, timeout: Duration) {
-    let label = format!("direction=\"{direction}\"");
-    wait_for(&format!("{count} switch(es) to {direction}"), timeout, || {
-        Ok((sidecar.metric("kproxy_route_switches_total", &[&label])? >= f64::from(count)).then_some(()))
-    })
-    .unwrap();
-}
-
 /// Every broker process of east stopped (SIGSTOP) until dropped, when they continue (SIGCONT), even if the test
 /// fails. One hung broker of three is not a failover: all of them are.
 struct Hung(Vec<String>);
@@ -146,12 +126,12 @@ fn a_route_fails_over_to_west_while_east_is_down_and_returns() {
 
     let (stopped, stopped_at) = (Instant::now(), unix_now());
     kafka_script(env, "kill");
-    switches(&sidecar, "fallback", 1, Duration::from_secs(90));
+    sidecar.wait_switches("fallback", 1, Duration::from_secs(90)).unwrap();
     let switched_after = stopped.elapsed();
     std::thread::sleep(Duration::from_secs(10));
     let restarted_at = unix_now();
     kafka_script(env, "start");
-    switches(&sidecar, "primary", 1, Duration::from_secs(180));
+    sidecar.wait_switches("primary", 1, Duration::from_secs(180)).unwrap();
     let returned_at = unix_now();
     // Long enough for the running producer to be steered back and send on in east.
     std::thread::sleep(Duration::from_secs(15));
@@ -159,12 +139,12 @@ fn a_route_fails_over_to_west_while_east_is_down_and_returns() {
     // A hung east (its process stopped: connections stay open, nothing is answered) fails over the same way.
     let hung = Hung::stop(env);
     let (hung_since, hung_at) = (Instant::now(), unix_now());
-    switches(&sidecar, "fallback", 2, Duration::from_secs(90));
+    sidecar.wait_switches("fallback", 2, Duration::from_secs(90)).unwrap();
     let hung_switched_after = hung_since.elapsed();
     std::thread::sleep(Duration::from_secs(10));
     let resumed_at = unix_now();
     drop(hung);
-    switches(&sidecar, "primary", 2, Duration::from_secs(120));
+    sidecar.wait_switches("primary", 2, Duration::from_secs(120)).unwrap();
     let returned_again_at = unix_now();
     std::thread::sleep(Duration::from_secs(15));
     drop(producer.stdin.take());
