@@ -190,7 +190,10 @@ go_build() {
     if [ -n "$patch_src" ]; then
       local mod file dir copy modfile="$KPROXY_CACHE/gobin/$moddir-$key.mod"
       read -r mod file _ <<<"$GO_BUILD_PATCH"
-      dir=$(cd "$TOOLS_DIR/$moddir" && go list -m -f '{{.Dir}}' "$mod") || die "go list -m $mod failed"
+      # Downloaded first: with a cold module cache `go list -m` names no folder.
+      dir=$(cd "$TOOLS_DIR/$moddir" && go mod download "$mod" && go list -m -f '{{.Dir}}' "$mod") ||
+        die "go mod download $mod failed"
+      [ -d "$dir" ] || die "go list -m $mod named no module folder ('$dir')"
       copy="$KPROXY_CACHE/src/$(basename "$dir")-$key"
       if [ ! -f "$copy/.complete" ]; then
         rm -rf "$copy.tmp" && mkdir -p "$(dirname "$copy")" && cp -r "$dir" "$copy.tmp" && chmod -R u+w "$copy.tmp" &&
