@@ -4,6 +4,7 @@
 //! out with a single write, and correlation ids are patched in place.
 
 pub mod errors;
+pub mod hints;
 pub mod reader;
 pub mod request;
 pub mod rewrite;

@@ -44,6 +44,9 @@ pub fn rewrite(frame: &mut Buf, api: ApiKey, version: i16, addrs: &mut dyn Addre
     let Some(at) = response_body_offset(frame, api, version) else {
         return Err(Error::Protocol(format!("{api:?} v{version} response too short")));
     };
+    if api == ApiKey::Produce && super::hints::produce_tagged(&frame[at..], version) == Some(false) {
+        return Ok(false);
+    }
     let correlation_id = super::response_correlation(frame).unwrap_or_default();
     let new_body = frame.with_frozen(|bytes| rewrite_body(bytes.slice(at..), api, version, addrs))?;
     if let Some(body) = new_body {
