@@ -11,8 +11,11 @@
 //! one write) per request on each side. The request keeps the config snapshot it was decided under until its
 //! answer is written.
 
+mod error;
 mod read;
 mod write;
+
+pub use error::Error;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -5,9 +5,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::error::{Error, Result};
 use super::{Body, Copy, Pending, Shared, Target};
 use crate::budget::{Charge, Share};
 use crate::buffer::Buf;
@@ -54,7 +56,7 @@ fn reject(shared: &Shared, reason: &'static str) {
 }
 
 /// Reads and carries out requests until the client closes (`Ok`) or the connection must close (`Err`, why).
-pub(super) async fn run(shared: &Arc<Shared>, mut rd: OwnedReadHalf, client: &Client<'_>) -> Result<(), String> {
+pub(super) async fn run(shared: &Arc<Shared>, mut rd: OwnedReadHalf, client: &Client<'_>) -> Result<()> {
     let limits = &shared.limits;
     let mut current: Option<Route> = None;
     let mut sasl = sasl::Local::new(shared.listen, client.peer);
@@ -81,7 +83,7 @@ pub(super) async fn run(shared: &Arc<Shared>, mut rd: OwnedReadHalf, client: &Cl
                 return match e.reason() {
                     Some(reason) => {
                         reject(shared, reason);
-                        Err(e.to_string())
+                        Err(Error::Frame(e))
                     }
                     None => {
                         tracing::debug!(peer = %client.peer, error = %e, "client connection ended");
@@ -94,19 +96,19 @@ pub(super) async fn run(shared: &Arc<Shared>, mut rd: OwnedReadHalf, client: &Cl
         let request_bytes = frame.len() as u64;
         let request = match Request::new(frame) {
             Ok(r) => r,
-            Err((Malformed::Short, _)) => return Err("frame too short".into()),
+            Err((Malformed::Short, _)) => return Err(Error::ShortFrame),
             Err((Malformed::UnknownApi(key), _)) => {
                 reject(shared, "unknown_api");
-                return Err(format!("unknown api key {key}"));
+                return Err(Error::UnknownApi(key));
             }
         };
         // A connection served by a fallback cluster tries its own broker again on every request.
         let fallback = |r: &Route| matches!(client.target, Target::Broker { cluster, .. } if cluster != r.up.name());
-        if current.as_ref().is_none_or(|r| r.up.is_retired() || r.lease.conn.is_closed() || fallback(r)) {
-            current = Some(route(shared, client.target).await?);
-        }
-        let Some(route) = current.as_mut() else { return Err("no route".into()) };
-        let Some(versions) = route.up.versions() else { return Err("upstream versions unknown".into()) };
+        let route = match &mut current {
+            Some(r) if !(r.up.is_retired() || r.lease.conn.is_closed() || fallback(r)) => r,
+            slot => slot.insert(route(shared, client.target).await?),
+        };
+        let Some(versions) = route.up.versions() else { return Err(Error::VersionsUnknown) };
         let snapshot = shared.store.snapshot();
         let health = shared.store.health.view_if(snapshot.routed);
         let ctx = request::Ctx {
@@ -143,7 +145,7 @@ pub(super) async fn run(shared: &Arc<Shared>, mut rd: OwnedReadHalf, client: &Cl
             }
             Step::Close { reason, label } => {
                 reject(shared, label.unwrap_or("policy"));
-                return Err(reason);
+                return Err(Error::Refused(reason));
             }
             Step::Forward(forward) => {
                 match dispatch(shared, client, route, forward).await? {
@@ -162,12 +164,18 @@ pub(super) async fn run(shared: &Arc<Shared>, mut rd: OwnedReadHalf, client: &Cl
 
 /// Queues an answer for the writer. A client whose in-flight queue stays full (its answers do not come) is still
 /// closed at the idle timeout.
-async fn send(shared: &Shared, client: &Client<'_>, p: Pending) -> Result<(), String> {
+async fn send(shared: &Shared, client: &Client<'_>, p: Pending) -> Result<()> {
+    // With room in the queue (the common case) no timer is set up.
+    let p = match client.tx.try_send(p) {
+        Ok(()) => return Ok(()),
+        Err(TrySendError::Closed(_)) => return Err(Error::WriterStopped),
+        Err(TrySendError::Full(p)) => p,
+    };
     let idle = shared.limits.idle_timeout;
     match tokio::time::timeout(idle, client.tx.send(p)).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err("response writer stopped".into()),
-        Err(_) => Err(format!("no answer due could be written for {idle:?}")),
+        Ok(Err(_)) => Err(Error::WriterStopped),
+        Err(_) => Err(Error::Stalled(idle)),
     }
 }
 
@@ -175,12 +183,7 @@ async fn send(shared: &Shared, client: &Client<'_>, p: Pending) -> Result<(), St
 type Due = (Arc<Upstream>, Body, pipeline::Owed, Vec<Copy>);
 
 /// Sends a forwarded request upstream; the answer to wait for, if any.
-async fn dispatch(
-    shared: &Shared,
-    client: &Client<'_>,
-    route: &mut Route,
-    forward: Forward,
-) -> Result<Option<Due>, String> {
+async fn dispatch(shared: &Shared, client: &Client<'_>, route: &mut Route, forward: Forward) -> Result<Option<Due>> {
     let Forward { cluster, mut request, fanout, owed } = forward;
     let snapshot_clusters = &shared.clusters;
     let mut copies = Vec::new();
@@ -195,23 +198,23 @@ async fn dispatch(
     let deadline = Instant::now() + deadline(shared, &mut request);
     let long_poll = request.is_long_poll();
     let api = request.api;
-    let mut frame = request.into_frame().map_err(|e| e.to_string())?;
+    let mut frame = request.into_frame().map_err(Error::Encode)?;
     if let Some(other) = cluster.and_then(|c| shared.clusters.get(&c)) {
         // The group's (or transaction's) coordinator lives in another cluster.
-        let lease = other.bootstrap_pool().lease().await.map_err(|e| e.to_string())?;
+        let lease = other.bootstrap_pool().lease().await.map_err(Error::Upstream)?;
         let credit = response_credit(shared, client.share, &mut frame).await;
         let rx = lease.conn.send(frame, Some((Some(credit), deadline))).await;
-        let rx = rx.map_err(|_| "upstream connection closed".to_string())?.ok_or("no reply expected")?;
+        let rx = rx.map_err(|_| Error::UpstreamClosed)?.ok_or(Error::NoReply)?;
         return Ok(Some((other, Body::Upstream { rx, deadline }, owed, copies)));
     }
     let mut credit = if expects { Some(response_credit(shared, client.share, &mut frame).await) } else { None };
     // A closed connection gives the frame back: retry once on a fresh one.
     for attempt in 0..2 {
         let conn = if long_poll {
-            route.pool.long_poll().await.map_err(|e| e.to_string())?
+            route.pool.long_poll().await.map_err(Error::Upstream)?
         } else {
             if attempt > 0 {
-                route.lease = route.pool.lease().await.map_err(|e| e.to_string())?;
+                route.lease = route.pool.lease().await.map_err(Error::Upstream)?;
             }
             route.lease.conn.clone()
         };
@@ -238,10 +241,10 @@ async fn dispatch(
                     credit = Some(response_credit(shared, client.share, &mut frame).await);
                 }
             }
-            Err(_) => return Err("upstream connection closed".into()),
+            Err(_) => return Err(Error::UpstreamClosed),
         }
     }
-    Err("upstream connection closed".into())
+    Err(Error::UpstreamClosed)
 }
 
 /// How long the answer may take upstream: what the request's own fields let the broker wait, plus a margin,
@@ -297,12 +300,12 @@ fn left_out(up: &Upstream, error: &str) -> Option<oneshot::Receiver<Buf>> {
 }
 
 /// The cluster and broker connection a client connection uses.
-async fn route(shared: &Shared, target: &Target) -> Result<Route, String> {
+async fn route(shared: &Shared, target: &Target) -> Result<Route> {
     let health = &shared.store.health;
     match target {
         Target::Bootstrap => {
             let snapshot = shared.store.snapshot();
-            let up = shared.clusters.get(snapshot.default_cluster()).ok_or("no default cluster")?;
+            let up = shared.clusters.get(snapshot.default_cluster()).ok_or(Error::NoDefaultCluster)?;
             let servers = up.cluster.bootstrap_servers.len().max(1);
             let mut last = format!("{} is unreachable", up.name());
             let tries = if health.is_down(up.name()) { 0 } else { servers };
@@ -320,21 +323,20 @@ async fn route(shared: &Shared, target: &Target) -> Result<Route, String> {
             if let Some(route) = fallback(shared, up.name()).await {
                 return Ok(route);
             }
-            Err(format!("no bootstrap server of {} answers: {last}", up.name()))
+            Err(Error::NoBootstrap { cluster: up.name().to_string(), last })
         }
         Target::Broker { cluster, node } => {
-            let up =
-                shared.clusters.get(cluster).ok_or_else(|| format!("cluster {cluster} is no longer configured"))?;
-            let addr = shared.brokers.upstream(cluster, *node).ok_or_else(|| format!("broker {node} is unknown"))?;
+            let up = shared.clusters.get(cluster).ok_or_else(|| Error::ClusterGone(cluster.clone()))?;
+            let addr = shared.brokers.upstream(cluster, *node).ok_or(Error::UnknownBroker(*node))?;
             let pool = up.pool(&addr);
             // A cluster the probes found unreachable is not dialled (a hung one would hold the client for a
             // dial's timeout on every request).
             let error = if health.is_down(cluster) {
-                format!("cluster {cluster} is unreachable")
+                Error::ClusterDown(cluster.clone())
             } else {
                 match pool.lease().await {
                     Ok(lease) => return Ok(Route { up, pool, lease }),
-                    Err(e) => e.to_string(),
+                    Err(e) => Error::Upstream(e),
                 }
             };
             // With routes, a client still holding this broker is served by another cluster while this one is
