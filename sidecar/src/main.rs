@@ -116,6 +116,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    bound_heap();
     // Variables renamed for consistency keep working under their old names (RENAMED_ENV).
     let args = Args::parse_from(kproxy_sidecar::settings::with_renamed_env(std::env::args_os().collect(), |name| {
         std::env::var_os(name)
@@ -236,6 +237,30 @@ async fn run(
     server.shutdown().await;
     Ok(())
 }
+
+/// glibc's allocator raises its mmap threshold (up to 32 MiB) each time a large buffer is freed, and buffers
+/// under the threshold stay in its heaps once freed: after a burst of large frames (eight 50 MiB fetches under a
+/// 256 MiB budget) the process kept up to 420 MiB resident. A fixed 1 MiB threshold hands every large frame
+/// buffer back to the kernel when it is freed; small frames, which the hot path reuses, stay in the heap.
+/// `MALLOC_MMAP_THRESHOLD_` in the environment, which glibc has already applied, wins.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: libc::c_int = 1 << 20;
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn bound_heap() {
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some() {
+        return;
+    }
+    // SAFETY: mallopt only changes the allocator's tuning; it is called before any other thread exists.
+    let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
+    if ok != 1 {
+        eprintln!("kproxy-sidecar: cannot set the allocator's mmap threshold; large buffers may stay resident");
+    }
+}
+
+/// Other allocators return large buffers on their own.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn bound_heap() {}
 
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

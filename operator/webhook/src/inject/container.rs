@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction, Probe, ResourceRequirements,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, Probe, ResourceRequirements,
     SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -73,7 +73,9 @@ pub(crate) fn sidecar(cfg: &InjectConfig, resources: &Resources, secrets: &[Stri
         image_pull_policy: cfg.image_pull_policy.clone(),
         restart_policy: Some("Always".into()),
         args: Some(args(cfg, settings)),
-        env: Some(env(settings)),
+        // No allocator tuning here: the sidecar fixes glibc's mmap threshold itself at start (an operator can
+        // still set MALLOC_MMAP_THRESHOLD_ through --sidecar-extra-env).
+        env: Some(settings.env()),
         ports: Some(vec![ContainerPort {
             name: Some(ADMIN_PORT_NAME.into()),
             container_port: i32::from(cfg.admin_port),
@@ -109,21 +111,6 @@ fn args(cfg: &InjectConfig, settings: &Settings) -> Vec<String> {
     }
     args.extend(settings.args());
     args
-}
-
-/// glibc's allocator keeps freed buffers below its mmap threshold in its heaps, and raises that threshold (up
-/// to 32 MiB) each time a large buffer is freed, so the sidecar's frame buffers (up to the memory budget) stayed
-/// resident after a burst. Fixing the threshold at 1 MiB returns large buffers to the kernel when freed: in the
-/// fetch scenario under a 256 MiB budget, peak RSS went from 295–422 MiB to 161–250 MiB.
-const MALLOC_MMAP_THRESHOLD: &str = "1048576";
-
-fn env(settings: &Settings) -> Vec<EnvVar> {
-    let malloc = EnvVar {
-        name: "MALLOC_MMAP_THRESHOLD_".into(),
-        value: Some(MALLOC_MMAP_THRESHOLD.into()),
-        ..Default::default()
-    };
-    std::iter::once(malloc).chain(settings.env()).collect()
 }
 
 fn probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {

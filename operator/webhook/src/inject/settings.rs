@@ -22,7 +22,7 @@ const MANAGED_FLAGS: &[&str] = &[
     "--log-json",
 ];
 /// Environment the webhook sets itself.
-const MANAGED_ENV: &[&str] = &["RUST_LOG", "MALLOC_MMAP_THRESHOLD_"];
+const MANAGED_ENV: &[&str] = &["RUST_LOG"];
 
 /// What every injected sidecar runs with unless its pod says otherwise (only logging can be set per pod).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -102,8 +102,6 @@ fn annotated_pod_gets_a_native_sidecar_with_everything() {
     let monitored = InjectConfig { metrics_on_pod_ip: true, ..InjectConfig::default() };
     let scraped = inject(&annotated(), &p, &monitored).unwrap().unwrap();
     assert!(!sidecar_of(&scraped).args.iter().flatten().any(|a| a == "--metrics-addr"), "metrics on the admin address");
-    let malloc = sidecar.env.iter().flatten().find(|e| e.name == "MALLOC_MMAP_THRESHOLD_");
-    assert_eq!(malloc.and_then(|e| e.value.as_deref()), Some("1048576"));
     let port = &sidecar.ports.as_ref().unwrap()[0];
     assert_eq!((port.name.as_deref(), port.container_port), (Some("kproxy-admin"), 9102));
     let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| p.as_ref().unwrap().http_get.clone().unwrap().path;
