@@ -109,7 +109,8 @@ pub async fn serve(
     shared.metrics.client_connections.inc();
     let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel(shared.limits.max_in_flight);
-    let dead = CancellationToken::new();
+    // Cancelled when the writer stops, and by shutdown: the reader waits on this one token.
+    let dead = shared.shutdown.child_token();
     // Quotas hold the connection's next request (KIP-219): the writer sets it, the reader waits it out.
     let hold = Arc::new(read::Hold::default());
     let paused = Some(shared.metrics.client_paused_seconds.clone());

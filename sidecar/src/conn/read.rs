@@ -33,7 +33,7 @@ pub const DEADLINE_MARGIN: Duration = Duration::from_secs(30);
 /// What the reader knows of its client connection.
 pub(super) struct Client<'a> {
     pub target: &'a Target,
-    /// Cancelled when the writer stopped.
+    /// Cancelled when the writer stopped or the sidecar shuts down.
     pub dead: &'a CancellationToken,
     pub peer: SocketAddr,
     /// When the next request may be read (quotas).
@@ -72,7 +72,6 @@ pub(super) async fn run(shared: &Arc<Shared>, mut rd: OwnedReadHalf, client: &Cl
         client.hold.wait().await;
         let frame = tokio::select! {
             biased;
-            _ = shared.shutdown.cancelled() => return Ok(()),
             _ = client.dead.cancelled() => return Ok(()),
             f = frames.next() => f,
         };

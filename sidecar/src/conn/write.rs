@@ -219,7 +219,7 @@ async fn answer(shared: &Shared, p: &mut Pending, early: Option<Buf>, peer: Sock
                 };
                 others.push((copy.cluster, answer, copy.topics));
             }
-            ("forwarded", frame, Source::Upstream { cluster: p.up.name().to_string(), others })
+            ("forwarded", frame, Source::Upstream { cluster: p.up.name(), others })
         }
     };
     let health = shared.store.health.view_if(snapshot.routed);

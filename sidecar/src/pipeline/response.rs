@@ -27,11 +27,11 @@ pub struct Ctx<'a> {
 }
 
 /// Where a response came from.
-pub enum Source {
+pub enum Source<'a> {
     /// Built by the sidecar: nothing to merge or rewrite.
     Local,
     /// From `cluster`; with the other clusters' answers to a fanned-out Metadata request (`None`: no answer).
-    Upstream { cluster: String, others: Vec<(String, Option<Buf>, Vec<String>)> },
+    Upstream { cluster: &'a str, others: Vec<(String, Option<Buf>, Vec<String>)> },
 }
 
 /// Finishes a response frame (any correlation id) in place. Returns the throttle: the caller holds the
@@ -42,23 +42,23 @@ pub fn finish(
     api: ApiKey,
     version: i16,
     frame: &mut Buf,
-    source: Source,
+    source: Source<'_>,
 ) -> Result<Duration> {
     let mut merged = false;
     let cluster = match source {
         Source::Local => None,
         Source::Upstream { cluster, others } => {
             if api == ApiKey::Metadata && ctx.snapshot.routed {
-                merge(ctx, version, (&cluster, frame), others)?;
+                merge(ctx, version, (cluster, frame), others)?;
                 merged = true;
             } else if let Some(split) = owed.split.take() {
-                merge_split(ctx, api, version, (&cluster, frame), others, *split)?;
+                merge_split(ctx, api, version, (cluster, frame), others, *split)?;
                 merged = true;
             }
             Some(cluster)
         }
     };
-    if let (Some(member), Some(cluster)) = (owed.member.take(), &cluster) {
+    if let (Some(member), Some(cluster)) = (owed.member.take(), cluster) {
         learn_epoch(ctx, &member, version, frame, cluster);
     }
     let throttle = policy(ctx, owed, api, version, frame)?;
@@ -66,7 +66,7 @@ pub fn finish(
         && !merged
         && rewrite::needs_rewrite(api, version)
     {
-        rewrite::rewrite(frame, api, version, &mut ctx.brokers.rewriter(&cluster))?;
+        rewrite::rewrite(frame, api, version, &mut ctx.brokers.rewriter(cluster))?;
     }
     Ok(throttle)
 }

@@ -276,7 +276,7 @@ fn an_admin_request_naming_topics_of_two_clusters_is_split_and_its_answers_merge
     let ctx = response::Ctx { snapshot: &snapshot, live: &world.store.live, health: &health, brokers: &brokers };
     let mut own = answer(&world.pool, ApiKey::CreatePartitions, 3, &results(&["orders.eu"]));
     let west = answer(&world.pool, ApiKey::CreatePartitions, 3, &results(&["misc", "audit"]));
-    let source = Source::Upstream { cluster: "east".into(), others: vec![("west".into(), Some(west), Vec::new())] };
+    let source = Source::Upstream { cluster: "east", others: vec![("west".into(), Some(west), Vec::new())] };
     response::finish(&ctx, owed, ApiKey::CreatePartitions, 3, &mut own, source).unwrap();
     let at = crate::protocol::response_body_offset(&own, ApiKey::CreatePartitions, 3).unwrap();
     let merged = CreatePartitionsResponse::decode(&mut &own[at..], 3).unwrap();
@@ -296,7 +296,7 @@ fn a_cluster_that_does_not_answer_its_part_leaves_its_topics_timed_out() {
     let (snapshot, health) = (world.store.snapshot(), world.store.health.view());
     let ctx = response::Ctx { snapshot: &snapshot, live: &world.store.live, health: &health, brokers: &brokers };
     let mut own = answer(&world.pool, ApiKey::CreatePartitions, 3, &results(&["orders.eu"]));
-    let source = Source::Upstream { cluster: "east".into(), others: vec![("west".into(), None, Vec::new())] };
+    let source = Source::Upstream { cluster: "east", others: vec![("west".into(), None, Vec::new())] };
     response::finish(&ctx, owed, ApiKey::CreatePartitions, 3, &mut own, source).unwrap();
     let at = crate::protocol::response_body_offset(&own, ApiKey::CreatePartitions, 3).unwrap();
     let merged = CreatePartitionsResponse::decode(&mut &own[at..], 3).unwrap();
@@ -356,7 +356,7 @@ fn heartbeat_answered(world: &World, forward: super::Forward, cluster: &str, epo
         .with_member_epoch(epoch)
         .with_heartbeat_interval_ms(5_000);
     let mut frame = answer_frame(world, &answer);
-    let source = super::response::Source::Upstream { cluster: cluster.into(), others: Vec::new() };
+    let source = super::response::Source::Upstream { cluster, others: Vec::new() };
     super::response::finish(&ctx, forward.owed, ApiKey::ConsumerGroupHeartbeat, 1, &mut frame, source).unwrap();
 }
 

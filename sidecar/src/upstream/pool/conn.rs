@@ -138,9 +138,15 @@ impl Conn {
             self.pending.fetch_add(1, Ordering::Relaxed);
         }
         self.queued.fetch_add(1, Ordering::Relaxed);
-        match self.tx.send(Outgoing { frame, reply }).await {
+        // With room in the queue (the common case) the frame goes in without waiting on its semaphore.
+        let sent = match self.tx.try_send(Outgoing { frame, reply }) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(out)) => self.tx.send(out).await.map_err(|e| e.0),
+            Err(mpsc::error::TrySendError::Closed(out)) => Err(out),
+        };
+        match sent {
             Ok(()) => Ok(rx),
-            Err(mpsc::error::SendError(out)) => {
+            Err(out) => {
                 self.queued.fetch_sub(1, Ordering::Relaxed);
                 if expects {
                     self.pending.fetch_sub(1, Ordering::Relaxed);
