@@ -1,7 +1,8 @@
 """kproxy's benchmark suite (run by scripts/bench.sh = `make bench`): direct vs through the sidecar.
 
 Expects release binaries in target/release and the environment of `.cache/env.sh` (KPROXY_KAFKA_EAST,
-KPROXY_KAFKA_LIBS). BENCH_QUICK=1 runs one short round of everything; BENCH_ONLY=group,group runs a subset.
+KPROXY_KAFKA_LIBS). BENCH_QUICK=1 runs one short round of everything; BENCH_ONLY=group,group runs a subset and
+keeps the other groups' figures from the previous results.json (BENCH_MERGE=0: write only this run's).
 """
 
 import argparse
@@ -9,12 +10,14 @@ import json
 import os
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import costs
+import merge
 import peers
 import report
 import suites
@@ -89,9 +92,18 @@ def main():
     finally:
         upstream.stop()
     plan_desc = {"mode": "quick" if plan.quick else "full", "rounds": plan.rounds, "groups": only,
-                 "seconds": round(time.time() - started)}
-    tgt = report.write(Path(args.out), ROOT, work, results.rows, results.notes, results.profile, COMMANDS, plan_desc,
-                       Path(args.markdown))
+                 "seconds": round(time.time() - started), "commit": commit()}
+    rows, notes, profile, commands = results.rows, results.notes, results.profile, COMMANDS
+    old = merge.earlier(Path(args.out)) if set(only) != set(GROUPS) and os.environ.get("BENCH_MERGE") != "0" else None
+    info = report.machine()
+    if old and not plan.quick:
+        rows, notes, profile, commands = merge.fold(old, rows, notes, profile, commands, only)
+        plan_desc["earlier"] = old["plan"].get("earlier") or {"date_utc": old["machine"]["date_utc"],
+                                                              "commit": old["plan"].get("commit")}
+        # What this run could not tell (no Kafka here, say) is what the earlier run's figures ran with.
+        info = {k: old["machine"].get(k, v) if v == "unknown" else v for k, v in info.items()}
+    tgt = report.write(Path(args.out), ROOT, work, rows, notes, profile, commands, plan_desc, Path(args.markdown),
+                       info=info)
     for t in tgt:
         log(f"{'met   ' if t['met'] else 'MISSED'} {t['target']}: {t['measured']}")
     log(f"wrote {args.markdown} and {args.out}/ in {time.time() - started:.0f} s (work files: {work})")
@@ -99,6 +111,15 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
     failed = [n for n in results.notes if " failed: " in n]
     return 1 if failed else 0
+
+
+def commit():
+    """The measured commit, marked when the sidecar or the benchmark code differ from it."""
+    def git(*a):
+        return subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True)
+    head = git("rev-parse", "--short", "HEAD").stdout.strip() or "unknown"
+    dirty = git("diff", "--quiet", "HEAD", "--", "sidecar", "bench", "Cargo.toml", "Cargo.lock").returncode != 0
+    return f"{head} with uncommitted changes" if dirty else head
 
 
 def rewrite_report(out, markdown):
