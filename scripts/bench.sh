@@ -4,7 +4,8 @@
 #
 #   BENCH_QUICK=1   one short round of every figure (a smoke run of the suite, ~3 minutes)
 #   BENCH_ONLY=...  comma-separated subset: kafka,side_by_side,proxy_alone,memory_budget,memory,startup,reload,
-#                   instructions (side_by_side fetches Kroxylicious 0.12.0 from Maven Central once into .cache/)
+#                   instructions,operator_scale (side_by_side fetches Kroxylicious 0.12.0 from Maven Central once
+#                   into .cache/; operator_scale needs the environment's kube-apiserver and is skipped without it)
 #   BENCH_ROUNDS=N  interleaved rounds per figure (default 3)
 #   BENCH_BUDGET_S  groups not started within this many seconds are skipped and noted (default 1200)
 #   BENCH_KEEP_WORK=1  keep the temporary directory (sidecar logs, callgrind and strace output)
@@ -31,7 +32,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "[bench] release build"
-cargo build --release --locked -p kproxy-sidecar -p kproxy-bench
+cargo build --release --locked -p kproxy-sidecar -p kproxy-operator -p kproxy-bench
 
 if [ ! -f .cache/env.sh ]; then
   echo "[bench] no running environment: starting Kafka (scripts/env/up.sh, Kafka only)"

@@ -10,6 +10,7 @@ import subprocess
 import time
 
 import chart
+import operator_scale
 
 
 def machine():
@@ -177,6 +178,7 @@ def targets(summary):
                 f"{ratio:.1%} of the throughput without reloads (no-reload spread "
                 f"{base['min'] / base['median']:.1%}–{base['max'] / base['median']:.1%})",
                 ratio >= 0.98 or rel["median"] >= base["min"], "requests/s with a reload every 250 ms vs none")
+    operator_scale.targets(summary, add)
     return out
 
 
@@ -390,6 +392,7 @@ def write(out_dir, root, work, rows, notes, profile, commands, plan_desc, md_pat
                       a="no reloads", b="reload every 250 ms"),
         "",
     ]
+    md += operator_scale.section(summary, single_table)
     # Figures measured elsewhere (the e2e tests on the test node), kept across regenerations.
     extra = root / "benchmarks" / "propagation.md"
     if extra.exists():

@@ -18,13 +18,15 @@ from pathlib import Path
 
 import costs
 import merge
+import operator_scale
 import peers
 import report
 import suites
 from procs import COMMANDS, ROOT, Upstream, log, reachable
 
 # Kafka's tools first: the longest group and the headline figures; the rest are short.
-GROUPS = ["kafka", "side_by_side", "proxy_alone", "memory_budget", "memory", "startup", "reload", "instructions"]
+GROUPS = ["kafka", "side_by_side", "proxy_alone", "memory_budget", "memory", "startup", "reload", "instructions",
+          "operator_scale"]
 
 
 def main():
@@ -84,6 +86,8 @@ def main():
                     suites.reload(results, plan, work, upstream)
                 elif group == "instructions":
                     costs.instructions(results, plan, work, upstream)
+                elif group == "operator_scale":
+                    operator_scale.run(results, plan, work)
                 else:
                     raise SystemExit(f"unknown group {group}; known: {', '.join(GROUPS)}")
             except Exception as e:  # one broken group must not lose the others' figures
