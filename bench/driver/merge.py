@@ -29,3 +29,16 @@ def fold(old, rows, notes, profile, commands, groups):
     seen = {tuple(str(x) for x in c) for c in commands}
     old_commands = [c for c in old.get("commands", []) if tuple(c) not in seen]
     return kept_rows + rows, notes + kept_notes, profile, commands + old_commands
+
+
+def earlier_runs(old, groups):
+    """The runs whose figures `old` still holds once `groups` are measured again: each with the groups it
+    measured, its date and commit."""
+    runs = old["plan"].get("runs") or [{"groups": old["plan"]["groups"], "date_utc": old["machine"]["date_utc"],
+                                        "commit": old["plan"].get("commit")}]
+    kept = []
+    for run in runs:
+        left = [g for g in run["groups"] if g not in groups]
+        if left:
+            kept.append({**run, "groups": left})
+    return kept

@@ -243,11 +243,11 @@ def write(out_dir, root, work, rows, notes, profile, commands, plan_desc, md_pat
         "Raw numbers: [benchmarks/results.csv](benchmarks/results.csv), [benchmarks/results.json](benchmarks/results.json).",
         "",
     ] + ([
-        f"That run measured {', '.join(plan_desc['groups'])} only; every other figure is from the run of "
-        f"{plan_desc['earlier']['date_utc']}"
-        f"{' (commit ' + plan_desc['earlier']['commit'] + ')' if plan_desc['earlier'].get('commit') else ''}.",
+        "The figures come from more than one run: " + "; ".join(
+            f"{', '.join(r['groups'])} on {r['date_utc']}" + (f" (commit {r['commit']})" if r.get("commit") else "")
+            for r in plan_desc["runs"]) + ".",
         "",
-    ] if plan_desc.get("earlier") else []) + ([
+    ] if len(plan_desc.get("runs", [])) > 1 else []) + ([
         "**This is a quick smoke run (one short round of each figure): it shows that the suite runs, not what",
         "kproxy costs. Run `make bench` on a quiet machine for the figures to publish.**",
         "",

@@ -100,10 +100,10 @@ def main():
     rows, notes, profile, commands = results.rows, results.notes, results.profile, COMMANDS
     old = merge.earlier(Path(args.out)) if set(only) != set(GROUPS) and os.environ.get("BENCH_MERGE") != "0" else None
     info = report.machine()
+    plan_desc["runs"] = [{"groups": only, "date_utc": info["date_utc"], "commit": plan_desc["commit"]}]
     if old and not plan.quick:
         rows, notes, profile, commands = merge.fold(old, rows, notes, profile, commands, only)
-        plan_desc["earlier"] = old["plan"].get("earlier") or {"date_utc": old["machine"]["date_utc"],
-                                                              "commit": old["plan"].get("commit")}
+        plan_desc["runs"] += merge.earlier_runs(old, only)
         # What this run could not tell (no Kafka here, say) is what the earlier run's figures ran with.
         info = {k: old["machine"].get(k, v) if v == "unknown" else v for k, v in info.items()}
     tgt = report.write(Path(args.out), ROOT, work, rows, notes, profile, commands, plan_desc, Path(args.markdown),
