@@ -42,21 +42,21 @@ finish_step() {
   step_start=0
 }
 install_pid=""
-# failure_summary: what went wrong in the failed step, in at most 20 lines: the lines that name an error (a
+# failure_summary: what went wrong in the failed step, in at most 19 lines: the lines that name an error (a
 # script's ERROR, a test's panic, a failing target), then the step's last lines.
 failure_summary() {
   local lines errors
   sleep 0.2 # what the step printed last is through tee
   lines=$(tail -n +"$((step_line + 1))" "$suite_log")
-  errors=$(grep -E 'ERROR|panicked at|^error|FAILED|^---- .* stdout ----$|failed|exited before|not ready after' \
-    <<<"$lines" | grep -v '^test .* \.\.\. ok$' | tail -n 12 || true)
+  errors=$(grep -i -E 'error|panicked at|failed|exited before|not ready after|^---- .* stdout ----$' <<<"$lines" |
+    grep -v -E '^test .* \.\.\. ok$|^--- last lines of' | tail -n 8 || true)
   echo "== make test FAILED in step \"${step_name:-?}\" (exit $1); full output: $suite_log"
   if [ -n "$errors" ]; then
     echo "-- its lines naming an error:"
     echo "$errors"
   fi
   echo "-- its last lines:"
-  tail -n 6 <<<"$lines"
+  tail -n 8 <<<"$lines"
 }
 
 report() {

@@ -32,7 +32,14 @@ KAFKA_CLUSTERS=(east west legacy)
 export PATH="$BIN_DIR:$PATH"
 
 log() { printf '[env %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+# die MESSAGE: fails the script. A message ending in "see FILE" also prints that log's last lines, since the
+# log may be gone (a CI machine) by the time anyone reads the output.
 die() {
+  local file=${*##*see }
+  if [ "$file" != "$*" ] && [ -f "$file" ]; then
+    echo "--- last lines of $file:" >&2
+    tail -n 15 "$file" >&2
+  fi
   printf '[env %s] ERROR: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2
   exit 1
 }
@@ -128,19 +135,17 @@ print(" ".join(map(str, out)))
 EOF
 }
 
-# wait_for DESCRIPTION TIMEOUT_S LOGFILE PIDFILE PATTERN CMD...: polls CMD until it succeeds; fails naming LOGFILE
-# as soon as the process died or the timeout passed.
+# wait_for DESCRIPTION TIMEOUT_S LOGFILE PIDFILE PATTERN CMD...: polls CMD until it succeeds; fails with LOGFILE's
+# last lines as soon as the process died or the timeout passed.
 wait_for() {
   local what=$1 timeout=$2 logfile=$3 pidfile=$4 pattern=$5 deadline
   shift 5
   deadline=$(($(date +%s) + timeout))
   until "$@" >/dev/null 2>&1; do
     if ! is_running "$pidfile" "$pattern"; then
-      tail -n 20 "$logfile" >&2 || true
       die "$what exited before it was ready; see $logfile"
     fi
     if [ "$(date +%s)" -ge "$deadline" ]; then
-      tail -n 20 "$logfile" >&2 || true
       die "$what not ready after ${timeout}s; see $logfile"
     fi
     sleep 0.5
