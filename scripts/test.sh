@@ -135,7 +135,13 @@ step "images"
 KPROXY_IMAGES_NO_CARGO=1 scripts/images.sh
 
 step "environment up"
-scripts/env/up.sh
+# A dozen daemons come up here; one that fails to start (a port taken meanwhile, a slow first start) gets one
+# more try from a clean slate, after its failure has been printed above.
+if ! scripts/env/up.sh; then
+  echo "environment up FAILED once (its error is above); stopping it and trying again"
+  scripts/env/down.sh >"$root/.cache/logs/env-down-retry.log" 2>&1 || true
+  scripts/env/up.sh
+fi
 
 step "e2e tests"
 # One environment for every e2e test; each test makes its own topics, namespaces and ports.
