@@ -6,6 +6,7 @@ API server sends them; then the namespace grown to M policies and a second cold 
 import json
 import os
 import subprocess
+from pathlib import Path
 
 from procs import COMMANDS, RELEASE, ROOT, log
 
@@ -35,6 +36,9 @@ def run(results, plan, work):
     cmd = [str(RELEASE / "kproxy-bench-operator"), "--operator", str(RELEASE / "kproxy-operator"),
            "--log-dir", str(logs), "--policies", str(policies), "--rss-policies", str(large),
            "--reviews", "500" if plan.quick else "2000"]
+    pid_file = Path(os.environ.get("KPROXY_ENV_DIR", "")) / "kube" / "kube-apiserver.pid"
+    if pid_file.is_file():
+        cmd += ["--apiserver-pid", pid_file.read_text().strip()]
     COMMANDS.append(cmd)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     for line in out.stderr.splitlines():
@@ -60,6 +64,8 @@ def record(results, f):
     for q in ("p50", "p99", "p999", "max"):
         add(f"review_{q}_ms", f["review_us"][q] / 1000, "ms")
     add("reviews", f["review_us"]["n"], "count")
+    for who, seconds in f.get("cpu_s", {}).items():
+        add(f"{who}_cpu_s_until_ready", seconds, "s")
     for result, n in sorted(f.get("reconciles", {}).items()):
         add(f"reconciles_{result}", n, "count")
     if "apply_s" in f:
@@ -107,7 +113,8 @@ SECTION = [
     "timed ones, each a Pod CREATE AdmissionReview posted over TLS on one kept-alive HTTP/1.1 connection (as the",
     "API server does), timed until the whole answer is read; every answer must carry the injection patch. The",
     "larger case adds policies to the same namespace and starts a second operator cold. Reconcile counts are the",
-    "operator's own `kproxy_operator_reconciles_total` at the end of each start.",
+    "operator's own `kproxy_operator_reconciles_total` at the end of each start; CPU seconds of kube-apiserver and",
+    "of the operator from the spawn to the last Ready come from `/proc/<pid>/stat`.",
     "",
 ]
 

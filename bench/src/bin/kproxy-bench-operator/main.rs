@@ -41,6 +41,9 @@ struct Args {
     /// Longest wait for all policies to be Ready.
     #[arg(long, default_value_t = 600)]
     ready_timeout_seconds: u64,
+    /// The API server's process id, to report the CPU it spends during each cold start.
+    #[arg(long)]
+    apiserver_pid: Option<u32>,
     /// Namespace to create (and delete at the end); default kproxy-opscale-<pid>.
     #[arg(long)]
     namespace: Option<String>,
@@ -74,10 +77,14 @@ async fn run(args: &Args, client: &kube::Client, namespace: &str) -> Result<Valu
     eprintln!("{} policies created in {applied_s:.1} s", args.policies);
 
     let mut figures = json!({"policies": args.policies, "apply_s": applied_s});
+    let apiserver_cpu = || args.apiserver_pid.and_then(|pid| operator::cpu_seconds(pid).ok());
+    let cpu_before = apiserver_cpu();
     let op = Operator::start(&args.operator, namespace, &args.log_dir, "first")?;
     let took = cluster::wait_ready(&mut ready, args.policies, op.started, timeout).await?;
     eprintln!("all {} Ready {:.1} s after the operator started", args.policies, took.as_secs_f64());
     figures["cold_start_ready_s"] = json!(took.as_secs_f64());
+    figures["cpu_s"] = json!({"operator": op.cpu_seconds().ok(),
+                              "apiserver": apiserver_cpu().zip(cpu_before).map(|(a, b)| a - b)});
     // Reconciles still queued (status events of the last writes) finish before memory is read.
     op.settle().await;
     figures["rss"] = op.memory()?;
@@ -102,8 +109,11 @@ async fn run(args: &Args, client: &kube::Client, namespace: &str) -> Result<Valu
             args.rss_policies - args.policies,
             started.elapsed().as_secs_f64()
         );
+        let cpu_before = apiserver_cpu();
         let op = Operator::start(&args.operator, namespace, &args.log_dir, "second")?;
         let took = cluster::wait_ready(&mut ready, args.rss_policies, op.started, timeout).await?;
+        let cpu = json!({"operator": op.cpu_seconds().ok(),
+                         "apiserver": apiserver_cpu().zip(cpu_before).map(|(a, b)| a - b)});
         eprintln!("all {} Ready {:.1} s after the second operator started", args.rss_policies, took.as_secs_f64());
         op.settle().await;
         let h =
@@ -111,6 +121,7 @@ async fn run(args: &Args, client: &kube::Client, namespace: &str) -> Result<Valu
         figures["large"] = json!({
             "policies": args.rss_policies,
             "cold_start_ready_s": took.as_secs_f64(),
+            "cpu_s": cpu,
             "rss": op.memory()?,
             "reconciles": op.reconciles().await.unwrap_or_default(),
             "review_us": percentiles(&h),

@@ -22,6 +22,17 @@ pub struct Operator {
     admin_port: u16,
 }
 
+/// CPU seconds process `pid` has used (user + system), from /proc.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which may contain spaces, closed by the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')').context("malformed stat")?.1.split_whitespace().collect();
+    let ticks: u64 =
+        fields.get(11).context("no utime")?.parse::<u64>()? + fields.get(12).context("no stime")?.parse::<u64>()?;
+    // Linux reports them in clock ticks of 1/100 s (USER_HZ).
+    Ok(ticks as f64 / 100.0)
+}
+
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -56,6 +67,11 @@ impl Operator {
             status.lines().find_map(|l| l.strip_prefix(name))?.trim().trim_end_matches("kB").trim().parse().ok()
         };
         Ok(json!({"rss_kib": field("VmRSS:"), "peak_kib": field("VmHWM:")}))
+    }
+
+    /// CPU seconds the process has used (user + system).
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        cpu_seconds(self.child.id())
     }
 
     /// `kproxy_operator_reconciles_total` by result, from the operator's /metrics.
