@@ -1,17 +1,19 @@
 //! KIP-848 consumer groups through the sidecar against Kafka 4.1: Java consumers with `group.protocol=consumer`
 //! (three members, a hot reload under them, then one leaves) consume every record exactly once and commit up to
-//! the log end, without and with ACLs that allow the group; a group the ACLs deny fails cleanly with
-//! GROUP_AUTHORIZATION_FAILED; librdkafka's implementation of the protocol consumes and commits; Kafka 3.9 offers
-//! only what it speaks.
+//! the log end, without and with ACLs that allow the group; three members follow their route's failover to west
+//! and back (east cut off from the sidecar's network alone) and read every record of both clusters, committing
+//! to the log end of each; a group the ACLs deny fails cleanly with GROUP_AUTHORIZATION_FAILED; librdkafka's
+//! implementation of the protocol consumes and commits; Kafka 3.9 offers only what it speaks.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::protocol::StrBytes;
-use kproxy_e2e::sidecar::{Sidecar, config, java};
+use kproxy_e2e::partition::Partition;
+use kproxy_e2e::sidecar::{Sidecar, config, east_west, java};
 use kproxy_e2e::{Env, env, run_with_timeout, unique, wait_for};
 
 /// One cluster; ACLs allowing everything on topics and groups of this run, Describe (not Read) on groups
@@ -77,6 +79,61 @@ fn consumed(dir: &Path) -> Vec<String> {
     all
 }
 
+/// Member processes, killed when dropped (a failing test leaves none running).
+struct Running(Vec<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for m in &mut self.0 {
+            let _ = m.kill();
+            let _ = m.wait();
+        }
+    }
+}
+
+/// Three members of `group` on `topic` through `bootstrap`, client ids `<client>0..2`, printing into `dir`.
+fn start_members(env: &Env, bootstrap: &str, (topic, group, client): (&str, &str, &str), dir: &Path) -> Running {
+    std::fs::create_dir_all(dir).unwrap();
+    Running(
+        (0..3)
+            .map(|i| member(env, bootstrap, topic, group, &format!("{client}{i}"), &dir.join(format!("member-{i}"))))
+            .collect(),
+    )
+}
+
+/// Waits until the members printing into `dir` consumed `count` distinct records starting with `prefix`.
+fn wait_consumed(dir: &Path, prefix: &str, count: usize, timeout: Duration) {
+    let distinct = || consumed(dir).iter().filter(|r| r.starts_with(prefix)).collect::<BTreeSet<_>>().len();
+    let waited = wait_for(&format!("the group to consume {count} records {prefix}*"), timeout, || {
+        Ok((distinct() >= count).then_some(()))
+    });
+    waited.unwrap_or_else(|e| {
+        let logs: Vec<String> =
+            (0..3).map(|i| std::fs::read_to_string(dir.join(format!("member-{i}.err"))).unwrap_or_default()).collect();
+        panic!("{e}; member logs: {logs:?}")
+    });
+}
+
+/// Waits until `count` members (client ids starting with `client`) hold partitions of `group`.
+fn wait_members(env: &Env, bootstrap: &str, group: &str, client: &str, count: usize, timeout: Duration) {
+    wait_for(&format!("{count} members in the group"), timeout, || {
+        Ok((members(&describe(env, bootstrap, group), client).len() == count).then_some(()))
+    })
+    .unwrap();
+}
+
+/// Waits until the group's committed offsets are at the log end of all `partitions` of `topic` (no lag), as
+/// `bootstrap` describes them; returns that description.
+fn committed_at_end(env: &Env, bootstrap: &str, group: &str, topic: &str, partitions: usize) -> String {
+    wait_for("committed offsets at the log end", Duration::from_secs(60), || {
+        let text = describe(env, bootstrap, group);
+        let rows: Vec<&str> = text.lines().filter(|l| l.contains(topic)).collect();
+        let at_end = rows.len() == partitions && rows.iter().all(|l| l.split_whitespace().nth(5) == Some("0"));
+        Ok(at_end.then_some(text))
+    })
+    .unwrap()
+}
+
 /// Three members share a 6-partition topic; one leaves; records produced afterwards go to the other two. Every
 /// record is consumed exactly once and the committed offsets reach the log end. With `reload`, that config is
 /// published while the three members run, and the group must go on through the hot reload as it is.
@@ -90,23 +147,9 @@ fn three_members_one_leaves(env: &Env, sidecar: &Sidecar, run: &str, reload: Opt
     let first: Vec<String> = (0..600).map(|i| format!("a-{i}")).collect();
     env.kcat_produce(&sidecar.listen, &topic, &first, &[]).unwrap();
     let dir = std::env::temp_dir().join(unique("kip848"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut running: Vec<Child> = (0..3)
-        .map(|i| {
-            member(env, &sidecar.listen, &topic, &group, &format!("{client}{i}"), &dir.join(format!("member-{i}")))
-        })
-        .collect();
-    let logs = || (0..3).map(|i| std::fs::read_to_string(dir.join(format!("member-{i}.err"))).unwrap_or_default());
-    let unique_count =
-        |prefix: &str| consumed(&dir).iter().filter(|r| r.starts_with(prefix)).collect::<BTreeSet<_>>().len();
-    let waited = wait_for("the group to consume the first 600 records", Duration::from_secs(120), || {
-        Ok((unique_count("a-") >= 600).then_some(()))
-    });
-    waited.unwrap_or_else(|e| panic!("{e}; member logs: {:?}", logs().collect::<Vec<_>>()));
-    wait_for("three members in the group", Duration::from_secs(60), || {
-        Ok((members(&describe(env, &sidecar.listen, &group), &client).len() == 3).then_some(()))
-    })
-    .unwrap();
+    let mut running = start_members(env, &sidecar.listen, (&topic, &group, &client), &dir);
+    wait_consumed(&dir, "a-", 600, Duration::from_secs(120));
+    wait_members(env, &sidecar.listen, &group, &client, 3, Duration::from_secs(60));
     if let Some(text) = reload {
         let applied = || sidecar.metric("kproxy_config_reloads_total", &["result=\"applied\""]).unwrap_or(0.0);
         let before = applied();
@@ -115,37 +158,19 @@ fn three_members_one_leaves(env: &Env, sidecar: &Sidecar, run: &str, reload: Opt
         // Records produced after the reload reach the same three members.
         let between: Vec<String> = (0..300).map(|i| format!("r-{i}")).collect();
         env.kcat_produce(&sidecar.listen, &topic, &between, &[]).unwrap();
-        wait_for("the group to consume across the reload", Duration::from_secs(90), || {
-            Ok((unique_count("r-") >= 300).then_some(()))
-        })
-        .unwrap();
+        wait_consumed(&dir, "r-", 300, Duration::from_secs(90));
         assert_eq!(members(&describe(env, &sidecar.listen, &group), &client).len(), 3, "no member lost to the reload");
     }
     // One member leaves: SIGTERM closes its consumer, which commits what it consumed and leaves the group.
-    let mut leaving = running.remove(0);
+    let mut leaving = running.0.remove(0);
     let _ = std::process::Command::new("kill").args(["-TERM", &leaving.id().to_string()]).status();
     let _ = leaving.wait();
-    wait_for("the group to go on with two members", Duration::from_secs(60), || {
-        Ok((members(&describe(env, &sidecar.listen, &group), &client).len() == 2).then_some(()))
-    })
-    .unwrap();
+    wait_members(env, &sidecar.listen, &group, &client, 2, Duration::from_secs(60));
     let second: Vec<String> = (0..600).map(|i| format!("b-{i}")).collect();
     env.kcat_produce(&sidecar.listen, &topic, &second, &[]).unwrap();
-    wait_for("the two members to consume the next 600", Duration::from_secs(90), || {
-        Ok((unique_count("b-") >= 600).then_some(()))
-    })
-    .unwrap();
-    let text = wait_for("committed offsets at the log end", Duration::from_secs(60), || {
-        let text = describe(env, &sidecar.listen, &group);
-        let rows: Vec<&str> = text.lines().filter(|l| l.contains(&topic)).collect();
-        let at_end = rows.len() == 6 && rows.iter().all(|l| l.split_whitespace().nth(5) == Some("0"));
-        Ok(at_end.then_some(text))
-    })
-    .unwrap();
-    for mut m in running {
-        let _ = m.kill();
-        let _ = m.wait();
-    }
+    wait_consumed(&dir, "b-", 600, Duration::from_secs(90));
+    let text = committed_at_end(env, &sidecar.listen, &group, &topic, 6);
+    drop(running);
     let mut got = consumed(&dir);
     got.sort();
     let reloaded: Vec<String> = if reload.is_some() { (0..300).map(|i| format!("r-{i}")).collect() } else { vec![] };
@@ -168,6 +193,117 @@ fn kip_848_java_consumers_share_a_topic_across_a_hot_reload_and_rebalance_when_o
     // A hot reload in the middle: the same cluster with an ACL section that allows everything.
     let reloaded = format!("{}acls:\n  defaultAction: Allow\n", config("east", env.kafka_east()));
     three_members_one_leaves(env, &sidecar, &unique("kip848"), Some(&reloaded));
+}
+
+/// This run's topics and groups in east, failing over to west; anything else in west.
+fn failover_config(env: &Env, run: &str) -> String {
+    let route = |what: &str| format!(r#"{{match: {{{what}: "{run}-"}}, cluster: east, failover: [west]}}"#);
+    east_west(env, "west", &[route("topicPrefix"), route("groupPrefix")])
+}
+
+fn numbered(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// Every record of `topic` in one cluster, read directly, sorted.
+fn stored(env: &Env, bootstrap: &str, topic: &str, count: usize) -> Vec<String> {
+    let mut records = env.kcat_consume(bootstrap, topic, count, &[]).unwrap();
+    records.sort();
+    records
+}
+
+#[test]
+fn kip_848_members_follow_a_route_failover_to_west_and_back() {
+    let Some(env) = env() else { return };
+    let run = unique("kip848fo");
+    let (topic, group, client) = (format!("{run}-t"), format!("{run}-g"), format!("{run}-member-"));
+    // The fallback already holds the topic (kproxy routes, it does not replicate). The group's offsets are not
+    // mirrored: on west it starts at the beginning of west's log.
+    for bootstrap in [env.kafka_east(), env.kafka_west()] {
+        topic_command(
+            env,
+            bootstrap,
+            &["--create", "--topic", &topic, "--partitions", "3", "--replication-factor", "1"],
+        );
+    }
+    // East drops off this sidecar's network only; the brokers go on serving the other tests.
+    let mut partition = Partition::new();
+    let sidecar = Sidecar::start_under(env, &failover_config(env, &run), &[], &partition.prefix()).unwrap();
+    let steered = |reason: &str| {
+        let labels = [r#"api="ConsumerGroupHeartbeat""#.to_string(), format!("reason=\"{reason}\"")];
+        sidecar.metric("kproxy_route_group_steered_total", &[&labels[0], &labels[1]]).unwrap()
+    };
+    let dir = std::env::temp_dir().join(unique("kip848fo"));
+    let (a, b, c) = (numbered("a", 300), numbered("b", 300), numbered("c", 300));
+    env.kcat_produce(&sidecar.listen, &topic, &a, &[]).unwrap();
+    let running = start_members(env, &sidecar.listen, (&topic, &group, &client), &dir);
+    wait_consumed(&dir, "a-", a.len(), Duration::from_secs(90));
+    wait_members(env, env.kafka_east(), &group, &client, 3, Duration::from_secs(60));
+    committed_at_end(env, env.kafka_east(), &group, &topic, 3);
+
+    let cut = Instant::now();
+    partition.cut(&env.brokers("east")).unwrap();
+    sidecar.wait_switches("fallback", 1, Duration::from_secs(30)).unwrap();
+    let switched = cut.elapsed();
+    env.kcat_produce(&sidecar.listen, &topic, &b, &[]).unwrap();
+    wait_consumed(&dir, "b-", b.len(), Duration::from_secs(90));
+    let consumed_on_west = cut.elapsed();
+    // The members joined west's coordinator through ConsumerGroupHeartbeat and commit there.
+    wait_members(env, env.kafka_west(), &group, &client, 3, Duration::from_secs(60));
+    committed_at_end(env, env.kafka_west(), &group, &topic, 3);
+    let fenced_on_west = steered("fenced_member_epoch");
+
+    let healed = Instant::now();
+    partition.heal().unwrap();
+    sidecar.wait_switches("primary", 1, Duration::from_secs(30)).unwrap();
+    let returned = healed.elapsed();
+    env.kcat_produce(&sidecar.listen, &topic, &c, &[]).unwrap();
+    wait_consumed(&dir, "c-", c.len(), Duration::from_secs(90));
+    let consumed_on_east = healed.elapsed();
+    let text = committed_at_end(env, env.kafka_east(), &group, &topic, 3);
+    drop(running);
+
+    // Each cluster holds what was produced while the route used it...
+    let mut on_east: Vec<String> = a.iter().chain(&c).cloned().collect();
+    on_east.sort();
+    assert_eq!(stored(env, env.kafka_east(), &topic, on_east.len()), on_east);
+    let mut on_west = b.clone();
+    on_west.sort();
+    assert_eq!(stored(env, env.kafka_west(), &topic, on_west.len()), on_west);
+    // ...and the group read every record of both, none lost. A switch may make a member read again what it read
+    // before rejoining (README, failover guarantees): each record at most once more.
+    let mut copies: BTreeMap<String, u32> = BTreeMap::new();
+    for record in consumed(&dir) {
+        *copies.entry(record).or_default() += 1;
+    }
+    let expected: BTreeSet<&String> = a.iter().chain(&b).chain(&c).collect();
+    assert_eq!(copies.keys().collect::<BTreeSet<_>>(), expected, "every record read, nothing else");
+    let again = |prefix: &str| copies.iter().filter(|(r, _)| r.starts_with(prefix)).map(|(_, n)| n - 1).sum::<u32>();
+    let most = copies.values().max().copied().unwrap_or(0);
+    let (fenced, misdirected) = (steered("fenced_member_epoch"), steered("not_coordinator"));
+    eprintln!(
+        "KIP-848 failover: route switched {:.1} s after east was cut off, 300 records produced to west consumed \
+         {:.1} s after it; route returned {:.1} s after east was back, 300 records produced to east consumed {:.1} \
+         s after it; {} records read, {} distinct; read again: {} of a, {} of b, {} of c; heartbeats fenced for an \
+         epoch of the other cluster: {fenced_on_west} on west, {} on east; heartbeats sent to find their \
+         coordinator: {misdirected}\n{text}",
+        switched.as_secs_f64(),
+        consumed_on_west.as_secs_f64(),
+        returned.as_secs_f64(),
+        consumed_on_east.as_secs_f64(),
+        copies.values().sum::<u32>(),
+        copies.len(),
+        again("a-"),
+        again("b-"),
+        again("c-"),
+        fenced - fenced_on_west,
+    );
+    assert!(most <= 2, "a record was read {most} times");
+    // Each switch fenced the epochs the other cluster granted; the members rejoined with new ones.
+    assert!(fenced_on_west >= 1.0 && fenced > fenced_on_west, "fenced: {fenced_on_west} on west, {fenced} in all");
+    let forwarded = |api: &str| sidecar.metric("kproxy_requests_total", &[&format!("api=\"{api}\"")]).unwrap();
+    assert_eq!(forwarded("JoinGroup"), 0.0, "the classic protocol was never used");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
