@@ -213,7 +213,13 @@ async fn dispatch(shared: &Shared, client: &Client<'_>, route: &mut Route, forwa
             route.pool.long_poll().await.map_err(Error::Upstream)?
         } else {
             if attempt > 0 {
-                route.lease = route.pool.lease().await.map_err(Error::Upstream)?;
+                if matches!(client.target, Target::Bootstrap) {
+                    // A bootstrap connection is tied to no broker: the retry goes through the cluster's bootstrap
+                    // list, as a new connection would (a rolling restart takes one broker away at a time).
+                    *route = self::route(shared, client.target).await?;
+                } else {
+                    route.lease = route.pool.lease().await.map_err(Error::Upstream)?;
+                }
             }
             route.lease.conn.clone()
         };
