@@ -48,15 +48,15 @@ failure_summary() {
   local lines errors
   sleep 0.2 # what the step printed last is through tee
   lines=$(tail -n +"$((step_line + 1))" "$suite_log")
-  errors=$(grep -i -E 'error|panicked at|failed|exited before|not ready after|^---- .* stdout ----$' <<<"$lines" |
-    grep -v -E '^test .* \.\.\. ok$|^--- last lines of' | tail -n 8 || true)
+  errors=$(grep -E 'ERROR|Error from server|^error|error:|panicked at|assertion|FAILED|exited before|not ready after' \
+    <<<"$lines" | grep -v -E '^--- last lines of' | cut -c1-300 | tail -n 8 || true)
   echo "== make test FAILED in step \"${step_name:-?}\" (exit $1); full output: $suite_log"
   if [ -n "$errors" ]; then
     echo "-- its lines naming an error:"
     echo "$errors"
   fi
   echo "-- its last lines:"
-  tail -n 8 <<<"$lines"
+  tail -n 8 <<<"$lines" | cut -c1-300
 }
 
 report() {
