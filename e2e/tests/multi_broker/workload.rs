@@ -50,6 +50,11 @@ while not stop.is_set():
     p.poll(0)
     time.sleep(0.01)
 left = p.flush(300)
+# flush() can return before the last delivery reports were served (librdkafka counts its queues, not the
+# reports): wait for one per record sent, or a minute.
+deadline = time.time() + 60
+while len(acks) + len(failed) < n and time.time() < deadline:
+    p.poll(0.5)
 p.poll(1.5)
 brokers = {name: [b["nodeid"], b["connects"], b["disconnects"]]
            for name, b in json.loads(stats.get("last", '{"brokers": {}}'))["brokers"].items()}
