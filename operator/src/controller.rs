@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kproxy_api::config::{SidecarConfig, config_hash};
 use kproxy_api::crd::{KafkaProxyPolicy, KafkaProxyPolicyStatus, referenced_secrets};
+use kproxy_webhook::policies::PolicyCache;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -52,8 +53,9 @@ pub struct Context {
 /// How the controller runs.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Namespaces whose policies are reconciled; empty: every namespace.
-    pub namespaces: Vec<String>,
+    /// The process's policy cache: its scopes (namespaces, or the whole cluster) are the ones reconciled, and its
+    /// changes trigger the reconciles.
+    pub policies: Arc<PolicyCache>,
     /// Check that the Secrets a policy names exist and hold its keys (needs Secret read access).
     pub check_secrets: bool,
     /// This replica's name on the Events it publishes.
@@ -65,31 +67,41 @@ pub struct Settings {
 /// Runs the controller (one per watched namespace, or one for the cluster) until `shutdown` is cancelled, then
 /// lets in-flight reconciles finish.
 pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
-        vec![None]
-    } else {
-        settings.namespaces.iter().cloned().map(Some).collect()
-    };
     let mut stores = Vec::new();
     let mut runs = Vec::new();
-    for scope in scopes {
-        let (store, run) = scope_controller(client.clone(), scope, &settings, metrics.clone(), shutdown.clone());
-        stores.push(store);
-        runs.push(run);
+    for (index, (scope, store)) in settings.policies.scopes().iter().enumerate() {
+        let followed = settings.policies.follow(index);
+        let policies = Policies { store: store.clone(), changed: followed };
+        stores.push(store.clone());
+        runs.push(scope_controller(
+            client.clone(),
+            scope.clone(),
+            policies,
+            &settings,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
     }
     metrics.set_policies_stores(stores);
     futures::future::join_all(runs).await;
     metrics.set_policies_stores(Vec::new());
 }
 
-/// One controller over `scope` (a namespace, or `None` for all): its policy cache and the future that runs it.
+/// One scope's policies as the process-wide cache holds them, and the policies it sees change from now on.
+struct Policies<S> {
+    store: Store<KafkaProxyPolicy>,
+    changed: S,
+}
+
+/// One controller over `scope` (a namespace, or `None` for all), as a future that runs it.
 fn scope_controller(
     client: Client,
     scope: Option<String>,
+    policies: Policies<impl Stream<Item = Arc<KafkaProxyPolicy>> + Send + 'static>,
     settings: &Settings,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
-) -> (Store<KafkaProxyPolicy>, impl Future<Output = ()> + Send + 'static) {
+) -> impl Future<Output = ()> + Send + 'static {
     fn api<K>(client: &Client, scope: &Option<String>) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -100,19 +112,18 @@ fn scope_controller(
         }
     }
     let owned = watcher::Config::default().labels(&format!("{}={}", configmap::MANAGED_BY.0, configmap::MANAGED_BY.1));
-    // The policy cache, without managedFields (never read, and often the larger part of each object).
-    let (store, writer) = reflector::store();
-    let policies = reflector::reflector(
-        writer,
-        watcher(api::<KafkaProxyPolicy>(&client, &scope), watcher::Config::default())
-            .default_backoff()
-            .modify(|p: &mut KafkaProxyPolicy| p.managed_fields_mut().clear()),
-    )
-    .applied_objects();
+    let Policies { store, changed } = policies;
+    // Every policy the cache holds is reconciled once it has synced (a new term of leadership starts from what is
+    // there, not only from changes); after that, changes trigger.
+    let synced = store.clone();
+    let start = futures::stream::once(async move {
+        let _ = synced.wait_until_ready().await;
+    });
     // Reconciles in flight at once: unbounded, 10,000 policies at start-up would mean 10,000 concurrent requests
     // (the API server slows to a crawl and every one holds memory here).
     let config = controller::Config::default().concurrency(CONCURRENCY);
-    let mut controller = Controller::for_stream(policies, store.clone())
+    let mut controller = Controller::for_shared_stream(changed, store.clone())
+        .reconcile_all_on(start)
         .with_config(config)
         // Owned ConfigMaps as metadata only: a change only has to name its owner, and with thousands of policies
         // their rendered configs would otherwise be decoded (and held, a list page at a time) for nothing.
@@ -169,14 +180,13 @@ fn scope_controller(
         access: settings.sidecar_access.then(access::Applied::default),
         stamps: Stamps::default(),
     });
-    let run = controller.graceful_shutdown_on(shutdown.cancelled_owned()).run(reconcile, error_policy, ctx).for_each(
+    controller.graceful_shutdown_on(shutdown.cancelled_owned()).run(reconcile, error_policy, ctx).for_each(
         |result| async move {
             if let Err(e) = result {
                 debug!(error = %e, "controller event");
             }
         },
-    );
-    (store, run)
+    )
 }
 
 /// Brings one policy's ConfigMap and status in line with its spec.

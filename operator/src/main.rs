@@ -13,6 +13,7 @@ use kproxy_operator::controller;
 use kproxy_operator::leader::{Elector, LeaseConfig};
 use kproxy_operator::metrics::Metrics;
 use kproxy_webhook::cli::WebhookArgs;
+use kproxy_webhook::policies::PolicyCache;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -79,9 +80,12 @@ async fn main() -> anyhow::Result<()> {
     // Sidecar injection webhook: every replica serves it, leader or not, so the webhook Service can use any pod.
     let webhook_metrics = kproxy_webhook::metrics::Metrics::new(&metrics.registry)?;
     let namespaces: Vec<String> = args.namespace.iter().filter(|n| !n.is_empty()).cloned().collect();
+    // One policy cache for the whole process: the webhook reads it, and the controller follows it while leading.
+    let policies = Arc::new(PolicyCache::start(client.clone(), &namespaces));
     let webhook = match args.webhook.config(client.default_namespace(), Some(webhook_metrics))? {
         Some(mut cfg) => {
             cfg.namespaces = namespaces.clone();
+            cfg.policies = Some(policies.clone());
             cfg.inject.config_watch = args.sidecar_config_watch;
             info!(addr = %cfg.listen, "admission webhook listening");
             Some(tokio::spawn(kproxy_webhook::serve(client.clone(), cfg, shutdown.clone().cancelled_owned())))
@@ -101,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
     let (leading_tx, leading_rx) = watch::channel(false);
     let elector = tokio::spawn(Elector::new(client.clone(), lease).run(leading_tx, health.clone(), shutdown.clone()));
     let settings = controller::Settings {
-        namespaces,
+        policies,
         check_secrets: args.check_secrets,
         identity,
         sidecar_access: args.sidecar_config_watch,

@@ -42,6 +42,9 @@ pub struct WebhookConfig {
     /// Connections served at once; more wait in the listen backlog. Idle and slow ones are closed by the
     /// handshake and header-read timeouts, so the cap bounds memory without starving the API server for long.
     pub max_connections: usize,
+    /// A policy cache the process already keeps (the operator's, which its controller follows); `None`: the
+    /// webhook watches `namespaces` itself.
+    pub policies: Option<Arc<PolicyCache>>,
 }
 
 impl WebhookConfig {
@@ -55,6 +58,7 @@ impl WebhookConfig {
             metrics: None,
             namespaces: Vec::new(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            policies: None,
         }
     }
 }
@@ -70,7 +74,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 const DRAIN: Duration = Duration::from_secs(5);
 
 struct AppState {
-    policies: PolicyCache,
+    policies: Arc<PolicyCache>,
     inject: InjectConfig,
     metrics: Option<Metrics>,
 }
@@ -140,7 +144,7 @@ pub async fn serve_on(
         .route(&namespace_path(&cfg.path), post(mutate_namespace))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(Arc::new(AppState {
-            policies: PolicyCache::start(client, &cfg.namespaces),
+            policies: cfg.policies.unwrap_or_else(|| Arc::new(PolicyCache::start(client, &cfg.namespaces))),
             inject: cfg.inject,
             metrics: cfg.metrics,
         }));
