@@ -231,7 +231,7 @@ fn kip_848_members_follow_a_route_failover_to_west_and_back() {
     let sidecar = Sidecar::start_under(env, &failover_config(env, &run), &[], &partition.prefix()).unwrap();
     let steered = |reason: &str| {
         let labels = [r#"api="ConsumerGroupHeartbeat""#.to_string(), format!("reason=\"{reason}\"")];
-        sidecar.metric("kproxy_route_group_steered_total", &[&labels[0], &labels[1]]).unwrap()
+        sidecar.metric("kproxy_route_group_steered_total", &[&labels[0], &labels[1]]).unwrap() as u64
     };
     let dir = std::env::temp_dir().join(unique("kip848fo"));
     let (a, b, c) = (numbered("a", 300), numbered("b", 300), numbered("c", 300));
@@ -300,7 +300,7 @@ fn kip_848_members_follow_a_route_failover_to_west_and_back() {
     );
     assert!(most <= 2, "a record was read {most} times");
     // Each switch fenced the epochs the other cluster granted; the members rejoined with new ones.
-    assert!(fenced_on_west >= 1.0 && fenced > fenced_on_west, "fenced: {fenced_on_west} on west, {fenced} in all");
+    assert!(fenced_on_west >= 1 && fenced > fenced_on_west, "fenced: {fenced_on_west} on west, {fenced} in all");
     let forwarded = |api: &str| sidecar.metric("kproxy_requests_total", &[&format!("api=\"{api}\"")]).unwrap();
     assert_eq!(forwarded("JoinGroup"), 0.0, "the classic protocol was never used");
     let _ = std::fs::remove_dir_all(&dir);
