@@ -18,6 +18,11 @@ REVIEW_P99_GOAL_MS = 10.0
 
 
 def sizes(plan):
+    """Policies for the first cold start and the larger one; BENCH_OPERATOR_SIZES=N,M overrides them."""
+    override = os.environ.get("BENCH_OPERATOR_SIZES")
+    if override:
+        first, large = (int(n) for n in override.split(","))
+        return first, large
     return (200, 1000) if plan.quick else (1000, 10_000)
 
 
@@ -26,6 +31,8 @@ def run(results, plan, work):
         results.note(f"{GROUP} skipped: no KUBECONFIG (the test environment's kube-apiserver is not running)")
         return
     policies, large = sizes(plan)
+    if os.environ.get("BENCH_OPERATOR_SIZES"):
+        results.note(f"{GROUP}: sizes {policies:,} and {large:,} from BENCH_OPERATOR_SIZES")
     crd = ROOT / "crds" / "kafkaproxypolicies.yaml"
     subprocess.run(["kubectl", "apply", "--server-side", "--force-conflicts", "--field-manager", "kproxy-bench",
                     "-f", str(crd)], check=True, capture_output=True, timeout=60)
@@ -93,8 +100,10 @@ def targets(summary, add):
     rss = [(c, v) for (g, c, m, _), s in summary.items() if g == GROUP and m == "rss_mib" for v in [s["median"]]]
     if rss:
         case, value = max(rss, key=lambda cv: count(cv[0]))
-        add(f"operator RSS with 10,000 policies < {RSS_GOAL_MIB:.0f} MiB", f"{value:.1f} MiB ({case})",
-            value < RSS_GOAL_MIB, "VmRSS of the operator (controller + webhook) once every policy is Ready")
+        short = "" if count(case) >= 10_000 else "; 10,000 not measured"
+        add(f"operator RSS with 10,000 policies < {RSS_GOAL_MIB:.0f} MiB", f"{value:.1f} MiB ({case}{short})",
+            value < RSS_GOAL_MIB and not short,
+            "VmRSS of the operator (controller + webhook) once every policy is Ready")
     p99 = figure("review_p99_ms", "1,000 policies")
     if p99:
         add(f"webhook review p99 < {REVIEW_P99_GOAL_MS:.0f} ms with 1,000 policies in the namespace",
@@ -115,6 +124,10 @@ SECTION = [
     "larger case adds policies to the same namespace and starts a second operator cold. Reconcile counts are the",
     "operator's own `kproxy_operator_reconciles_total` at the end of each start; CPU seconds of kube-apiserver and",
     "of the operator from the spawn to the last Ready come from `/proc/<pid>/stat`.",
+    "",
+    "Known limit: with 10,000 policies in one namespace the sidecars' access Role (owned by every policy of the",
+    "namespace) exceeds etcd's request size (\"etcdserver: request is too large\"), so those policies never become",
+    "Ready and the 10,000 figure cannot be taken until the Role's owners are bounded.",
     "",
 ]
 
