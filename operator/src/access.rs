@@ -4,7 +4,10 @@
 //! permission and nothing outside their namespace; what they can read is what their volume already shows them.
 //!
 //! The operator can only grant what it holds itself (RBAC's escalation check): it reads those ConfigMaps anyway.
-//! Both objects are owned by every policy of the namespace, so they are garbage-collected with the last one.
+//! Both objects are owned by the namespace's oldest policies (at most [`OWNERS`]), so they are garbage-collected
+//! with the last one: an object owned by each of 10,000 policies is larger than etcd takes. When owners go while
+//! other policies stay, the next reconcile in the namespace names new owners (or creates the objects again if the
+//! collector was faster).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -20,6 +23,9 @@ use crate::{FIELD_MANAGER, Result, configmap};
 
 /// Name of the Role and the RoleBinding in each namespace with policies.
 pub const NAME: &str = "kproxy-sidecar-config";
+
+/// Most owner references on each object.
+const OWNERS: usize = 16;
 
 /// What was last applied per namespace (sorted ConfigMap names and owner uids), so an unchanged namespace costs no
 /// API call.
@@ -58,8 +64,11 @@ pub fn binding(ns: &str, policies: &[&KafkaProxyPolicy]) -> RoleBinding {
 }
 
 fn metadata(ns: &str, policies: &[&KafkaProxyPolicy]) -> ObjectMeta {
-    let owners: Vec<OwnerReference> = policies
+    let mut oldest = policies.to_vec();
+    oldest.sort_by_key(|p| (p.metadata.creation_timestamp.clone().map(|t| t.0), p.uid()));
+    let owners: Vec<OwnerReference> = oldest
         .iter()
+        .take(OWNERS)
         .filter_map(|p| {
             let mut owner = p.controller_owner_ref(&())?;
             // Not the controller: several policies own it, and none may block its collection.
@@ -151,6 +160,11 @@ mod tests {
             assert_eq!(uids, ["u1", "u2"], "collected with the last policy");
             assert!(owners.iter().all(|o| o.controller.is_none() && o.block_owner_deletion.is_none()));
         }
+        let many: Vec<KafkaProxyPolicy> = (0..40).map(|i| policy(&format!("p{i}"), &format!("u{i:02}"))).collect();
+        let big = super::role("shop", &many.iter().collect::<Vec<_>>());
+        let owners = big.metadata.owner_references.as_ref().unwrap();
+        assert_eq!(owners.len(), OWNERS, "bounded: etcd refuses an object with thousands of owners");
+        assert_eq!(big.rules.as_ref().unwrap()[0].resource_names.as_ref().map(Vec::len), Some(40));
         let value = typed(&role, "Role").unwrap();
         assert_eq!(
             (value["apiVersion"].as_str(), value["kind"].as_str()),
