@@ -108,6 +108,15 @@ async fn serve(listener: TcpListener, with_metrics: bool, state: State, shutdown
                 .max_buf_size(MAX_HEAD_BYTES)
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
+            // A connection becomes displaceable once a read found its request incomplete (see slots.rs).
+            let mut conn = std::pin::pin!(conn);
+            let conn = std::future::poll_fn(|cx| {
+                let polled = conn.as_mut().poll(cx);
+                if polled.is_pending() {
+                    slot.waiting();
+                }
+                polled
+            });
             tokio::select! {
                 r = conn => if let Err(e) = r { tracing::debug!(error = %e, "admin connection ended") },
                 _ = slot.displaced.cancelled() => tracing::debug!("admin connection displaced by a newer one"),

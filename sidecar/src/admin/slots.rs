@@ -3,9 +3,11 @@
 //!
 //! Why displace instead of making the newcomer wait: the admin port is reachable from the pod network, and a
 //! plain cap lets anyone who holds the cap with half-sent requests starve kubelet's probes until the header-read
-//! timeout frees a slot (the probes time out first and the pod is restarted). A probe sends its whole request
-//! right after connecting and is answered within a millisecond, so it is served long before enough newer
-//! connections arrive to displace it; a connection whose request is being answered is never displaced.
+//! timeout frees a slot (the probes time out first and the pod is restarted). Only a connection that was read and
+//! found still waiting for its request is displaced: a probe sends its whole request right after connecting, so
+//! its first read finds it and it is answered; a flood of newer connections cannot push it out before that read
+//! (a connection accepted but not yet read is not a candidate). A connection whose request is being answered is
+//! never displaced.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +31,7 @@ struct Inner {
 struct Entry {
     id: u64,
     busy: Arc<AtomicBool>,
+    waiting: Arc<AtomicBool>,
     displaced: CancellationToken,
 }
 
@@ -38,6 +41,8 @@ pub struct Slot {
     slots: Arc<Slots>,
     /// Set once the connection sent a complete request head: it is then never displaced.
     busy: Arc<AtomicBool>,
+    /// Set once the connection was read and its request was not complete: it may be displaced from then on.
+    waiting: Arc<AtomicBool>,
     /// Cancelled when a newer connection took the slot.
     pub displaced: CancellationToken,
 }
@@ -51,21 +56,24 @@ impl Slots {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A slot for a new connection, displacing the oldest idle one when all are taken; `None` when every open
-    /// connection is being answered (the newcomer is closed; answers take a millisecond, so this is rare).
+    /// A slot for a new connection, displacing the oldest one still waiting for its request when all are taken;
+    /// `None` when every open connection is being answered or not read yet (the newcomer is closed; both last a
+    /// millisecond, so this is rare).
     pub fn admit(self: &Arc<Self>) -> Option<Slot> {
         let mut inner = self.lock();
         if inner.open.len() >= self.cap {
-            let oldest_idle = inner.open.iter().position(|e| !e.busy.load(Ordering::Relaxed))?;
+            let oldest_idle =
+                inner.open.iter().position(|e| e.waiting.load(Ordering::Relaxed) && !e.busy.load(Ordering::Relaxed))?;
             if let Some(e) = inner.open.remove(oldest_idle) {
                 e.displaced.cancel();
             }
         }
         let id = inner.next;
         inner.next += 1;
-        let (busy, displaced) = (Arc::new(AtomicBool::new(false)), CancellationToken::new());
-        inner.open.push_back(Entry { id, busy: busy.clone(), displaced: displaced.clone() });
-        Some(Slot { id, slots: self.clone(), busy, displaced })
+        let (busy, waiting) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let displaced = CancellationToken::new();
+        inner.open.push_back(Entry { id, busy: busy.clone(), waiting: waiting.clone(), displaced: displaced.clone() });
+        Some(Slot { id, slots: self.clone(), busy, waiting, displaced })
     }
 
     /// Connections holding a slot now.
@@ -79,6 +87,11 @@ impl Slot {
     /// Marks the connection as answering a request.
     pub fn busy(&self) {
         self.busy.store(true, Ordering::Relaxed);
+    }
+
+    /// Marks the connection as read and still waiting for (the rest of) its request.
+    pub fn waiting(&self) {
+        self.waiting.store(true, Ordering::Relaxed);
     }
 }
 
@@ -101,8 +114,10 @@ mod tests {
         let a = slots.admit().unwrap();
         let b = slots.admit().unwrap();
         let c = slots.admit().unwrap();
+        [&a, &b, &c].iter().for_each(|s| s.waiting());
         a.busy();
         let d = slots.admit().unwrap();
+        d.waiting();
         assert!(!a.displaced.is_cancelled(), "a connection being answered stays");
         assert!(b.displaced.is_cancelled(), "the oldest idle one makes room");
         assert!(!c.displaced.is_cancelled() && !d.displaced.is_cancelled());
@@ -116,9 +131,22 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_not_read_yet_is_never_displaced() {
+        let slots = Slots::new(2);
+        let fresh = slots.admit().unwrap();
+        let read = slots.admit().unwrap();
+        read.waiting();
+        let _newcomer = slots.admit().unwrap();
+        assert!(read.displaced.is_cancelled(), "the one read and still waiting makes room");
+        assert!(!fresh.displaced.is_cancelled(), "a connection not read yet keeps its slot");
+        assert!(slots.admit().is_none(), "nothing left to displace: the next newcomer is closed");
+    }
+
+    #[test]
     fn with_every_connection_busy_a_newcomer_is_refused() {
         let slots = Slots::new(2);
         let held: Vec<_> = (0..2).map(|_| slots.admit().unwrap()).collect();
+        held.iter().for_each(Slot::waiting);
         held.iter().for_each(Slot::busy);
         assert!(slots.admit().is_none());
         drop(held);
