@@ -52,7 +52,10 @@ is_running() {
   pid=$(cat "$pidfile" 2>/dev/null) || return 1
   [[ $pid =~ ^[0-9]+$ ]] || return 1
   kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$pattern"
+  # Read whole first: `tr | grep -q` under pipefail fails when grep exits before tr has written everything.
+  local cmdline
+  cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+  [[ $cmdline == *"$pattern"* ]]
 }
 
 # stop_pid NAME PIDFILE PATTERN [SIGNAL]: stops one of our processes and waits for it to exit (KILL after 30 s).
@@ -142,7 +145,9 @@ wait_for() {
   shift 5
   deadline=$(($(date +%s) + timeout))
   until "$@" >/dev/null 2>&1; do
-    if ! is_running "$pidfile" "$pattern"; then
+    # The process was just started: while it is still exec'ing its command line can read empty, so a live pid
+    # is enough here (the pattern guards against a pid reused since an earlier start, not this one).
+    if ! kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null && ! is_running "$pidfile" "$pattern"; then
       die "$what exited before it was ready; see $logfile"
     fi
     if [ "$(date +%s)" -ge "$deadline" ]; then
