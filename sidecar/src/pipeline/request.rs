@@ -144,11 +144,10 @@ fn authorize(ctx: &Ctx, request: &mut Request) -> Result<Option<kproxy_policy::M
 }
 
 /// Routes: refusals, Metadata fan-out, steering, the coordinator's cluster.
-fn routed(ctx: &Ctx, mut request: Request, owed: Owed) -> Step {
+fn routed(ctx: &Ctx, mut request: Request, mut owed: Owed) -> Step {
     let (api, version) = (request.api, request.version());
     let own = ctx.own.cluster.name.as_str();
     let expects = request.expects_response();
-    let mut owed = owed;
     if expects
         && route::for_coordinator(api)
         && let Ok(body) = request.body()
