@@ -75,6 +75,8 @@ def record(results, f):
         add(f"{who}_cpu_s_until_ready", seconds, "s")
     for result, n in sorted(f.get("reconciles", {}).items()):
         add(f"reconciles_{result}", n, "count")
+    for kind, n in sorted(f.get("writes", {}).items()):
+        add(f"api_writes_{kind}", n, "count")
     if "apply_s" in f:
         add("policies_created_s", f["apply_s"], "s")
 
@@ -122,12 +124,9 @@ SECTION = [
     "timed ones, each a Pod CREATE AdmissionReview posted over TLS on one kept-alive HTTP/1.1 connection (as the",
     "API server does), timed until the whole answer is read; every answer must carry the injection patch. The",
     "larger case adds policies to the same namespace and starts a second operator cold. Reconcile counts are the",
-    "operator's own `kproxy_operator_reconciles_total` at the end of each start; CPU seconds of kube-apiserver and",
-    "of the operator from the spawn to the last Ready come from `/proc/<pid>/stat`.",
-    "",
-    "Known limit: with 10,000 policies in one namespace the sidecars' access Role (owned by every policy of the",
-    "namespace) exceeds etcd's request size (\"etcdserver: request is too large\"), so those policies never become",
-    "Ready and the 10,000 figure cannot be taken until the Role's owners are bounded.",
+    "operator's own `kproxy_operator_reconciles_total` at the end of each start, and its API writes by object",
+    "(`kproxy_operator_api_writes_total`: ConfigMap applies, status writes, Events, access Role applies); CPU",
+    "seconds of kube-apiserver and of the operator from the spawn to the last Ready come from `/proc/<pid>/stat`.",
     "",
 ]
 

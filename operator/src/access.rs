@@ -9,7 +9,7 @@
 //! other policies stay, the next reconcile in the namespace names new owners (or creates the objects again if the
 //! collector was faster).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
@@ -27,10 +27,14 @@ pub const NAME: &str = "kproxy-sidecar-config";
 /// Most owner references on each object.
 const OWNERS: usize = 16;
 
-/// What was last applied per namespace (sorted ConfigMap names and owner uids), so an unchanged namespace costs no
-/// API call.
+/// What was last applied per namespace (the policies' `name/uid`), so an unchanged namespace costs no API call.
 #[derive(Default)]
-pub struct Applied(Mutex<BTreeMap<String, Vec<String>>>);
+pub struct Applied(Mutex<BTreeMap<String, HashSet<String>>>);
+
+/// A policy as [`Applied`] remembers it: a policy deleted and created again under its name is another one.
+fn key(policy: &KafkaProxyPolicy) -> String {
+    format!("{}/{}", policy.name_any(), policy.uid().unwrap_or_default())
+}
 
 /// The Role for `policies` (all in `ns`), owned by each of them.
 pub fn role(ns: &str, policies: &[&KafkaProxyPolicy]) -> Role {
@@ -90,21 +94,33 @@ fn metadata(ns: &str, policies: &[&KafkaProxyPolicy]) -> ObjectMeta {
 }
 
 impl Applied {
-    /// Brings the Role and RoleBinding of `ns` in line with the policies the cache holds there. Called before a
-    /// policy's ConfigMap is written, so a sidecar may read the ConfigMap as soon as it exists.
-    pub async fn ensure(&self, client: &Client, ns: &str, store: &Store<KafkaProxyPolicy>) -> Result<()> {
+    /// Brings the Role and RoleBinding of `policy`'s namespace in line with the policies the cache holds there.
+    /// Called before a policy's ConfigMap is written, so a sidecar may read the ConfigMap as soon as it exists.
+    /// Returns whether they were written.
+    ///
+    /// Unchanged when the last apply covered this policy and as many policies as the namespace has now: every
+    /// policy added since is reconciled and finds itself missing, every one removed changes the count. Checking that
+    /// costs a count, not a sorted list of the namespace's policies on every reconcile.
+    pub async fn ensure(
+        &self,
+        client: &Client,
+        policy: &KafkaProxyPolicy,
+        store: &Store<KafkaProxyPolicy>,
+    ) -> Result<bool> {
+        let ns = policy.namespace().unwrap_or_default();
+        let ns = ns.as_str();
         let state = store.state();
-        let policies: Vec<&KafkaProxyPolicy> = state
-            .iter()
-            .map(AsRef::as_ref)
-            .filter(|p| p.namespace().as_deref() == Some(ns) && p.metadata.deletion_timestamp.is_none())
-            .collect();
-        let mut key: Vec<String> =
-            policies.iter().map(|p| format!("{}/{}", p.name_any(), p.uid().unwrap_or_default())).collect();
-        key.sort();
-        if self.0.lock().unwrap_or_else(|p| p.into_inner()).get(ns) == Some(&key) {
-            return Ok(());
+        let live = |p: &&KafkaProxyPolicy| {
+            p.metadata.namespace.as_deref() == Some(ns) && p.metadata.deletion_timestamp.is_none()
+        };
+        let count = state.iter().map(AsRef::as_ref).filter(live).count();
+        let own = key(policy);
+        let applied = |set: &HashSet<String>| set.len() == count && set.contains(&own);
+        if self.0.lock().unwrap_or_else(|p| p.into_inner()).get(ns).is_some_and(applied) {
+            return Ok(false);
         }
+        let policies: Vec<&KafkaProxyPolicy> = state.iter().map(AsRef::as_ref).filter(live).collect();
+        let key: HashSet<String> = policies.iter().map(|p| key(p)).collect();
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let role = role(ns, &policies);
         let roles: Api<Role> = Api::namespaced(client.clone(), ns);
@@ -113,7 +129,7 @@ impl Applied {
         let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
         bindings.patch(NAME, &params, &Patch::Apply(&typed(&binding, "RoleBinding")?)).await?;
         self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(ns.to_string(), key);
-        Ok(())
+        Ok(true)
     }
 }
 

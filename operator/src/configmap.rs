@@ -46,14 +46,15 @@ pub fn build(policy: &KafkaProxyPolicy, yaml: &str, hash: &str) -> Result<Config
     })
 }
 
-/// Server-side applies the ConfigMap, forcing ownership so hand edits of our fields are undone.
-pub async fn apply(api: &Api<ConfigMap>, cm: &ConfigMap) -> Result<()> {
+/// Server-side applies the ConfigMap, forcing ownership so hand edits of our fields are undone. Returns the
+/// resourceVersion the ConfigMap has now.
+pub async fn apply(api: &Api<ConfigMap>, cm: &ConfigMap) -> Result<Option<String>> {
     let name = cm.metadata.name.as_deref().ok_or(Error::Missing("metadata.name"))?;
     let mut cm = cm.clone();
     cm.metadata.managed_fields = None;
     let patch = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": cm.metadata, "data": cm.data});
-    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-    Ok(())
+    let applied = api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(applied.metadata.resource_version)
 }
 
 /// Finds the first kind of Secret problem and describes every instance of it; `None` when all is there.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kproxy_api::config::{SidecarConfig, config_hash};
 use kproxy_api::crd::{KafkaProxyPolicy, KafkaProxyPolicyStatus, referenced_secrets};
 use kproxy_webhook::policies::PolicyCache;
@@ -19,8 +20,9 @@ use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{Span, debug, info, instrument, warn};
 
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::{Metrics, Outcome, Write};
 use crate::status::{Desired, Reason};
+use crate::written::{Ledger, StatusStep};
 use crate::{Error, Result, access, configmap, events, pods, render, status};
 
 /// How often a ready policy is re-checked even without events (a safety net, not the repair path).
@@ -31,6 +33,8 @@ const SECRET_RETRY: Duration = Duration::from_secs(30);
 const CONCURRENCY: u16 = 16;
 /// Backoff after an API error.
 const ERROR_RETRY: Duration = Duration::from_secs(5);
+/// How soon a status decision is taken again when the cache had not caught up with the last status write.
+const CACHE_RETRY: Duration = Duration::from_secs(1);
 
 /// What every reconcile needs.
 pub struct Context {
@@ -46,8 +50,11 @@ pub struct Context {
     pub policies: Store<KafkaProxyPolicy>,
     /// Keeps sidecars' read access to their ConfigMaps (`None`: sidecars read only their volume).
     pub access: Option<access::Applied>,
-    /// The render time of what was last written per policy, so unchanged content keeps it.
-    pub stamps: Stamps,
+    /// The owned ConfigMaps' metadata as the watch cache holds it, to tell whether one changed since it was applied.
+    pub configmaps: Store<PartialObjectMeta<ConfigMap>>,
+    /// What was last written per policy: unchanged content keeps its render time, and writes the API server already
+    /// holds are skipped.
+    pub written: Arc<Ledger>,
 }
 
 /// How the controller runs.
@@ -113,6 +120,10 @@ fn scope_controller(
     }
     let owned = watcher::Config::default().labels(&format!("{}={}", configmap::MANAGED_BY.0, configmap::MANAGED_BY.1));
     let Policies { store, changed } = policies;
+    let written = Arc::new(Ledger::default());
+    // A policy event that only brings back the status this process wrote has nothing new to reconcile.
+    let echoes = written.clone();
+    let changed = changed.filter(move |p| futures::future::ready(!echoes.own_status(p)));
     // Every policy the cache holds is reconciled once it has synced (a new term of leadership starts from what is
     // there, not only from changes); after that, changes trigger.
     let synced = store.clone();
@@ -122,17 +133,25 @@ fn scope_controller(
     // Reconciles in flight at once: unbounded, 10,000 policies at start-up would mean 10,000 concurrent requests
     // (the API server slows to a crawl and every one holds memory here).
     let config = controller::Config::default().concurrency(CONCURRENCY);
+    // Owned ConfigMaps as metadata only: a change only has to name its owner and show its resourceVersion, and with
+    // thousands of policies their rendered configs would otherwise be decoded (and held) for nothing. The events
+    // that only bring back an apply of this process are dropped; deletions always pass.
+    let (configmaps, writer) = reflector::store();
+    let echoes = written.clone();
+    let configmap_events = reflector::reflector(
+        writer,
+        watcher(api::<PartialObjectMeta<ConfigMap>>(&client, &scope), owned).default_backoff().modify(keep_identity),
+    )
+    .filter(move |event| {
+        let own =
+            matches!(event, Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) if echoes.own_configmap(cm));
+        futures::future::ready(!own)
+    })
+    .touched_objects();
     let mut controller = Controller::for_shared_stream(changed, store.clone())
         .reconcile_all_on(start)
         .with_config(config)
-        // Owned ConfigMaps as metadata only: a change only has to name its owner, and with thousands of policies
-        // their rendered configs would otherwise be decoded (and held, a list page at a time) for nothing.
-        .owns_stream(
-            watcher(api::<PartialObjectMeta<ConfigMap>>(&client, &scope), owned)
-                .default_backoff()
-                .modify(|cm: &mut PartialObjectMeta<ConfigMap>| cm.managed_fields_mut().clear())
-                .touched_objects(),
-        );
+        .owns_stream(configmap_events);
 
     // Injected pods, metadata only: which Secrets each mounts (set by the webhook) and which policy it uses.
     let (pods, writer) = reflector::store();
@@ -178,7 +197,8 @@ fn scope_controller(
         check_secrets: settings.check_secrets,
         policies: store.clone(),
         access: settings.sidecar_access.then(access::Applied::default),
-        stamps: Stamps::default(),
+        configmaps,
+        written,
     });
     controller.graceful_shutdown_on(shutdown.cancelled_owned()).run(reconcile, error_policy, ctx).for_each(
         |result| async move {
@@ -187,6 +207,21 @@ fn scope_controller(
             }
         },
     )
+}
+
+/// Keeps of an owned ConfigMap's metadata only what the controller reads (its name, owner and version): with
+/// thousands of policies, labels, annotations and managed fields would be most of what the cache holds.
+fn keep_identity(cm: &mut PartialObjectMeta<ConfigMap>) {
+    let meta = std::mem::take(&mut cm.metadata);
+    cm.metadata = ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        resource_version: meta.resource_version,
+        owner_references: meta.owner_references,
+        deletion_timestamp: meta.deletion_timestamp,
+        ..ObjectMeta::default()
+    };
 }
 
 /// Brings one policy's ConfigMap and status in line with its spec.
@@ -232,20 +267,33 @@ async fn reconcile_inner(policy: &KafkaProxyPolicy, ctx: &Context) -> Result<(Ou
                 stale: pods::stale(&ctx.pods, policy),
             };
             let new = status::build(policy, &desired);
-            events::announce(&ctx.recorder, policy, &new).await;
-            status::write(&policies, policy, new).await?;
-            return Ok((Outcome::Invalid, Action::await_change()));
+            let action = publish(ctx, &policies, policy, &new).await?.unwrap_or_else(Action::await_change);
+            return Ok((Outcome::Invalid, action));
         }
     };
     let uid = policy.uid().unwrap_or_default();
-    let Stamp { yaml, hash, at: rendered_at_ms } = stamp(config.clone(), &previous, ctx.stamps.get(&uid))?;
-    let cm = configmap::build(policy, &yaml, &hash)?;
+    let last = ctx.written.get(&uid).map(|w| (w.hash, w.at));
+    let Stamp { yaml, hash, at: rendered_at_ms } = stamp(config.clone(), &previous, last)?;
     let cm_name = configmap::name(&policy.name_any());
-    if let Some(access) = &ctx.access {
-        access.ensure(&ctx.client, &ns, &ctx.policies).await?;
+    if let Some(access) = &ctx.access
+        && access.ensure(&ctx.client, policy, &ctx.policies).await?
+    {
+        ctx.metrics.wrote(Write::Access);
     }
-    configmap::apply(&Api::namespaced(ctx.client.clone(), &ns), &cm).await?;
-    ctx.stamps.put(uid, &Stamp { yaml: String::new(), hash: hash.clone(), at: rendered_at_ms }, &ctx.policies);
+    // Applied again only when the ConfigMap is not the version this process last applied for this content: a
+    // repeat reconcile costs no write, a hand edit or a deletion is still repaired.
+    let seen = ctx.configmaps.get(&ObjectRef::new(&cm_name).within(&ns));
+    let seen = seen.as_ref().and_then(|cm| cm.metadata.resource_version.as_deref());
+    let applied = match ctx.written.configmap_current(&uid, &hash, seen) {
+        true => None,
+        false => {
+            let cm = configmap::build(policy, &yaml, &hash)?;
+            let version = configmap::apply(&Api::namespaced(ctx.client.clone(), &ns), &cm).await?;
+            ctx.metrics.wrote(Write::ConfigMap);
+            Some(version)
+        }
+    };
+    ctx.written.rendered(&uid, &hash, rendered_at_ms, applied, &ctx.policies);
     let secrets = match ctx.check_secrets {
         true => configmap::check_secrets(&Api::namespaced(ctx.client.clone(), &ns), policy).await?,
         false => None,
@@ -276,18 +324,50 @@ async fn reconcile_inner(policy: &KafkaProxyPolicy, ctx: &Context) -> Result<(Ou
         stale,
     };
     let new = status::build(policy, &desired);
-    events::announce(&ctx.recorder, policy, &new).await;
-    status::write(&policies, policy, new).await?;
+    let action = publish(ctx, &policies, policy, &new).await?.unwrap_or(action);
     Ok((outcome, action))
+}
+
+/// Writes `new` unless the API server already holds it, then announces the change in an Event (after the write, so
+/// the status users wait for is not held up, and a failed write announces nothing). `Some(action)`: the decision
+/// waits for the cache to catch up.
+async fn publish(
+    ctx: &Context,
+    api: &Api<KafkaProxyPolicy>,
+    policy: &KafkaProxyPolicy,
+    new: &KafkaProxyPolicyStatus,
+) -> Result<Option<Action>> {
+    match ctx.written.status_step(policy, new) {
+        StatusStep::Skip => {
+            if policy.status.as_ref() == Some(new) {
+                ctx.written.status(policy, new, false);
+            }
+            Ok(None)
+        }
+        StatusStep::Defer => Ok(Some(Action::requeue(CACHE_RETRY))),
+        StatusStep::Write => {
+            // Recorded first: the watch may bring the write back before this task runs again.
+            ctx.written.status(policy, new, true);
+            if let Err(e) = status::write(api, policy, new).await {
+                ctx.written.forget_status(&policy.uid().unwrap_or_default());
+                return Err(e);
+            }
+            ctx.metrics.wrote(Write::Status);
+            if events::announce(&ctx.recorder, policy, new).await {
+                ctx.metrics.wrote(Write::Event);
+            }
+            Ok(None)
+        }
+    }
 }
 
 /// The config as its ConfigMap holds it, with its hash and render time. Content already rendered keeps its time, so
 /// a re-render of an unchanged policy is byte-identical and wakes no sidecar. The time is found in what this
 /// process last wrote for the policy (the cached status can lag behind the ConfigMap's own event), else in the
 /// status (after a restart).
-fn stamp(config: SidecarConfig, previous: &KafkaProxyPolicyStatus, last: Option<Stamp>) -> Result<Stamp> {
+fn stamp(config: SidecarConfig, previous: &KafkaProxyPolicyStatus, last: Option<(String, u64)>) -> Result<Stamp> {
     let from_status = previous.config_hash.clone().zip(status::rendered_at_ms(previous));
-    for (hash, at) in last.map(|s| (s.hash, s.at)).into_iter().chain(from_status) {
+    for (hash, at) in last.into_iter().chain(from_status) {
         let yaml = SidecarConfig { rendered_at_ms: at, ..config.clone() }.to_yaml()?;
         if config_hash(&yaml) == hash {
             return Ok(Stamp { yaml, hash, at });
@@ -300,30 +380,10 @@ fn stamp(config: SidecarConfig, previous: &KafkaProxyPolicyStatus, last: Option<
 
 /// A rendering as written: its text, hash and render time.
 #[derive(Clone, Debug, Default)]
-pub struct Stamp {
+struct Stamp {
     yaml: String,
     hash: String,
     at: u64,
-}
-
-/// The last rendering written per policy uid, pruned to the policies the cache still holds.
-#[derive(Default)]
-pub struct Stamps(std::sync::Mutex<std::collections::HashMap<String, Stamp>>);
-
-impl Stamps {
-    fn get(&self, uid: &str) -> Option<Stamp> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(uid).cloned()
-    }
-
-    fn put(&self, uid: String, stamp: &Stamp, policies: &Store<KafkaProxyPolicy>) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.insert(uid, Stamp { yaml: String::new(), ..stamp.clone() });
-        let live = policies.state();
-        if map.len() > 2 * live.len() + 16 {
-            let uids: std::collections::HashSet<String> = live.iter().filter_map(|p| p.uid()).collect();
-            map.retain(|uid, _| uids.contains(uid));
-        }
-    }
 }
 
 fn error_policy(policy: Arc<KafkaProxyPolicy>, error: &Error, _ctx: Arc<Context>) -> Action {
@@ -341,12 +401,16 @@ fn error_policy(policy: Arc<KafkaProxyPolicy>, error: &Error, _ctx: Arc<Context>
 mod tests {
     use super::*;
 
+    fn last(stamp: &Stamp) -> Option<(String, u64)> {
+        Some((stamp.hash.clone(), stamp.at))
+    }
+
     #[test]
     fn unchanged_content_keeps_its_render_time_and_changed_content_gets_a_new_one() {
         let config = SidecarConfig::parse("clusters:\n- name: east\n  bootstrapServers: [\"h:1\"]\n").unwrap();
         let first = stamp(config.clone(), &KafkaProxyPolicyStatus::default(), None).unwrap();
         assert!(first.at > 0 && first.yaml.contains(&format!("renderedAtMs: {}", first.at)));
-        let again = stamp(config.clone(), &KafkaProxyPolicyStatus::default(), Some(first.clone())).unwrap();
+        let again = stamp(config.clone(), &KafkaProxyPolicyStatus::default(), last(&first)).unwrap();
         assert_eq!((again.at, &again.hash), (first.at, &first.hash), "from what was last written");
         let status = KafkaProxyPolicyStatus { config_hash: Some(first.hash.clone()), ..Default::default() };
         let status = KafkaProxyPolicyStatus { rendered_at: status::micro_time(first.at), ..status };
@@ -354,7 +418,7 @@ mod tests {
         assert_eq!(restarted.hash, first.hash, "from the status after a restart");
         std::thread::sleep(Duration::from_millis(2));
         let edited = SidecarConfig { generation: 2, ..config };
-        let changed = stamp(edited, &status, Some(first.clone())).unwrap();
+        let changed = stamp(edited, &status, last(&first)).unwrap();
         assert!(changed.at > first.at && changed.hash != first.hash);
     }
 }

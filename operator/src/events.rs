@@ -9,11 +9,16 @@ use tracing::warn;
 /// The API server refuses Event notes longer than this.
 const MAX_NOTE: usize = 1024;
 
-/// Publishes an Event when `new` changes the policy's Ready condition; a failure is logged, never fatal.
-pub async fn announce(recorder: &Recorder, policy: &KafkaProxyPolicy, new: &KafkaProxyPolicyStatus) {
-    let Some(event) = event_for(policy, new) else { return };
-    if let Err(e) = recorder.publish(&event, &policy.object_ref(&())).await {
-        warn!(error = %e, "cannot publish an Event");
+/// Publishes an Event when `new` changes the policy's Ready condition; a failure is logged, never fatal. Returns
+/// whether an Event was written.
+pub async fn announce(recorder: &Recorder, policy: &KafkaProxyPolicy, new: &KafkaProxyPolicyStatus) -> bool {
+    let Some(event) = event_for(policy, new) else { return false };
+    match recorder.publish(&event, &policy.object_ref(&())).await {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(error = %e, "cannot publish an Event");
+            false
+        }
     }
 }
 

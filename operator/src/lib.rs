@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod pods;
 pub mod render;
 pub mod status;
+pub mod written;
 
 /// Field manager of everything the operator writes with server-side apply.
 pub const FIELD_MANAGER: &str = "kproxy-operator";

@@ -30,11 +30,37 @@ impl Outcome {
     }
 }
 
+/// A kind of API write, the fixed label set of `kproxy_operator_api_writes_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// A policy's ConfigMap applied.
+    ConfigMap,
+    /// A policy's status written.
+    Status,
+    /// An Event published on a policy.
+    Event,
+    /// A namespace's sidecar access Role and RoleBinding applied.
+    Access,
+}
+
+impl Write {
+    pub fn label(self) -> &'static str {
+        match self {
+            Write::ConfigMap => "configmap",
+            Write::Status => "status",
+            Write::Event => "event",
+            Write::Access => "access",
+        }
+    }
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     pub registry: Registry,
     pub reconciles: IntCounterVec,
     pub reconcile_duration: Histogram,
+    /// Writes to the API server by kind, so a reconcile that only confirms what is in place shows as costing none.
+    pub writes: IntCounterVec,
     pub policies: IntGaugeVec,
     pub leader: IntGauge,
     pub leader_changes: IntCounter,
@@ -49,6 +75,10 @@ impl Metrics {
         let reconciles = IntCounterVec::new(
             Opts::new("kproxy_operator_reconciles_total", "Policy reconciles by result."),
             &["result"],
+        )?;
+        let writes = IntCounterVec::new(
+            Opts::new("kproxy_operator_api_writes_total", "Writes the reconciles made to the API server, by object."),
+            &["object"],
         )?;
         let reconcile_duration = Histogram::with_opts(
             HistogramOpts::new("kproxy_operator_reconcile_duration_seconds", "Time to reconcile one policy.")
@@ -75,16 +105,21 @@ impl Metrics {
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
+        registry.register(Box::new(writes.clone()))?;
         registry.register(Box::new(policies.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(leader_changes.clone()))?;
         for outcome in [Outcome::Ready, Outcome::NotReady, Outcome::Invalid, Outcome::Error] {
             reconciles.with_label_values(&[outcome.label()]);
         }
+        for write in [Write::ConfigMap, Write::Status, Write::Event, Write::Access] {
+            writes.with_label_values(&[write.label()]);
+        }
         Ok(Self {
             registry,
             reconciles,
             reconcile_duration,
+            writes,
             policies,
             leader,
             leader_changes,
@@ -95,6 +130,10 @@ impl Metrics {
     pub fn reconciled(&self, outcome: Outcome, seconds: f64) {
         self.reconciles.with_label_values(&[outcome.label()]).inc();
         self.reconcile_duration.observe(seconds);
+    }
+
+    pub fn wrote(&self, write: Write) {
+        self.writes.with_label_values(&[write.label()]).inc();
     }
 
     /// Points the policy gauge at the running controllers' caches (one per watched namespace), or at nothing

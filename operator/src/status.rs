@@ -113,9 +113,9 @@ fn condition(policy: &KafkaProxyPolicy, type_: &str, truth: bool, reason: &str, 
 pub async fn write(
     api: &Api<KafkaProxyPolicy>,
     policy: &KafkaProxyPolicy,
-    status: KafkaProxyPolicyStatus,
+    status: &KafkaProxyPolicyStatus,
 ) -> Result<()> {
-    if policy.status.as_ref() == Some(&status) {
+    if policy.status.as_ref() == Some(status) {
         return Ok(());
     }
     let patch = json!({

@@ -89,6 +89,7 @@ async fn run(args: &Args, client: &kube::Client, namespace: &str) -> Result<Valu
     op.settle().await;
     figures["rss"] = op.memory()?;
     figures["reconciles"] = op.reconciles().await.unwrap_or_default();
+    figures["writes"] = op.writes().await.unwrap_or_default();
 
     let ca = cluster::webhook_ca(client, namespace, operator::TLS_SECRET, timeout).await?;
     let h = review::latencies(op.webhook_port, &ca, namespace, args.policies, WARMUP_REVIEWS, args.reviews).await?;
@@ -124,6 +125,7 @@ async fn run(args: &Args, client: &kube::Client, namespace: &str) -> Result<Valu
             "cpu_s": cpu,
             "rss": op.memory()?,
             "reconciles": op.reconciles().await.unwrap_or_default(),
+            "writes": op.writes().await.unwrap_or_default(),
             "review_us": percentiles(&h),
         });
     }

@@ -76,9 +76,19 @@ impl Operator {
 
     /// `kproxy_operator_reconciles_total` by result, from the operator's /metrics.
     pub async fn reconciles(&self) -> Result<Value> {
+        self.counters("kproxy_operator_reconciles_total{result=\"").await
+    }
+
+    /// `kproxy_operator_api_writes_total` by object (ConfigMap, status, Event, access Role), from its /metrics.
+    pub async fn writes(&self) -> Result<Value> {
+        self.counters("kproxy_operator_api_writes_total{object=\"").await
+    }
+
+    /// The values of one counter by its single label, given as `<name>{<label>="`.
+    async fn counters(&self, prefix: &str) -> Result<Value> {
         let mut out = serde_json::Map::new();
         for line in self.metrics().await?.lines() {
-            let Some(rest) = line.strip_prefix("kproxy_operator_reconciles_total{result=\"") else { continue };
+            let Some(rest) = line.strip_prefix(prefix) else { continue };
             if let Some((result, value)) = rest.split_once("\"} ") {
                 out.insert(result.to_string(), json!(value.trim().parse::<f64>().unwrap_or(f64::NAN)));
             }
