@@ -15,7 +15,18 @@ where
     W: AsyncWrite + Unpin + ?Sized,
     B: AsRef<[u8]>,
 {
+    write_rest(w, frames, 0).await
+}
+
+/// Writes `frames` past their first `written` bytes (what an earlier write took), in order.
+pub async fn write_rest<W, B>(w: &mut W, frames: &[B], written: usize) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+    B: AsRef<[u8]>,
+{
     let (mut frame, mut offset) = (0, 0);
+    let mut n = written;
+    advance(frames, &mut frame, &mut offset, &mut n);
     while frame < frames.len() {
         let slices: Vec<IoSlice<'_>> = frames[frame..]
             .iter()
@@ -27,19 +38,28 @@ where
         if n == 0 && slices.iter().any(|s| !s.is_empty()) {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        // Advance past what was written.
-        while frame < frames.len() {
-            let left = frames[frame].as_ref().len() - offset;
-            if n < left {
-                offset += n;
-                break;
-            }
-            n -= left;
-            frame += 1;
-            offset = 0;
-        }
+        advance(frames, &mut frame, &mut offset, &mut n);
     }
     Ok(())
+}
+
+/// The slices of at most [`MAX_FRAMES`] frames, for one vectored write.
+pub fn slices<B: AsRef<[u8]>>(frames: &[B]) -> Vec<IoSlice<'_>> {
+    frames.iter().take(MAX_FRAMES).map(|f| IoSlice::new(f.as_ref())).collect()
+}
+
+/// Moves (`frame`, `offset`) past `n` bytes written.
+fn advance<B: AsRef<[u8]>>(frames: &[B], frame: &mut usize, offset: &mut usize, n: &mut usize) {
+    while *frame < frames.len() {
+        let left = frames[*frame].as_ref().len() - *offset;
+        if *n < left {
+            *offset += *n;
+            break;
+        }
+        *n -= left;
+        *frame += 1;
+        *offset = 0;
+    }
 }
 
 #[cfg(test)]
@@ -110,6 +130,17 @@ mod tests {
             if chunk == 1 << 20 {
                 assert_eq!(w.calls, 200usize.div_ceil(MAX_FRAMES), "one call per batch of frames");
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_rest_of_a_partly_written_batch_leaves_from_where_the_first_write_stopped() {
+        let frames: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 1 + i as usize % 5]).collect();
+        let all: Vec<u8> = frames.concat();
+        for done in [0, 1, 2, 7, all.len() - 1, all.len()] {
+            let mut w = Trickle { out: all[..done].to_vec(), chunk: 4, calls: 0 };
+            write_rest(&mut w, &frames, done).await.unwrap();
+            assert_eq!(w.out, all, "{done} bytes written before");
         }
     }
 }

@@ -293,6 +293,9 @@ impl Share {
     /// Reserves `bytes` from the share and then the global budget, waiting for each in line; the caller has
     /// stopped reading its client meanwhile.
     pub async fn reserve(&self, bytes: usize) -> Charge {
+        if let Some(charge) = self.try_reserve(bytes) {
+            return charge;
+        }
         let started = Instant::now();
         let mut waited = self.0.share.reserve(bytes).await;
         // Dropped while waiting for the global budget: the share's bytes go back with it.
@@ -303,6 +306,18 @@ impl Share {
             self.account(started.elapsed());
         }
         Charge { budgets: self.0.clone(), bytes }
+    }
+
+    /// Reserves `bytes` from both if they fit now and nobody waits; never waits (nor reads the clock).
+    pub fn try_reserve(&self, bytes: usize) -> Option<Charge> {
+        if !self.0.share.try_reserve(bytes) {
+            return None;
+        }
+        if !self.0.global.try_reserve(bytes) {
+            self.0.share.release(bytes);
+            return None;
+        }
+        Some(Charge { budgets: self.0.clone(), bytes })
     }
 
     /// Reserves up to `want` bytes (at least `floor`) from both: as much as fits now.
@@ -322,7 +337,9 @@ impl Share {
 
     /// A charge of `bytes` taken whatever the limits (bytes that exist already).
     pub fn force(&self, bytes: usize) -> Charge {
-        self.0.force(bytes);
+        if bytes > 0 {
+            self.0.force(bytes);
+        }
         Charge { budgets: self.0.clone(), bytes }
     }
 

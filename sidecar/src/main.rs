@@ -110,6 +110,11 @@ struct Args {
     /// Directory of the projected ServiceAccount token (`token`) and the API server's CA bundle (`ca.crt`).
     #[arg(long, env = "KPROXY_API_TOKEN_DIR", default_value = kproxy_sidecar::reload::api::TOKEN_DIR)]
     api_token_dir: PathBuf,
+    /// Threads that run the proxy; 0: the CPUs the process may use (its affinity and the container's CPU limit).
+    /// With one, the proxy runs on a single thread: no cross-thread wake-ups, and tasks woken together run in
+    /// turn before any of them writes, so their frames leave in one write.
+    #[arg(long, env = "KPROXY_WORKER_THREADS", default_value_t = 0)]
+    worker_threads: usize,
     /// Log as JSON lines (log level from RUST_LOG, default info).
     #[arg(long, env = "KPROXY_LOG_JSON")]
     log_json: bool,
@@ -178,7 +183,7 @@ fn main() -> ExitCode {
             ..defaults
         },
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime(args.worker_threads) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the runtime");
@@ -191,6 +196,18 @@ fn main() -> ExitCode {
             tracing::error!(error = %e, "sidecar failed");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The async runtime: one thread when one CPU is available (or asked for), else a thread per CPU.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    match threads {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
     }
 }
 

@@ -68,12 +68,25 @@ pub(super) async fn run(shared: &Arc<Shared>, mut rd: OwnedReadHalf, client: &Cl
     };
     let mut frames =
         reader::FrameReader::new(&mut rd, shared.buffers.clone(), frame_limits).with_budget(client.share.clone());
+    // When the frames at hand were read: the frames of one read share it (one clock read per batch).
+    let mut started = Instant::now();
     loop {
-        client.hold.wait().await;
-        let frame = tokio::select! {
-            biased;
-            _ = client.dead.cancelled() => return Ok(()),
-            f = frames.next() => f,
+        let held = client.hold.wait().await;
+        // A frame already read needs neither the select nor a clock read; only waiting for the client does.
+        let frame = match frames.next_buffered() {
+            Ok(Some(frame)) if !held => Ok(Some(frame)),
+            buffered => {
+                let frame = match buffered {
+                    Ok(None) => tokio::select! {
+                        biased;
+                        _ = client.dead.cancelled() => return Ok(()),
+                        f = frames.next() => f,
+                    },
+                    other => other,
+                };
+                started = Instant::now();
+                frame
+            }
         };
         let frame = match frame {
             Ok(Some(f)) => f,
@@ -91,7 +104,6 @@ pub(super) async fn run(shared: &Arc<Shared>, mut rd: OwnedReadHalf, client: &Cl
                 };
             }
         };
-        let started = Instant::now();
         let request_bytes = frame.len() as u64;
         let request = match Request::new(frame) {
             Ok(r) => r,
@@ -147,7 +159,7 @@ pub(super) async fn run(shared: &Arc<Shared>, mut rd: OwnedReadHalf, client: &Cl
                 return Err(Error::Refused(reason));
             }
             Step::Forward(forward) => {
-                match dispatch(shared, client, route, forward).await? {
+                match dispatch(shared, client, route, forward, started).await? {
                     Some((up, body, owed, fanout)) => send(shared, client, pending(&up, body, owed, fanout)).await?,
                     // acks=0: no answer comes to count the request's bytes with.
                     None => shared
@@ -182,7 +194,13 @@ async fn send(shared: &Shared, client: &Client<'_>, p: Pending) -> Result<()> {
 type Due = (Arc<Upstream>, Body, pipeline::Owed, Vec<Copy>);
 
 /// Sends a forwarded request upstream; the answer to wait for, if any.
-async fn dispatch(shared: &Shared, client: &Client<'_>, route: &mut Route, forward: Forward) -> Result<Option<Due>> {
+async fn dispatch(
+    shared: &Shared,
+    client: &Client<'_>,
+    route: &mut Route,
+    forward: Forward,
+    started: Instant,
+) -> Result<Option<Due>> {
     let Forward { cluster, mut request, fanout, owed } = forward;
     let snapshot_clusters = &shared.clusters;
     let mut copies = Vec::new();
@@ -194,7 +212,7 @@ async fn dispatch(shared: &Shared, client: &Client<'_>, route: &mut Route, forwa
         copies.push(Copy { cluster: copy.cluster, answer, topics: copy.topics });
     }
     let expects = request.expects_response();
-    let deadline = Instant::now() + deadline(shared, &mut request);
+    let deadline = started + deadline(shared, &mut request);
     let long_poll = request.is_long_poll();
     let api = request.api;
     let mut frame = request.into_frame().map_err(Error::Encode)?;
@@ -384,11 +402,12 @@ impl Hold {
         }
     }
 
-    /// Waits until the hold (if any) is over.
-    pub async fn wait(&self) {
+    /// Waits until the hold (if any) is over; whether there was one.
+    pub async fn wait(&self) -> bool {
         let until = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(until) = until {
             tokio::time::sleep_until(until.into()).await;
         }
+        until.is_some()
     }
 }

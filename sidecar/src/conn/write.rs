@@ -43,6 +43,9 @@ pub(super) async fn run(
     let mut ahead: VecDeque<Pending> = VecDeque::new();
     let mut handles = Handles::default();
     let write_timeout = shared.limits.frame_timeout;
+    // The time answers are taken as done at (their latency): read once for the answers ready together, again
+    // after anything that waited.
+    let mut now: Option<Instant> = None;
     loop {
         let mut p = match ahead.pop_front() {
             Some(p) => p,
@@ -53,6 +56,7 @@ pub(super) async fn run(
                     if !flush(&mut wr, &mut batch, write_timeout, peer).await {
                         break;
                     }
+                    now = None;
                     match rx.recv().await {
                         Some(p) => p,
                         None => break,
@@ -62,8 +66,11 @@ pub(super) async fn run(
         };
         // Answers that are ready now join the batch; the batch leaves before waiting for one that is not.
         let (ready, early) = try_ready(&mut p);
-        if !ready && !flush(&mut wr, &mut batch, write_timeout, peer).await {
-            break;
+        if !ready {
+            if !flush(&mut wr, &mut batch, write_timeout, peer).await {
+                break;
+            }
+            now = None;
         }
         let Ok((result, mut frame, throttle)) = answer(&shared, &mut p, early, peer).await else {
             // An answer could not be had or finished: the connection closes after what is already due.
@@ -80,12 +87,14 @@ pub(super) async fn run(
                     break;
                 }
                 tokio::time::sleep(throttle).await;
+                now = None;
             }
         }
         protocol::set_response_correlation(&mut frame, p.header.correlation_id);
         let series = handles.get(&shared, p.api, result, &p.up);
         series.count.inc();
-        series.latency.observe(p.started.elapsed().as_secs_f64());
+        let done = *now.get_or_insert_with(Instant::now);
+        series.latency.observe(done.saturating_duration_since(p.started).as_secs_f64());
         series.request_bytes.inc_by(p.request_bytes);
         series.response_bytes.inc_by(frame.len() as u64);
         batch.push(frame);
@@ -95,8 +104,11 @@ pub(super) async fn run(
         {
             ahead.push_back(next);
         }
-        if batch.len() >= crate::batch::MAX_FRAMES && !flush(&mut wr, &mut batch, write_timeout, peer).await {
-            break;
+        if batch.len() >= crate::batch::MAX_FRAMES {
+            if !flush(&mut wr, &mut batch, write_timeout, peer).await {
+                break;
+            }
+            now = None;
         }
     }
     let _ = flush(&mut wr, &mut batch, write_timeout, peer).await;
@@ -147,7 +159,22 @@ async fn flush(wr: &mut OwnedWriteHalf, batch: &mut Vec<Buf>, timeout: Duration,
     if batch.is_empty() {
         return true;
     }
-    let written = tokio::time::timeout(timeout, crate::batch::write_all(wr, batch)).await;
+    // Most batches fit in the socket's buffer: written at once, with no timer set up for them.
+    let total: usize = batch.iter().map(|b| b.len()).sum();
+    let done = match wr.try_write_vectored(&crate::batch::slices(batch)) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "client write failed");
+            batch.clear();
+            return false;
+        }
+    };
+    if done == total {
+        batch.clear();
+        return true;
+    }
+    let written = tokio::time::timeout(timeout, crate::batch::write_rest(wr, batch, done)).await;
     // The frames (and their budget charges) go once written, or once the connection gives up on them.
     batch.clear();
     match written {

@@ -81,12 +81,13 @@ pub fn decide(ctx: &Ctx, sasl: &mut sasl::Local, mut request: Request) -> Step {
 /// owes.
 fn quotas(ctx: &Ctx, request: &Request) -> Owed {
     let mut owed = Owed { learn_ids: request.api == ApiKey::Metadata, ..Owed::default() };
-    let client_id = request.client_id().unwrap_or_default();
-    if request.api == ApiKey::Fetch && ctx.snapshot.quotas {
-        owed.fetch_client = Some(client_id.to_string());
-    }
     if !ctx.snapshot.quotas {
         return owed;
+    }
+    // Read only with quotas: most requests never need their client id.
+    let client_id = request.client_id().unwrap_or_default();
+    if request.api == ApiKey::Fetch {
+        owed.fetch_client = Some(client_id.to_string());
     }
     for (kind, amount) in [(Kind::Request, 1), (Kind::Produce, request.frame().len() as u64)] {
         if kind == Kind::Produce && request.api != ApiKey::Produce {

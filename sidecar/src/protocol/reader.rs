@@ -108,6 +108,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// The next frame if it is whole in the read buffer and its bytes fit the budget now: no read, no wait. The
+    /// caller then need not set up the select around [`Self::next`] for each of a batch of pipelined frames.
+    pub fn next_buffered(&mut self) -> Result<Option<Buf>, FrameError> {
+        if let Some(bytes) = self.uncharged()? {
+            match self.share.as_ref().and_then(|share| share.try_reserve(bytes)) {
+                Some(charge) => self.charge = Some(charge),
+                None => return Ok(None),
+            }
+        }
+        self.split()
+    }
+
     /// The bytes the frame at the head of the read buffer must reserve before it is read on: `Some` when its
     /// length is known, the reader has a budget, and the frame holds no reservation yet.
     fn uncharged(&self) -> Result<Option<usize>, FrameError> {

@@ -226,3 +226,32 @@ async fn with_a_budget_a_frame_is_not_read_on_until_its_bytes_are_reserved() {
         assert_eq!((share.held(), global.reserved()), (0, 0), "every charge given back");
     }
 }
+
+#[tokio::test]
+async fn a_buffered_frame_comes_without_a_read_and_only_if_its_bytes_fit_now() {
+    use crate::budget::{Budget, Share};
+    let frames: Vec<_> = vec![frame(100, 1), frame(100, 2), frame(20_000, 3), frame(100, 4)];
+    let (r, reads, _) = reader(vec![frames.concat()], false);
+    let global = Budget::new(1 << 20);
+    // Room for the first three, not for the fourth beside them.
+    let share = Share::new(global.clone(), 2 * Pool::footprint(104) + Pool::footprint(20_004), None);
+    let mut r = r.with_budget(share.clone());
+    assert!(r.next_buffered().unwrap().is_none(), "nothing read yet: no frame, and no read made");
+    assert_eq!(reads.load(Ordering::Relaxed), 0);
+    let first = r.next().await.unwrap().unwrap();
+    assert_eq!(&first[..], &frames[0][..]);
+    let second = r.next_buffered().unwrap().expect("already read");
+    assert_eq!(&second[..], &frames[1][..]);
+    assert_eq!(share.held(), first.charged() + second.charged());
+    let third = r.next_buffered().unwrap().expect("fits the share");
+    assert_eq!(&third[..], &frames[2][..]);
+    // The fourth does not fit beside the third: it is not handed out (nor reserved) until there is room.
+    assert!(r.next_buffered().unwrap().is_none());
+    assert_eq!(share.held(), first.charged() + second.charged() + third.charged());
+    drop(third);
+    let fourth = r.next_buffered().unwrap().expect("room again");
+    assert_eq!(&fourth[..], &frames[3][..]);
+    assert_eq!(reads.load(Ordering::Relaxed), 1, "one read for all four");
+    drop((first, second, fourth));
+    assert_eq!((share.held(), global.reserved()), (0, 0));
+}
