@@ -8,8 +8,10 @@
 //! yields all of them, the upstream writer takes every frame queued when it wakes and writes them with one
 //! system call, the upstream reader completes every response of one read, and the client writer writes every
 //! answer that is ready at once. With 16 requests in flight per connection that is well under one wake-up (and
-//! one write) per request on each side. The request keeps the config snapshot it was decided under until its
-//! answer is written.
+//! one write) per request on each side. With one CPU (a container limited to one, or `--worker-threads 1`) all
+//! of them run on one thread: a wake-up is a queue push, not a signal to another thread. The frames of one read
+//! share one clock reading. The request keeps the config snapshot it was decided under until its answer is
+//! written.
 
 mod error;
 mod read;
