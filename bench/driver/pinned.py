@@ -22,7 +22,7 @@ from pathlib import Path
 
 from procs import COMMANDS, RELEASE, Sidecar, Upstream, cpu_seconds, load, log, rss_kib
 
-# The reference shapes: 4 connections x 16 in flight.
+# The reference shapes: 4 connections x 16 in flight.
 CASES = {
     "100 B x1": ["--record-bytes", 100, "--records-per-request", 1, "--connections", 4, "--in-flight", 16],
     "1 KiB x16": ["--record-bytes", 1024, "--records-per-request", 16, "--connections", 4, "--in-flight", 16],
