@@ -13,7 +13,6 @@ use kproxy_api::crd::{KafkaProxyPolicy, KafkaProxyPolicyStatus, referenced_secre
 use kproxy_webhook::policies::PolicyCache;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -41,7 +40,7 @@ pub struct Context {
     pub client: Client,
     pub metrics: Arc<Metrics>,
     /// Publishes Events on policies whose readiness changes.
-    pub recorder: Recorder,
+    pub events: events::Publisher,
     /// Metadata of the injected pods in the controller's scope, for `PodsNeedRestart`.
     pub pods: Store<PartialObjectMeta<Pod>>,
     /// Whether the operator may read Secrets to check the ones a policy names (off by default: least privilege).
@@ -187,12 +186,11 @@ fn scope_controller(
             },
         );
     }
-    let reporter = Reporter { controller: crate::FIELD_MANAGER.into(), instance: Some(settings.identity.clone()) };
-    let recorder = Recorder::new(client.clone(), reporter);
+    let events = events::Publisher::new(client.clone(), crate::FIELD_MANAGER, &settings.identity);
     let ctx = Arc::new(Context {
         client,
         metrics,
-        recorder,
+        events,
         pods,
         check_secrets: settings.check_secrets,
         policies: store.clone(),
@@ -353,7 +351,7 @@ async fn publish(
                 return Err(e);
             }
             ctx.metrics.wrote(Write::Status);
-            if events::announce(&ctx.recorder, policy, new).await {
+            if ctx.events.announce(policy, new).await {
                 ctx.metrics.wrote(Write::Event);
             }
             Ok(None)

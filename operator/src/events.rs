@@ -1,24 +1,72 @@
 //! Kubernetes Events on the policy when its readiness, reason or message changes, so `kubectl describe kpp`
 //! tells the story of each edit.
 
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event as Object;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
 use kproxy_api::crd::{KafkaProxyPolicy, KafkaProxyPolicyStatus, READY};
-use kube::Resource;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::api::PostParams;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Client, Resource, ResourceExt};
 use tracing::warn;
 
 /// The API server refuses Event notes longer than this.
 const MAX_NOTE: usize = 1024;
 
-/// Publishes an Event when `new` changes the policy's Ready condition; a failure is logged, never fatal. Returns
-/// whether an Event was written.
-pub async fn announce(recorder: &Recorder, policy: &KafkaProxyPolicy, new: &KafkaProxyPolicyStatus) -> bool {
-    let Some(event) = event_for(policy, new) else { return false };
-    match recorder.publish(&event, &policy.object_ref(&())).await {
-        Ok(()) => true,
-        Err(e) => {
-            warn!(error = %e, "cannot publish an Event");
-            false
+/// Writes the Events (events.k8s.io/v1) straight to the API server. Not kube-runtime's `Recorder`: it keeps a copy of
+/// every Event for six minutes to count repeats, so 10,000 policies becoming Ready at once would hold 10,000 Events
+/// in memory for counts this operator never needs (it announces changes only).
+pub struct Publisher {
+    client: Client,
+    /// `reportingController` of every Event.
+    controller: String,
+    /// `reportingInstance`: this replica.
+    instance: String,
+}
+
+impl Publisher {
+    pub fn new(client: Client, controller: &str, instance: &str) -> Self {
+        Publisher { client, controller: controller.to_string(), instance: instance.to_string() }
+    }
+
+    /// Publishes an Event when `new` changes the policy's Ready condition; a failure is logged, never fatal.
+    /// Returns whether an Event was written.
+    pub async fn announce(&self, policy: &KafkaProxyPolicy, new: &KafkaProxyPolicyStatus) -> bool {
+        let Some(event) = event_for(policy, new) else { return false };
+        let object = object(&event, policy.object_ref(&()), (&self.controller, &self.instance), Timestamp::now());
+        let api: Api<Object> = Api::namespaced(self.client.clone(), &policy.namespace().unwrap_or_default());
+        match api.create(&PostParams::default(), &object).await {
+            Ok(_) => true,
+            Err(e) => {
+                warn!(error = %e, "cannot publish an Event");
+                false
+            }
         }
+    }
+}
+
+/// The Event object as kube-runtime's recorder writes a first occurrence, reported by `(controller, instance)`.
+fn object(event: &Event, regarding: ObjectReference, (controller, instance): (&str, &str), now: Timestamp) -> Object {
+    Object {
+        action: Some(event.action.clone()),
+        reason: Some(event.reason.clone()),
+        event_time: Some(MicroTime(now)),
+        note: event.note.clone(),
+        metadata: ObjectMeta {
+            namespace: regarding.namespace.clone(),
+            name: Some(format!("{}.{:x}", regarding.name.as_deref().unwrap_or(controller), now.as_nanosecond())),
+            ..ObjectMeta::default()
+        },
+        regarding: Some(regarding),
+        reporting_controller: Some(controller.to_string()),
+        reporting_instance: Some(instance.to_string()),
+        type_: Some(match event.type_ {
+            EventType::Normal => "Normal".into(),
+            EventType::Warning => "Warning".into(),
+        }),
+        related: event.secondary.clone(),
+        ..Object::default()
     }
 }
 
@@ -78,6 +126,19 @@ mod tests {
         let invalid = build(&policy, &desired(Reason::InvalidPolicy, &"x".repeat(5000)));
         let event = event_for(&policy, &invalid).unwrap();
         assert_eq!((event.type_, event.reason.as_str()), (EventType::Warning, "InvalidPolicy"));
-        assert!(event.note.unwrap().len() <= MAX_NOTE);
+        assert!(event.note.as_ref().unwrap().len() <= MAX_NOTE);
+
+        policy.metadata.namespace = Some("shop".into());
+        let now = Timestamp::from_second(1_700_000_000).unwrap();
+        let written = object(&event, policy.object_ref(&()), ("kproxy-operator", "replica-1"), now);
+        assert_eq!(written.metadata.namespace.as_deref(), Some("shop"));
+        assert!(written.metadata.name.as_deref().unwrap().starts_with("p."), "named after the policy, unique in time");
+        let regarding = written.regarding.as_ref().unwrap();
+        assert_eq!((regarding.kind.as_deref(), regarding.name.as_deref()), (Some("KafkaProxyPolicy"), Some("p")));
+        assert_eq!((written.type_.as_deref(), written.reason.as_deref()), (Some("Warning"), Some("InvalidPolicy")));
+        assert_eq!((written.action.as_deref(), written.note), (Some("Reconcile"), event.note));
+        assert_eq!(written.reporting_controller.as_deref(), Some("kproxy-operator"));
+        assert_eq!(written.reporting_instance.as_deref(), Some("replica-1"));
+        assert_eq!(written.event_time, Some(MicroTime(now)));
     }
 }
