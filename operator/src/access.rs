@@ -10,7 +10,7 @@
 //! collector was faster).
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -29,7 +29,12 @@ const OWNERS: usize = 16;
 
 /// What was last applied per namespace (the policies' `name/uid`), so an unchanged namespace costs no API call.
 #[derive(Default)]
-pub struct Applied(Mutex<BTreeMap<String, HashSet<String>>>);
+pub struct Applied {
+    last: Mutex<BTreeMap<String, HashSet<String>>>,
+    /// One write at a time: the reconciles of a new namespace's policies, running together, would otherwise each
+    /// write the same two objects.
+    writing: tokio::sync::Mutex<()>,
+}
 
 /// A policy as [`Applied`] remembers it: a policy deleted and created again under its name is another one.
 fn key(policy: &KafkaProxyPolicy) -> String {
@@ -109,14 +114,22 @@ impl Applied {
     ) -> Result<bool> {
         let ns = policy.namespace().unwrap_or_default();
         let ns = ns.as_str();
-        let state = store.state();
         let live = |p: &&KafkaProxyPolicy| {
             p.metadata.namespace.as_deref() == Some(ns) && p.metadata.deletion_timestamp.is_none()
         };
-        let count = state.iter().map(AsRef::as_ref).filter(live).count();
         let own = key(policy);
-        let applied = |set: &HashSet<String>| set.len() == count && set.contains(&own);
-        if self.0.lock().unwrap_or_else(|p| p.into_inner()).get(ns).is_some_and(applied) {
+        let covered = |state: &[Arc<KafkaProxyPolicy>]| {
+            let count = state.iter().map(AsRef::as_ref).filter(live).count();
+            let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            last.get(ns).is_some_and(|set| set.len() == count && set.contains(&own))
+        };
+        if covered(&store.state()) {
+            return Ok(false);
+        }
+        let _writing = self.writing.lock().await;
+        // Another reconcile may have written them while this one waited.
+        let state = store.state();
+        if covered(&state) {
             return Ok(false);
         }
         let policies: Vec<&KafkaProxyPolicy> = state.iter().map(AsRef::as_ref).filter(live).collect();
@@ -128,7 +141,7 @@ impl Applied {
         let binding = binding(ns, &policies);
         let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
         bindings.patch(NAME, &params, &Patch::Apply(&typed(&binding, "RoleBinding")?)).await?;
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(ns.to_string(), key);
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).insert(ns.to_string(), key);
         Ok(true)
     }
 }
