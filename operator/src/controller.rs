@@ -124,11 +124,16 @@ fn scope_controller(
     let echoes = written.clone();
     let changed = changed.filter(move |p| futures::future::ready(!echoes.own_status(p)));
     // Every policy the cache holds is reconciled once it has synced (a new term of leadership starts from what is
-    // there, not only from changes); after that, changes trigger.
+    // there, not only from changes); after that, changes trigger. Fed through the same stream as the changes: with
+    // `reconcile_all_on`, no bulk reconcile was ever seen to run, and the policies the cache listed before this
+    // controller started following it (the first list page of a cold start) then waited for the resync.
     let synced = store.clone();
-    let start = futures::stream::once(async move {
+    let everything = futures::stream::once(async move {
         let _ = synced.wait_until_ready().await;
-    });
+        futures::stream::iter(synced.state())
+    })
+    .flatten();
+    let changed = futures::stream::select(everything, changed);
     // Reconciles in flight at once: unbounded, 10,000 policies at start-up would mean 10,000 concurrent requests
     // (the API server slows to a crawl and every one holds memory here).
     let config = controller::Config::default().concurrency(CONCURRENCY);
@@ -147,10 +152,8 @@ fn scope_controller(
         futures::future::ready(!own)
     })
     .touched_objects();
-    let mut controller = Controller::for_shared_stream(changed, store.clone())
-        .reconcile_all_on(start)
-        .with_config(config)
-        .owns_stream(configmap_events);
+    let mut controller =
+        Controller::for_shared_stream(changed, store.clone()).with_config(config).owns_stream(configmap_events);
 
     // Injected pods, metadata only: which Secrets each mounts (set by the webhook) and which policy it uses.
     let (pods, writer) = reflector::store();
