@@ -3,7 +3,8 @@
 //!
 //! In a pod the admin address listens on the pod IP, where kubelet's probes come from the node and anyone in
 //! the cluster network can connect. So each listener serves a bounded number of connections ([`slots`]: a new
-//! one displaces the oldest that has not sent its request yet, so half-sent requests cannot starve the probes),
+//! one displaces the oldest that sent part of its request and stopped, or nothing at all for a moment, so
+//! half-sent requests cannot starve the probes),
 //! drops a connection whose request head is not complete within [`HEADER_READ_TIMEOUT`], buffers at most
 //! [`MAX_HEAD_BYTES`] of it, and answers one request per connection. `/metrics` can be given a listener of its
 //! own (`--metrics-addr 127.0.0.1:<port>`): the admin address then answers only the probes, and the metrics, which
@@ -93,6 +94,8 @@ async fn serve(listener: TcpListener, with_metrics: bool, state: State, shutdown
             }
         };
         let Some(slot) = slots.admit() else { continue };
+        let heard = Arc::new(AtomicBool::new(false));
+        let stream = Heard { stream, heard: heard.clone() };
         let (state, shutdown) = (state.clone(), shutdown.clone());
         tokio::spawn(async move {
             let slot = Arc::new(slot);
@@ -108,11 +111,12 @@ async fn serve(listener: TcpListener, with_metrics: bool, state: State, shutdown
                 .max_buf_size(MAX_HEAD_BYTES)
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
-            // A connection becomes displaceable once a read found its request incomplete (see slots.rs).
+            // A connection becomes displaceable once part of its request came and a read found it incomplete (see
+            // slots.rs); a read before any byte arrived does not count (a probe's request may still be on its way).
             let mut conn = std::pin::pin!(conn);
             let conn = std::future::poll_fn(|cx| {
                 let polled = conn.as_mut().poll(cx);
-                if polled.is_pending() {
+                if polled.is_pending() && heard.load(Ordering::Relaxed) {
                     slot.waiting();
                 }
                 polled
@@ -123,6 +127,54 @@ async fn serve(listener: TcpListener, with_metrics: bool, state: State, shutdown
                 _ = shutdown.cancelled() => {}
             }
         });
+        // The new connection gets its first read before the next accept: a burst of accepts cannot fill every
+        // slot with connections nobody has read.
+        tokio::task::yield_now().await;
+    }
+}
+
+/// An admin connection's stream that notes when a read brought bytes.
+struct Heard {
+    stream: tokio::net::TcpStream,
+    heard: Arc<AtomicBool>,
+}
+
+impl tokio::io::AsyncRead for Heard {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.heard.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Heard {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

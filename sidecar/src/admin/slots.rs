@@ -3,17 +3,22 @@
 //!
 //! Why displace instead of making the newcomer wait: the admin port is reachable from the pod network, and a
 //! plain cap lets anyone who holds the cap with half-sent requests starve kubelet's probes until the header-read
-//! timeout frees a slot (the probes time out first and the pod is restarted). Only a connection that was read and
-//! found still waiting for its request is displaced: a probe sends its whole request right after connecting, so
-//! its first read finds it and it is answered; a flood of newer connections cannot push it out before that read
-//! (a connection accepted but not yet read is not a candidate). A connection whose request is being answered is
-//! never displaced.
+//! timeout frees a slot (the probes time out first and the pod is restarted). Only a connection that sent part of
+//! its request and then stopped, or sent nothing for [`SILENT_GRACE`], is displaced: a probe sends its whole
+//! request right after connecting, so it is answered before it could become a candidate, even when its connection
+//! is first read before its bytes arrive, or not read at all while a flood of newer connections is accepted. A
+//! connection whose request is being answered is never displaced.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
+
+/// How long a connection that sent nothing at all keeps its slot against newcomers: far longer than a probe
+/// takes to send its request after connecting, far shorter than the probes' timeout.
+pub const SILENT_GRACE: Duration = Duration::from_millis(250);
 
 /// The slots of one listener.
 pub struct Slots {
@@ -30,6 +35,7 @@ struct Inner {
 
 struct Entry {
     id: u64,
+    opened: Instant,
     busy: Arc<AtomicBool>,
     waiting: Arc<AtomicBool>,
     displaced: CancellationToken,
@@ -41,7 +47,7 @@ pub struct Slot {
     slots: Arc<Slots>,
     /// Set once the connection sent a complete request head: it is then never displaced.
     busy: Arc<AtomicBool>,
-    /// Set once the connection was read and its request was not complete: it may be displaced from then on.
+    /// Set once part of the request arrived and a read found it incomplete: it may be displaced from then on.
     waiting: Arc<AtomicBool>,
     /// Cancelled when a newer connection took the slot.
     pub displaced: CancellationToken,
@@ -57,13 +63,20 @@ impl Slots {
     }
 
     /// A slot for a new connection, displacing the oldest one still waiting for its request when all are taken;
-    /// `None` when every open connection is being answered or not read yet (the newcomer is closed; both last a
-    /// millisecond, so this is rare).
+    /// `None` when every open connection is being answered or is younger than [`SILENT_GRACE`] without a byte
+    /// read (the newcomer is closed; both last milliseconds, so this is rare).
     pub fn admit(self: &Arc<Self>) -> Option<Slot> {
+        self.admit_at(Instant::now())
+    }
+
+    fn admit_at(self: &Arc<Self>, now: Instant) -> Option<Slot> {
         let mut inner = self.lock();
         if inner.open.len() >= self.cap {
-            let oldest_idle =
-                inner.open.iter().position(|e| e.waiting.load(Ordering::Relaxed) && !e.busy.load(Ordering::Relaxed))?;
+            let idle = |e: &Entry| {
+                !e.busy.load(Ordering::Relaxed)
+                    && (e.waiting.load(Ordering::Relaxed) || now.saturating_duration_since(e.opened) >= SILENT_GRACE)
+            };
+            let oldest_idle = inner.open.iter().position(idle)?;
             if let Some(e) = inner.open.remove(oldest_idle) {
                 e.displaced.cancel();
             }
@@ -72,7 +85,9 @@ impl Slots {
         inner.next += 1;
         let (busy, waiting) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
         let displaced = CancellationToken::new();
-        inner.open.push_back(Entry { id, busy: busy.clone(), waiting: waiting.clone(), displaced: displaced.clone() });
+        let entry =
+            Entry { id, opened: now, busy: busy.clone(), waiting: waiting.clone(), displaced: displaced.clone() };
+        inner.open.push_back(entry);
         Some(Slot { id, slots: self.clone(), busy, waiting, displaced })
     }
 
@@ -89,7 +104,7 @@ impl Slot {
         self.busy.store(true, Ordering::Relaxed);
     }
 
-    /// Marks the connection as read and still waiting for (the rest of) its request.
+    /// Marks the connection as having sent part of its request and still waiting for the rest.
     pub fn waiting(&self) {
         self.waiting.store(true, Ordering::Relaxed);
     }
@@ -140,6 +155,17 @@ mod tests {
         assert!(read.displaced.is_cancelled(), "the one read and still waiting makes room");
         assert!(!fresh.displaced.is_cancelled(), "a connection not read yet keeps its slot");
         assert!(slots.admit().is_none(), "nothing left to displace: the next newcomer is closed");
+    }
+
+    #[test]
+    fn a_connection_that_sends_nothing_is_displaced_once_its_grace_is_over() {
+        let slots = Slots::new(1);
+        let start = Instant::now();
+        let silent = slots.admit_at(start).unwrap();
+        assert!(slots.admit_at(start + SILENT_GRACE / 2).is_none(), "within its grace it keeps the slot");
+        assert!(!silent.displaced.is_cancelled());
+        let _newcomer = slots.admit_at(start + SILENT_GRACE).unwrap();
+        assert!(silent.displaced.is_cancelled(), "silent past its grace: it makes room");
     }
 
     #[test]
