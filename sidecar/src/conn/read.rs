@@ -73,21 +73,20 @@ pub(super) async fn run(shared: &Arc<Shared>, mut rd: OwnedReadHalf, client: &Cl
     loop {
         let held = client.hold.wait().await;
         // A frame already read needs neither the select nor a clock read; only waiting for the client does.
-        let frame = match frames.next_buffered() {
-            Ok(Some(frame)) if !held => Ok(Some(frame)),
-            buffered => {
-                let frame = match buffered {
-                    Ok(None) => tokio::select! {
-                        biased;
-                        _ = client.dead.cancelled() => return Ok(()),
-                        f = frames.next() => f,
-                    },
-                    other => other,
+        let (frame, waited) = match frames.next_buffered() {
+            Ok(None) => {
+                let f = tokio::select! {
+                    biased;
+                    _ = client.dead.cancelled() => return Ok(()),
+                    f = frames.next() => f,
                 };
-                started = Instant::now();
-                frame
+                (f, true)
             }
+            buffered => (buffered, held),
         };
+        if waited {
+            started = Instant::now();
+        }
         let frame = match frame {
             Ok(Some(f)) => f,
             Ok(None) => return Ok(()),
