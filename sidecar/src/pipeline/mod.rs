@@ -80,6 +80,8 @@ pub struct Owed {
     pub(crate) split: Option<Box<route::Split>>,
     /// (group, member id) of a KIP-848 heartbeat with routes: its answer says which cluster granted the epoch.
     pub(crate) member: Option<Box<(String, String)>>,
+    /// The body the client gets whatever the broker answers (a fenced KIP-848 heartbeat sent on as its leave).
+    pub(crate) answer: Option<Box<BytesMut>>,
     /// How long a locally answered failed authentication waits before it is written; the connection is not read
     /// meanwhile (as a broker's `connection.failed.authentication.delay.ms`).
     pub delay: Duration,

@@ -153,9 +153,21 @@ fn routed(ctx: &Ctx, mut request: Request, mut owed: Owed) -> Step {
         && route::for_coordinator(api)
         && let Ok(body) = request.body()
     {
-        if let Some(answer) = route::group_steer(ctx.snapshot, ctx.live, ctx.health, own, (api, body, version)) {
+        if let Some(steered) = route::group_steer(ctx.snapshot, ctx.live, ctx.health, own, (api, body, version)) {
             // A route switch left the group request at the wrong cluster, or with another cluster's epoch.
-            return Step::Respond { version, body: answer, owed };
+            let Some(leave) = route::leave(body).filter(|_| steered.leave_first) else {
+                return Step::Respond { version, body: steered.answer, owed };
+            };
+            // The member's old session here ends first; the client gets the fencing whatever `own` answers.
+            return match request.body_mut() {
+                Ok(body) => {
+                    *body = leave;
+                    request.mark_modified();
+                    owed.answer = Some(Box::new(steered.answer));
+                    Step::Forward(Forward { cluster: None, request, fanout: Vec::new(), owed })
+                }
+                Err(_) => Step::Respond { version, body: steered.answer, owed },
+            };
         }
         if let RequestKind::ConsumerGroupHeartbeat(r) = body {
             owed.member = Some(Box::new((r.group_id.to_string(), r.member_id.to_string())));

@@ -61,6 +61,11 @@ pub fn finish(
     if let (Some(member), Some(cluster)) = (owed.member.take(), cluster) {
         learn_epoch(ctx, &member, version, frame, cluster);
     }
+    if let Some(answer) = owed.answer.take() {
+        let at = protocol::response_body_offset(frame, api, version)
+            .ok_or_else(|| Error::Protocol(format!("{api:?} v{version} response header is truncated")))?;
+        replace_body(frame, at, &answer);
+    }
     let throttle = policy(ctx, owed, api, version, frame)?;
     if let Some(cluster) = cluster
         && !merged
@@ -123,13 +128,18 @@ fn policy(ctx: &Ctx, owed: Owed, api: ApiKey, version: i16, frame: &mut Buf) -> 
     }
     let mut body = BytesMut::new();
     response.encode(&mut body, version).map_err(|e| Error::protocol(&format!("encoding {api:?} response"), e))?;
+    replace_body(frame, at, &body);
+    Ok(throttle)
+}
+
+/// Puts `body` after the frame's first `at` bytes (its length and header), the length fixed.
+fn replace_body(frame: &mut Buf, at: usize, body: &[u8]) {
     let mut out = BytesMut::with_capacity(at + body.len());
     out.extend_from_slice(&frame[..at]);
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
     let len = (out.len() - 4) as i32;
     out[..4].copy_from_slice(&len.to_be_bytes());
     frame.replace_with(&out);
-    Ok(throttle)
 }
 
 /// Merges the Metadata answers (own first) into `own_frame`: addresses rewritten per cluster, topics by route.

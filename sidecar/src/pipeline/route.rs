@@ -150,17 +150,27 @@ pub fn for_coordinator(api: ApiKey) -> bool {
     )
 }
 
-/// The local answer to a group request a route switch left behind (see `kproxy_policy::route::members`):
-/// NOT_COORDINATOR when the group's route uses another cluster than `own` now, so the client finds its coordinator
-/// again; FENCED_MEMBER_EPOCH (heartbeat or commit) when another cluster granted the KIP-848 member epoch it
-/// carries, so the member rejoins here instead of passing for the member another cluster knew.
+/// What a group request a route switch left behind gets (see `kproxy_policy::route::members`).
+pub struct Steered {
+    /// The client's answer: NOT_COORDINATOR when the group's route uses another cluster than `own` now, so the
+    /// client finds its coordinator again; FENCED_MEMBER_EPOCH (heartbeat or commit) when another cluster granted
+    /// the KIP-848 member epoch it carries, so the member rejoins here instead of passing for the member another
+    /// cluster knew.
+    pub answer: BytesMut,
+    /// A fenced heartbeat is first sent to `own` as that member's leave (epoch -1): `own` may still hold the
+    /// member from before the route left it, at an epoch it granted then, and would fence its rejoin (epoch 0 is
+    /// below it) until that old session expired.
+    pub leave_first: bool,
+}
+
+/// The answer to a group request a route switch left behind, if it is one.
 pub fn group_steer(
     snapshot: &Snapshot,
     live: &Live,
     health: &Health,
     own: &str,
     (api, body, version): (ApiKey, &RequestKind, i16),
-) -> Option<BytesMut> {
+) -> Option<Steered> {
     use kproxy_policy::route::members;
     let (code, message, reason) = if members::misdirected(body, &snapshot.policy.routes, health, own) {
         let message = format!("the group is coordinated in another cluster than {own:?} now");
@@ -169,13 +179,25 @@ pub fn group_steer(
         let (code, message) = live.foreign_epoch(body, own)?;
         (code, message, "fenced_member_epoch")
     };
-    let out = errors::encode(body, &Fill { version, code, message: Some(&message) })?;
+    let answer = errors::encode(body, &Fill { version, code, message: Some(&message) })?;
     let api = super::api_name(api);
     live.group_steered.with_label_values(&[api, reason]).inc();
     if let Some(suppressed) = STEERING.allow() {
         tracing::info!(api, reason, %message, suppressed, "group request answered after a route switch");
     }
-    Some(out)
+    let leave_first = code == members::FENCED_MEMBER_EPOCH && matches!(body, RequestKind::ConsumerGroupHeartbeat(_));
+    Some(Steered { answer, leave_first })
+}
+
+/// The leave (epoch -1) of the member a KIP-848 heartbeat names, static or not.
+pub fn leave(body: &RequestKind) -> Option<RequestKind> {
+    let RequestKind::ConsumerGroupHeartbeat(r) = body else { return None };
+    let leave = kafka_protocol::messages::ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(r.group_id.clone())
+        .with_member_id(r.member_id.clone())
+        .with_instance_id(r.instance_id.clone())
+        .with_member_epoch(-1);
+    Some(RequestKind::ConsumerGroupHeartbeat(leave))
 }
 
 /// Whether a request of this API may name a group or transaction and topics that routes put in different

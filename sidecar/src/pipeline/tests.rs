@@ -346,8 +346,8 @@ fn heartbeat(group: &'static str, member: &'static str, epoch: i32) -> ConsumerG
         .with_member_epoch(epoch)
 }
 
-/// The answer a cluster gives a heartbeat, run through the response side.
-fn heartbeat_answered(world: &World, forward: super::Forward, cluster: &str, epoch: i32) {
+/// The answer a cluster gives a heartbeat, run through the response side; what the client gets.
+fn heartbeat_answered(world: &World, owed: super::Owed, cluster: &str, epoch: i32) -> ConsumerGroupHeartbeatResponse {
     let (brokers, _listeners) = crate::broker_map::BrokerMap::new("127.0.0.1".into(), 0);
     let (snapshot, health) = (world.store.snapshot(), world.store.health.view());
     let ctx = super::response::Ctx { snapshot: &snapshot, live: &world.store.live, health: &health, brokers: &brokers };
@@ -357,7 +357,17 @@ fn heartbeat_answered(world: &World, forward: super::Forward, cluster: &str, epo
         .with_heartbeat_interval_ms(5_000);
     let mut frame = answer_frame(world, &answer);
     let source = super::response::Source::Upstream { cluster, others: Vec::new() };
-    super::response::finish(&ctx, forward.owed, ApiKey::ConsumerGroupHeartbeat, 1, &mut frame, source).unwrap();
+    super::response::finish(&ctx, owed, ApiKey::ConsumerGroupHeartbeat, 1, &mut frame, source).unwrap();
+    assert_eq!(crate::protocol::response_correlation(&frame), Some(5));
+    let at = crate::protocol::response_body_offset(&frame, ApiKey::ConsumerGroupHeartbeat, 1).unwrap();
+    ConsumerGroupHeartbeatResponse::decode(&mut &frame[at..], 1).unwrap()
+}
+
+/// The heartbeat a forwarded request carries.
+fn forwarded_heartbeat(request: Request) -> ConsumerGroupHeartbeatRequest {
+    let f = request.into_frame().unwrap();
+    let at = crate::protocol::request_body_offset(&f, ApiKey::ConsumerGroupHeartbeat, 1).unwrap();
+    ConsumerGroupHeartbeatRequest::decode(&mut bytes::Bytes::copy_from_slice(&f[at..]), 1).unwrap()
 }
 
 fn answer_frame(world: &World, body: &ConsumerGroupHeartbeatResponse) -> crate::buffer::Buf {
@@ -380,11 +390,24 @@ fn a_kip_848_member_epoch_granted_by_the_other_cluster_is_fenced_in_heartbeats_a
     else {
         panic!("a join is forwarded")
     };
-    heartbeat_answered(&world, forward, "west", 4);
-    let (code, message) =
-        fenced(world.decide(&frame(ApiKey::ConsumerGroupHeartbeat, 1, &heartbeat("orders-g", "m1", 4))));
-    assert_eq!(code, 110, "FENCED_MEMBER_EPOCH");
+    heartbeat_answered(&world, forward.owed, "west", 4);
+    // East may still hold m1 from before the route left it: the heartbeat goes there as m1's leave, and the
+    // client is fenced whatever east answers, so its rejoin (epoch 0) finds no older m1 there.
+    let fenced_heartbeat = heartbeat("orders-g", "m1", 4).with_rebalance_timeout_ms(300_000);
+    let Step::Forward(forward) = world.decide(&frame(ApiKey::ConsumerGroupHeartbeat, 1, &fenced_heartbeat)) else {
+        panic!("the fenced heartbeat leaves east's group first")
+    };
+    assert!(forward.cluster.is_none(), "to the connection's own cluster, east");
+    let leave = forwarded_heartbeat(forward.request);
+    assert_eq!((leave.group_id.as_str(), leave.member_id.as_str(), leave.member_epoch), ("orders-g", "m1", -1));
+    assert_eq!(leave.rebalance_timeout_ms, -1, "a bare leave");
+    let got = heartbeat_answered(&world, forward.owed, "east", -1);
+    assert_eq!(got.error_code, 110, "FENCED_MEMBER_EPOCH");
+    let message = got.error_message.map(|m| m.to_string()).unwrap_or_default();
     assert!(message.contains("\"west\""), "{message}");
+    let again = RequestKind::ConsumerGroupHeartbeat(fenced_heartbeat);
+    let origin = world.store.live.foreign_epoch(&again, "east").map(|(c, _)| c);
+    assert_eq!(origin, Some(110), "the leave's answer teaches nothing: west's epoch stays fenced here");
     let commit = OffsetCommitRequest::default()
         .with_group_id(GroupId(StrBytes::from_static_str("orders-g")))
         .with_member_id(StrBytes::from_static_str("m1"))
@@ -410,7 +433,7 @@ fn a_kip_848_member_epoch_granted_by_the_other_cluster_is_fenced_in_heartbeats_a
     else {
         panic!("a rejoin is forwarded")
     };
-    heartbeat_answered(&world, forward, "east", 7);
+    heartbeat_answered(&world, forward.owed, "east", 7);
     assert!(matches!(
         world.decide(&frame(ApiKey::ConsumerGroupHeartbeat, 1, &heartbeat("orders-g", "m1", 7))),
         Step::Forward(_)

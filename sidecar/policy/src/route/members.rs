@@ -12,7 +12,9 @@
 //! did not grant: the member gives its partitions up without committing and rejoins with epoch 0, taking its
 //! positions from this cluster's committed offsets, and the commit is not written. (STALE_MEMBER_EPOCH would not
 //! do for the commit: the Java client retries it with the epoch it rejoins with, writing the positions it had in
-//! the other cluster.)
+//! the other cluster.) The sidecar sends such a heartbeat on as the member's leave (epoch -1) before it answers:
+//! the cluster may still hold the member from before the route left it, at an epoch above 0, and would fence the
+//! rejoin until that old session expired.
 
 use std::collections::HashMap;
 
