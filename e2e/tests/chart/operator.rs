@@ -215,6 +215,8 @@ fn chart_sidecar_defaults_reach_the_injected_sidecar() {
             "--upstream-connections=2",
             "--upstream-long-poll-connections=4",
             "--max-in-flight=32",
+            // From the CPU request (50m, no limit): one thread.
+            "--worker-threads=1",
         ]
     );
     let config = kproxy_e2e::sidecar::config("east", env.kafka_east());

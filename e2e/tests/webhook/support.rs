@@ -309,6 +309,8 @@ pub fn assert_injected(pod: &Value, policy: &str) {
             "0.0.0.0:9102",
             "--metrics-addr",
             "127.0.0.1:9103",
+            // One thread: the sidecar requests 50m and has no CPU limit.
+            "--worker-threads=1",
             // The operator's default: the sidecar also follows its ConfigMap through the API server.
             "--config-map",
             format!("{policy}-kproxy")

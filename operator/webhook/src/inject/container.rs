@@ -72,7 +72,7 @@ pub(crate) fn sidecar(cfg: &InjectConfig, resources: &Resources, secrets: &[Stri
         image: Some(cfg.image.clone()),
         image_pull_policy: cfg.image_pull_policy.clone(),
         restart_policy: Some("Always".into()),
-        args: Some(args(cfg, settings)),
+        args: Some(args(cfg, resources, settings)),
         // No allocator tuning here: the sidecar fixes glibc's mmap threshold itself at start (an operator can
         // still set MALLOC_MMAP_THRESHOLD_ through --sidecar-extra-env).
         env: Some(settings.env()),
@@ -97,7 +97,7 @@ pub(crate) fn sidecar(cfg: &InjectConfig, resources: &Resources, secrets: &[Stri
 /// The admin address listens on every address of the pod: kubelet's probes come from the node to the pod IP.
 /// `/metrics` joins it there only when monitoring scrapes the pods; otherwise it stays on loopback (reachable
 /// with `kubectl port-forward`), so the pod's traffic figures are not open to the whole cluster network.
-fn args(cfg: &InjectConfig, settings: &Settings) -> Vec<String> {
+fn args(cfg: &InjectConfig, resources: &Resources, settings: &Settings) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "--config".into(),
         CONFIG_MOUNT_DIR.into(),
@@ -110,7 +110,19 @@ fn args(cfg: &InjectConfig, settings: &Settings) -> Vec<String> {
         args.extend(["--metrics-addr".into(), format!("127.0.0.1:{}", cfg.metrics_port())]);
     }
     args.extend(settings.args());
+    if let Some(threads) = worker_threads(resources).filter(|_| !settings.sets_worker_threads()) {
+        args.push(format!("--worker-threads={threads}"));
+    }
     args
+}
+
+/// The proxy's threads: the cores its CPU limit allows, else those it requests, rounded up. Without a CPU limit
+/// the process sees every CPU of the node and would run a thread per CPU; a sidecar requesting a fraction of a
+/// core runs best on one (no cross-thread wake-ups; answers ready together leave in one write).
+fn worker_threads(resources: &Resources) -> Option<u64> {
+    let cores = resources.cpu_limit.as_deref().or(resources.cpu.as_deref())?;
+    let cores = crate::quantity::parse_resource(cores).ok().filter(|c| *c > 0.0)?;
+    Some((cores.ceil() as u64).max(1))
 }
 
 fn probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {

@@ -142,6 +142,12 @@ impl Settings {
         args
     }
 
+    /// Whether the extra arguments or environment set the proxy's threads (the webhook then sets none).
+    pub fn sets_worker_threads(&self) -> bool {
+        self.extra_args.iter().any(|a| a.split('=').next() == Some("--worker-threads"))
+            || self.extra_env.iter().any(|p| p.split('=').next() == Some("KPROXY_WORKER_THREADS"))
+    }
+
     /// The sidecar's environment for these settings (after the webhook's own).
     pub fn env(&self) -> Vec<EnvVar> {
         let var =

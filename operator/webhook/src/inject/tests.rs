@@ -95,6 +95,7 @@ fn annotated_pod_gets_a_native_sidecar_with_everything() {
             "0.0.0.0:9102",
             "--metrics-addr",
             "127.0.0.1:9103",
+            "--worker-threads=1",
             "--config-map",
             "payments-kproxy"
         ]
@@ -205,6 +206,33 @@ fn resources_come_from_config_and_annotations() {
     );
     let out = inject(&overridden, &p, &cfg).unwrap().unwrap();
     assert_eq!(quantities(&out), [Some("200m".into()), Some("128Mi".into()), Some("1".into()), Some("1Gi".into())]);
+}
+
+#[test]
+fn the_proxy_runs_a_thread_per_core_of_its_cpu_limit_else_of_its_request() {
+    let p = policy("payments", LabelSelector::default(), &[]);
+    let threads = |annotations: &[(&str, &str)], cfg: &InjectConfig| -> Vec<String> {
+        let mut all = vec![(annotation::INJECT, "true")];
+        all.extend_from_slice(annotations);
+        let out = inject(&pod(&all, &[]), &p, cfg).unwrap().unwrap();
+        let args = sidecar_of(&out).args.clone().unwrap_or_default();
+        args.into_iter().filter(|a| a.starts_with("--worker-threads")).collect()
+    };
+    let cfg = InjectConfig::default();
+    assert_eq!(threads(&[], &cfg), ["--worker-threads=1"], "50m requested, no limit: one thread");
+    assert_eq!(threads(&[(annotation::CPU, "1500m")], &cfg), ["--worker-threads=2"]);
+    assert_eq!(threads(&[(annotation::CPU, "200m"), (annotation::CPU_LIMIT, "3")], &cfg), ["--worker-threads=3"]);
+    // The operator's extra arguments or environment name the count: theirs alone (the flag may appear once).
+    let mut own = cfg.clone();
+    own.sidecar.extra_args = vec!["--worker-threads=4".into()];
+    assert_eq!(threads(&[(annotation::CPU, "1500m")], &own), ["--worker-threads=4"]);
+    let mut by_env = cfg.clone();
+    by_env.sidecar.extra_env = vec!["KPROXY_WORKER_THREADS=4".into()];
+    assert!(threads(&[], &by_env).is_empty());
+    // No CPU request and no limit: the sidecar's own default, a thread per CPU it may use.
+    let mut unset = cfg.clone();
+    unset.resources.cpu = None;
+    assert!(threads(&[], &unset).is_empty());
 }
 
 #[test]
