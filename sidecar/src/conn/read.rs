@@ -200,7 +200,8 @@ async fn dispatch(
     forward: Forward,
     started: Instant,
 ) -> Result<Option<Due>> {
-    let Forward { cluster, mut request, fanout, owed } = forward;
+    let Forward { cluster, mut request, fanout, mut owed } = forward;
+    let before = owed.before.take();
     let snapshot_clusters = &shared.clusters;
     let mut copies = Vec::new();
     for copy in fanout {
@@ -240,6 +241,13 @@ async fn dispatch(
             }
             route.lease.conn.clone()
         };
+        if let Some(before) = before.as_deref() {
+            // Ahead of the request on the same connection (a broker answers each connection's requests in turn);
+            // its answer is dropped.
+            let mut first = shared.buffers.get(before.len());
+            first.extend_from_slice(before);
+            let _ = conn.send(first, Some((Some(client.share.force(0)), deadline))).await;
+        }
         let reply = expects.then(|| (credit.take(), deadline));
         match conn.send(frame, reply).await {
             Ok(Some(rx)) => {

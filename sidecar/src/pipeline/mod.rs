@@ -82,6 +82,11 @@ pub struct Owed {
     pub(crate) member: Option<Box<(String, String)>>,
     /// The body the client gets whatever the broker answers (a fenced KIP-848 heartbeat sent on as its leave).
     pub(crate) answer: Option<Box<BytesMut>>,
+    /// A request frame sent first on the same upstream connection, its answer dropped (the leave of classic
+    /// members a route switch left behind, ahead of their group's join).
+    pub(crate) before: Option<Box<BytesMut>>,
+    /// The group of a routed JoinGroup: its answer says which cluster gave the member its id.
+    pub(crate) joined: Option<Box<str>>,
     /// How long a locally answered failed authentication waits before it is written; the connection is not read
     /// meanwhile (as a broker's `connection.failed.authentication.delay.ms`).
     pub delay: Duration,

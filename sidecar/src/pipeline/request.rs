@@ -144,6 +144,33 @@ fn authorize(ctx: &Ctx, request: &mut Request) -> Result<Option<kproxy_policy::M
     }
 }
 
+/// The leave of the classic members of `group` that `own` still lists from before a route switch, as a LeaveGroup
+/// frame for the group's coordinator (the connection the join goes on); `None` when there are none, or when the
+/// brokers speak no LeaveGroup that names several members (before v3).
+fn stale_leave(ctx: &Ctx, group: &str, own: &str) -> Option<BytesMut> {
+    use kafka_protocol::messages::{GroupId, LeaveGroupRequest, leave_group_request::MemberIdentity};
+    use kafka_protocol::protocol::StrBytes;
+    let (_, max) = ctx.versions.range(ApiKey::LeaveGroup as i16)?;
+    let version = max.min(5);
+    if version < 3 {
+        return None;
+    }
+    let stale = ctx.live.classic_stale(group, own);
+    if stale.is_empty() {
+        return None;
+    }
+    let count = stale.len() as u64;
+    let members = stale.into_iter().map(|m| MemberIdentity::default().with_member_id(StrBytes::from_string(m)));
+    let leave = LeaveGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_members(members.collect());
+    let mut frame = BytesMut::new();
+    crate::protocol::request_frame(&mut frame, ApiKey::LeaveGroup, version, 0, &leave).ok()?;
+    ctx.live.group_steered.with_label_values(&["LeaveGroup", "stale_member"]).inc_by(count);
+    tracing::info!(group, cluster = own, members = count, "leaving for classic members a route switch left behind");
+    Some(frame)
+}
+
 /// Routes: refusals, Metadata fan-out, steering, the coordinator's cluster.
 fn routed(ctx: &Ctx, mut request: Request, mut owed: Owed) -> Step {
     let (api, version) = (request.api, request.version());
@@ -169,8 +196,21 @@ fn routed(ctx: &Ctx, mut request: Request, mut owed: Owed) -> Step {
                 Err(_) => Step::Respond { version, body: steered.answer, owed },
             };
         }
-        if let RequestKind::ConsumerGroupHeartbeat(r) = body {
-            owed.member = Some(Box::new((r.group_id.to_string(), r.member_id.to_string())));
+        match body {
+            RequestKind::ConsumerGroupHeartbeat(r) => {
+                owed.member = Some(Box::new((r.group_id.to_string(), r.member_id.to_string())));
+            }
+            RequestKind::JoinGroup(r) => {
+                owed.before = stale_leave(ctx, r.group_id.as_str(), own).map(Box::new);
+                owed.joined = Some(r.group_id.as_str().into());
+            }
+            RequestKind::LeaveGroup(r) => {
+                let members = r.members.iter().map(|m| m.member_id.as_str());
+                for member in std::iter::once(r.member_id.as_str()).chain(members).filter(|m| !m.is_empty()) {
+                    ctx.live.classic_left(r.group_id.as_str(), member);
+                }
+            }
+            _ => {}
         }
     }
     if expects

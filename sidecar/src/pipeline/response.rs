@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
-use kafka_protocol::messages::{ApiKey, ConsumerGroupHeartbeatResponse, MetadataResponse, ResponseKind, TopicName};
+use kafka_protocol::messages::{
+    ApiKey, ConsumerGroupHeartbeatResponse, JoinGroupResponse, MetadataResponse, ResponseKind, TopicName,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kproxy_policy::quota::{self, Kind};
 use kproxy_policy::route::{self, Health};
@@ -61,6 +63,9 @@ pub fn finish(
     if let (Some(member), Some(cluster)) = (owed.member.take(), cluster) {
         learn_epoch(ctx, &member, version, frame, cluster);
     }
+    if let (Some(group), Some(cluster)) = (owed.joined.take(), cluster) {
+        learn_joined(ctx, &group, version, frame, cluster);
+    }
     if let Some(answer) = owed.answer.take() {
         let at = protocol::response_body_offset(frame, api, version)
             .ok_or_else(|| Error::Protocol(format!("{api:?} v{version} response header is truncated")))?;
@@ -84,6 +89,16 @@ fn learn_epoch(ctx: &Ctx, member: &(String, String), version: i16, frame: &Buf, 
     match ConsumerGroupHeartbeatResponse::decode(&mut &frame[at..], version) {
         Ok(answer) => ctx.live.learn_epoch(&member.0, &member.1, &answer, cluster),
         Err(e) => tracing::debug!(error = %e, "ConsumerGroupHeartbeat answer did not decode"),
+    }
+}
+
+/// Notes which cluster gave a classic member of `group` its id (see `kproxy_policy::route::members::Classic`).
+fn learn_joined(ctx: &Ctx, group: &str, version: i16, frame: &Buf, cluster: &str) {
+    let Some(at) = protocol::response_body_offset(frame, ApiKey::JoinGroup, version) else { return };
+    match JoinGroupResponse::decode(&mut &frame[at..], version) {
+        Ok(answer) if answer.error_code == 0 => ctx.live.classic_joined(group, answer.member_id.as_str(), cluster),
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "JoinGroup answer did not decode"),
     }
 }
 

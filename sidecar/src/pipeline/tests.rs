@@ -450,6 +450,45 @@ fn a_kip_848_member_epoch_granted_by_the_other_cluster_is_fenced_in_heartbeats_a
 }
 
 #[test]
+fn classic_members_a_cluster_still_lists_from_before_a_route_switch_are_left_ahead_of_the_next_join() {
+    // The connection is east's, the coordinator of "orders-g".
+    let world = groups_fail_over();
+    let join = JoinGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("orders-g")))
+        .with_protocol_type(StrBytes::from_static_str("consumer"));
+    let joined = |cluster: &str, member: &'static str| {
+        let Step::Forward(forward) = world.decide(&frame(ApiKey::JoinGroup, 5, &join)) else { panic!("forwarded") };
+        let before = forward.owed.before.clone();
+        let (brokers, _listeners) = crate::broker_map::BrokerMap::new("127.0.0.1".into(), 0);
+        let (snapshot, health) = (world.store.snapshot(), world.store.health.view());
+        let ctx =
+            super::response::Ctx { snapshot: &snapshot, live: &world.store.live, health: &health, brokers: &brokers };
+        let given = JoinGroupResponse::default().with_member_id(StrBytes::from_static_str(member));
+        let mut f = answer(&world.pool, ApiKey::JoinGroup, 5, &given);
+        let source = super::response::Source::Upstream { cluster, others: Vec::new() };
+        super::response::finish(&ctx, forward.owed, ApiKey::JoinGroup, 5, &mut f, source).unwrap();
+        before
+    };
+    assert!(joined("east", "e1").is_none());
+    assert!(joined("east", "e2").is_none(), "east gave the latest ids: nothing to leave");
+    // The route moved to west for a while, and a member joined there (its answer came from west).
+    assert!(joined("west", "w1").is_none());
+    // Back at east, the group's next join goes after the leave of e1 and e2, on the same connection.
+    let before = joined("east", "e3").expect("a leave first");
+    let header = crate::protocol::Header::peek(&before).unwrap();
+    assert_eq!(header.api_key, ApiKey::LeaveGroup as i16);
+    let at = crate::protocol::request_body_offset(&before, ApiKey::LeaveGroup, header.api_version).unwrap();
+    let leave =
+        LeaveGroupRequest::decode(&mut bytes::Bytes::copy_from_slice(&before[at..]), header.api_version).unwrap();
+    let mut members: Vec<_> = leave.members.iter().map(|m| m.member_id.to_string()).collect();
+    members.sort();
+    assert_eq!((leave.group_id.as_str(), members), ("orders-g", vec!["e1".to_string(), "e2".to_string()]));
+    assert!(joined("east", "e3").is_none(), "left once");
+    let left = world.store.live.group_steered.with_label_values(&["LeaveGroup", "stale_member"]).get();
+    assert_eq!(left, 2);
+}
+
+#[test]
 fn group_requests_reaching_a_cluster_their_route_does_not_use_are_sent_to_find_their_coordinator() {
     // The connection is east's; group "audit-g" has no route and lives in the default cluster, west.
     let world = groups_fail_over();

@@ -311,9 +311,9 @@ fn join_group_wait(frame: &[u8], version: i16) -> Option<i32> {
     Some(i32::from_be_bytes(frame.get(at..at + 4)?.try_into().ok()?))
 }
 
-/// Encodes a request of the sidecar's own (ApiVersions, Metadata probes) into a frame.
+/// Encodes a request of the sidecar's own (ApiVersions, Metadata probes, leaves) into a frame.
 pub fn request_frame<M: kafka_protocol::protocol::Encodable>(
-    buf: &mut Buf,
+    buf: &mut bytes::BytesMut,
     api: ApiKey,
     version: i16,
     correlation_id: i32,
@@ -329,8 +329,8 @@ pub fn request_frame<M: kafka_protocol::protocol::Encodable>(
     buf.clear();
     buf.extend_from_slice(&[0; 4]);
     let wrap = |e| crate::Error::protocol(&format!("encoding {api:?} request"), e);
-    header.encode(&mut **buf, api.request_header_version(version)).map_err(wrap)?;
-    body.encode(&mut **buf, version).map_err(wrap)?;
+    header.encode(buf, api.request_header_version(version)).map_err(wrap)?;
+    body.encode(buf, version).map_err(wrap)?;
     let len = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Ok(())

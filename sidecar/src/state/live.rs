@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::{ConsumerGroupHeartbeatResponse, RequestKind};
 use kproxy_policy::quota::{self, Kind, Quotas};
 use kproxy_policy::route::Epochs;
+use kproxy_policy::route::members::Classic;
 use kproxy_policy::{TopicIds, TopicNames};
 use prometheus::{CounterVec, Gauge, GaugeVec, IntCounterVec, Opts, Registry};
 
@@ -19,6 +20,8 @@ pub struct Live {
     topic_ids: RwLock<TopicIds>,
     /// Which cluster granted each KIP-848 member its epoch (epochs of two clusters are unrelated).
     epochs: Mutex<Epochs>,
+    /// The classic members each cluster gave ids to through this sidecar (their leave follows a route back).
+    classic: Mutex<Classic>,
     /// Entities (partitions, groups, requests) denied by ACLs, by api.
     pub acl_denied: IntCounterVec,
     /// Requests refused because their group or transaction and topics are routed to different clusters, by api.
@@ -54,7 +57,8 @@ impl Live {
                 "kproxy_route_group_steered_total",
                 "Group requests answered by the sidecar because a route switch left them at another cluster than \
                  their group's (not_coordinator) or with a member epoch another cluster granted \
-                 (fenced_member_epoch)",
+                 (fenced_member_epoch); and classic members a route switch left behind, left by the sidecar \
+                 (api LeaveGroup, stale_member)",
             ),
             &["api", "reason"],
         )?;
@@ -84,6 +88,7 @@ impl Live {
             quotas: Mutex::new(Quotas::default()),
             topic_ids: RwLock::new(TopicIds::default()),
             epochs: Mutex::new(Epochs::default()),
+            classic: Mutex::new(Classic::default()),
             acl_denied,
             refused,
             group_steered,
@@ -134,6 +139,22 @@ impl Live {
     /// member epoch (see `kproxy_policy::route::members`).
     pub fn foreign_epoch(&self, request: &RequestKind, own: &str) -> Option<(i16, String)> {
         lock(&self.epochs).foreign(request, own)
+    }
+
+    /// `cluster` gave a classic member of `group` its id.
+    pub fn classic_joined(&self, group: &str, member: &str, cluster: &str) {
+        lock(&self.classic).joined(group, member, cluster);
+    }
+
+    /// A classic member left `group`.
+    pub fn classic_left(&self, group: &str, member: &str) {
+        lock(&self.classic).left(group, member);
+    }
+
+    /// The classic members of `group` that `cluster` still lists from before a route switch (see
+    /// `kproxy_policy::route::members::Classic`); each is returned once.
+    pub fn classic_stale(&self, group: &str, cluster: &str) -> Vec<String> {
+        lock(&self.classic).take_stale(group, cluster)
     }
 
     /// Learns which cluster granted a member its epoch (or that it left) from a heartbeat's answer.

@@ -132,6 +132,97 @@ impl Epochs {
     }
 }
 
+/// Classic member ids, each with the cluster that gave it and when it was last heard of.
+type MemberIds = HashMap<String, (String, u64)>;
+
+/// The classic-protocol members this sidecar's clients hold, by the member ids the coordinators gave them. A
+/// classic member gets its id from the coordinator, so after a route switch it joins the other cluster under a new
+/// one; the cluster the route left still lists the old member, and when the route returns there its rebalance
+/// waits for that member until its session times out. The members a cluster gave before another cluster gave one
+/// of the same group are stale there: the sidecar sends their leave before the group's next join reaches it.
+/// Bounded: past `capacity` members the one heard from longest ago is forgotten (it then times out as before).
+#[derive(Debug)]
+pub struct Classic {
+    /// Per group: the cluster that gave the latest member id, and each member id with its cluster and age.
+    groups: HashMap<String, (String, MemberIds)>,
+    members: usize,
+    clock: u64,
+    capacity: usize,
+}
+
+impl Default for Classic {
+    fn default() -> Self {
+        Classic::with_capacity(10_000)
+    }
+}
+
+impl Classic {
+    pub fn with_capacity(capacity: usize) -> Self {
+        Classic { groups: HashMap::new(), members: 0, clock: 0, capacity: capacity.max(1) }
+    }
+
+    pub fn len(&self) -> usize {
+        self.members
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members == 0
+    }
+
+    /// `cluster` gave a member of `group` the id `member` (a JoinGroup answered without error).
+    pub fn joined(&mut self, group: &str, member: &str, cluster: &str) {
+        if member.is_empty() {
+            return;
+        }
+        self.clock += 1;
+        let known = self.groups.get(group).is_some_and(|(_, m)| m.contains_key(member));
+        if !known && self.members >= self.capacity {
+            self.forget_oldest();
+        }
+        let (latest, members) = self.groups.entry(group.to_string()).or_default();
+        *latest = cluster.to_string();
+        if members.insert(member.to_string(), (cluster.to_string(), self.clock)).is_none() {
+            self.members += 1;
+        }
+    }
+
+    /// `member` left `group` (a LeaveGroup went through).
+    pub fn left(&mut self, group: &str, member: &str) {
+        if let Some((_, members)) = self.groups.get_mut(group)
+            && members.remove(member).is_some()
+        {
+            self.members -= 1;
+        }
+    }
+
+    /// The members of `group` that `cluster` gave ids to before another cluster gave the latest one, forgotten as
+    /// they are returned: their leave is about to be sent to `cluster`.
+    pub fn take_stale(&mut self, group: &str, cluster: &str) -> Vec<String> {
+        let Some((latest, members)) = self.groups.get_mut(group) else { return Vec::new() };
+        if latest == cluster {
+            return Vec::new();
+        }
+        let stale: Vec<String> = members.iter().filter(|(_, (c, _))| c == cluster).map(|(m, _)| m.clone()).collect();
+        for m in &stale {
+            members.remove(m);
+        }
+        self.members -= stale.len();
+        stale
+    }
+
+    fn forget_oldest(&mut self) {
+        let oldest = self
+            .groups
+            .iter()
+            .flat_map(|(g, (_, members))| members.iter().map(move |(m, (_, at))| (*at, g, m)))
+            .min()
+            .map(|(_, g, m)| (g.clone(), m.clone()));
+        if let Some((group, member)) = oldest {
+            self.left(&group, &member);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use kafka_protocol::messages::{
@@ -203,6 +294,40 @@ mod tests {
         assert_eq!(epochs.len(), 2);
         assert_eq!((epochs.origin("g", "a"), epochs.origin("g", "b")), (Some("east"), None));
         assert_eq!(epochs.origin("g", "c"), Some("west"));
+    }
+
+    #[test]
+    fn classic_members_a_cluster_gave_before_another_gave_one_are_stale_there() {
+        let mut classic = Classic::default();
+        classic.joined("g", "e1", "east");
+        classic.joined("g", "e2", "east");
+        classic.joined("other", "o1", "east");
+        assert!(classic.take_stale("g", "east").is_empty(), "east gave the latest id: nothing stale there");
+        // The route moved to west: one member joined there.
+        classic.joined("g", "w1", "west");
+        assert!(classic.take_stale("g", "west").is_empty());
+        let mut stale = classic.take_stale("g", "east");
+        stale.sort();
+        assert_eq!(stale, ["e1", "e2"]);
+        assert!(classic.take_stale("g", "east").is_empty(), "each leave is sent once");
+        assert!(classic.take_stale("other", "west").is_empty(), "other groups are untouched");
+        // A member that left is not left again.
+        classic.joined("g", "e3", "east");
+        classic.left("g", "e3");
+        classic.joined("g", "w2", "west");
+        assert!(classic.take_stale("g", "east").is_empty());
+        assert_eq!(classic.len(), 3, "w1, w2 and o1");
+    }
+
+    #[test]
+    fn past_its_capacity_the_classic_member_heard_from_longest_ago_is_forgotten() {
+        let mut classic = Classic::with_capacity(2);
+        classic.joined("g", "a", "east");
+        classic.joined("g", "b", "east");
+        classic.joined("g", "a", "east");
+        classic.joined("g", "c", "west");
+        assert_eq!(classic.len(), 2);
+        assert_eq!(classic.take_stale("g", "east"), ["a"]);
     }
 
     #[test]
