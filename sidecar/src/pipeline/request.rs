@@ -182,7 +182,7 @@ fn routed(ctx: &Ctx, mut request: Request, mut owed: Owed) -> Step {
     {
         if let Some(steered) = route::group_steer(ctx.snapshot, ctx.live, ctx.health, own, (api, body, version)) {
             // A route switch left the group request at the wrong cluster, or with another cluster's epoch.
-            let Some(leave) = route::leave(body).filter(|_| steered.leave_first) else {
+            let Some(leave) = steered.leave_first else {
                 return Step::Respond { version, body: steered.answer, owed };
             };
             // The member's old session here ends first; the client gets the fencing whatever `own` answers.

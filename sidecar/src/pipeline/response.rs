@@ -82,24 +82,30 @@ pub fn finish(
 }
 
 /// Notes which cluster granted the member of a KIP-848 heartbeat its epoch (a routed member must not take it to
-/// another cluster). An answer that does not decode teaches nothing; the client gets it as it came.
+/// another cluster).
 fn learn_epoch(ctx: &Ctx, member: &(String, String), version: i16, frame: &Buf, cluster: &str) {
-    let api = ApiKey::ConsumerGroupHeartbeat;
-    let Some(at) = protocol::response_body_offset(frame, api, version) else { return };
-    match ConsumerGroupHeartbeatResponse::decode(&mut &frame[at..], version) {
-        Ok(answer) => ctx.live.learn_epoch(&member.0, &member.1, &answer, cluster),
-        Err(e) => tracing::debug!(error = %e, "ConsumerGroupHeartbeat answer did not decode"),
+    if let Some(answer) = group_answer::<ConsumerGroupHeartbeatResponse>(ApiKey::ConsumerGroupHeartbeat, version, frame)
+    {
+        ctx.live.learn_epoch(&member.0, &member.1, &answer, cluster);
     }
 }
 
 /// Notes which cluster gave a classic member of `group` its id (see `kproxy_policy::route::members::Classic`).
 fn learn_joined(ctx: &Ctx, group: &str, version: i16, frame: &Buf, cluster: &str) {
-    let Some(at) = protocol::response_body_offset(frame, ApiKey::JoinGroup, version) else { return };
-    match JoinGroupResponse::decode(&mut &frame[at..], version) {
-        Ok(answer) if answer.error_code == 0 => ctx.live.classic_joined(group, answer.member_id.as_str(), cluster),
-        Ok(_) => {}
-        Err(e) => tracing::debug!(error = %e, "JoinGroup answer did not decode"),
+    if let Some(answer) = group_answer::<JoinGroupResponse>(ApiKey::JoinGroup, version, frame)
+        && answer.error_code == 0
+    {
+        ctx.live.classic_joined(group, answer.member_id.as_str(), cluster);
     }
+}
+
+/// A group answer the sidecar learns from; one that does not decode teaches nothing, and the client gets it as
+/// it came.
+fn group_answer<R: Decodable>(api: ApiKey, version: i16, frame: &Buf) -> Option<R> {
+    let at = protocol::response_body_offset(frame, api, version)?;
+    R::decode(&mut &frame[at..], version)
+        .map_err(|e| tracing::debug!(error = %e, api = ?api, "group answer did not decode"))
+        .ok()
 }
 
 /// Applies what the request owes to its response: merges denied entries, measures fetched bytes, writes

@@ -157,10 +157,10 @@ pub struct Steered {
     /// the KIP-848 member epoch it carries, so the member rejoins here instead of passing for the member another
     /// cluster knew.
     pub answer: BytesMut,
-    /// A fenced heartbeat is first sent to `own` as that member's leave (epoch -1): `own` may still hold the
+    /// The leave (epoch -1) a fenced heartbeat is first sent to `own` as: `own` may still hold the
     /// member from before the route left it, at an epoch it granted then, and would fence its rejoin (epoch 0 is
     /// below it) until that old session expired.
-    pub leave_first: bool,
+    pub leave_first: Option<RequestKind>,
 }
 
 /// The answer to a group request a route switch left behind, if it is one.
@@ -185,12 +185,12 @@ pub fn group_steer(
     if let Some(suppressed) = STEERING.allow() {
         tracing::info!(api, reason, %message, suppressed, "group request answered after a route switch");
     }
-    let leave_first = code == members::FENCED_MEMBER_EPOCH && matches!(body, RequestKind::ConsumerGroupHeartbeat(_));
+    let leave_first = if code == members::FENCED_MEMBER_EPOCH { leave(body) } else { None };
     Some(Steered { answer, leave_first })
 }
 
 /// The leave (epoch -1) of the member a KIP-848 heartbeat names, static or not.
-pub fn leave(body: &RequestKind) -> Option<RequestKind> {
+fn leave(body: &RequestKind) -> Option<RequestKind> {
     let RequestKind::ConsumerGroupHeartbeat(r) = body else { return None };
     let leave = kafka_protocol::messages::ConsumerGroupHeartbeatRequest::default()
         .with_group_id(r.group_id.clone())
