@@ -24,8 +24,12 @@ pub struct Report {
     pub acks: BTreeMap<u64, (f64, i32, i64)>,
     /// Acknowledgements of the same record more than once (never expected).
     pub acked_twice: u64,
-    /// Per partition, one past the highest acknowledged offset: the log end once the producer is done.
+    /// Per partition, the log end once the producer is done: one past the highest acknowledged offset, or the
+    /// records acknowledged there when more (offsets of a fresh topic written without transactions run from 0
+    /// without gaps, and an acknowledgement may come without its offset).
     pub log_end: BTreeMap<i32, i64>,
+    /// Acknowledgements that came without an offset.
+    pub acks_without_offset: u64,
     /// librdkafka's brokers: name -> (node id, connects, disconnects).
     pub client_brokers: BTreeMap<String, (i64, u64, u64)>,
     /// Record -> times stored, read directly from the brokers.
@@ -145,16 +149,25 @@ impl Report {
             errors: strings("errors"),
             ..Report::default()
         };
+        let mut per_partition: BTreeMap<i32, i64> = BTreeMap::new();
         for a in summary["acks"].as_array().into_iter().flatten() {
             let (Some(n), Some(t), Some(p), Some(o)) = (a[0].as_u64(), a[1].as_f64(), a[2].as_i64(), a[3].as_i64())
             else {
-                continue;
+                panic!("an acknowledgement the producer printed is not [record, time, partition, offset]: {a}");
             };
             if report.acks.insert(n, (t, p as i32, o)).is_some() {
                 report.acked_twice += 1;
             }
+            if o < 0 {
+                report.acks_without_offset += 1;
+            }
+            *per_partition.entry(p as i32).or_insert(0) += 1;
             let end = report.log_end.entry(p as i32).or_insert(0);
             *end = (*end).max(o + 1);
+        }
+        for (p, count) in per_partition {
+            let end = report.log_end.entry(p).or_insert(0);
+            *end = (*end).max(count);
         }
         for (name, b) in summary["brokers"].as_object().into_iter().flatten() {
             let field = |i: usize| b[i].as_u64().unwrap_or_default();
@@ -182,12 +195,13 @@ impl Report {
         let client: Vec<String> =
             self.client_brokers.iter().map(|(n, (id, c, d))| format!("{n} (node {id}): {c}/{d}")).collect();
         eprintln!(
-            "{scenario}: {:.0} s; records sent {}, acked {}, failed {}, stored {} ({} distinct, {duplicated} \
-             duplicated); longest pause in acks {:.2} s; errors reported to the producer {} {:?}; the \
+            "{scenario}: {:.0} s; records sent {}, acked {} ({} without an offset), failed {}, stored {} ({} \
+             distinct, {duplicated} duplicated); longest pause in acks {:.2} s; errors reported to the producer {} {:?}; the \
              producer's connections (connects/disconnects) {client:?}",
             self.seconds,
             self.sent,
             self.acks.len(),
+            self.acks_without_offset,
             self.failed.len(),
             stored_total,
             self.stored.len(),

@@ -27,7 +27,8 @@ const LONG_POLL: usize = 4;
 pub const POOL_BOUND: usize = ORDINARY + LONG_POLL;
 
 /// Sends a numbered record every 10 ms until stdin closes, then prints one JSON line: records sent, failed
-/// deliveries, errors reported to the application, every acknowledgement as [record, time, partition, offset],
+/// deliveries, errors reported to the application, every acknowledgement as [record, time, partition, offset]
+/// (-1: delivered, offset unknown),
 /// and the connection counts of each broker librdkafka knows.
 const PRODUCER: &str = r#"
 import sys, time, json, threading
@@ -38,7 +39,10 @@ threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).sta
 acks, failed, errors, stats = [], [], [], {}
 def done(err, msg):
     if err: failed.append(str(err))
-    else: acks.append([int(msg.value()), time.time(), msg.partition(), msg.offset()])
+    else:
+        # A delivery librdkafka could not learn the offset of (e.g. confirmed by a retry) has none: -1.
+        offset = msg.offset()
+        acks.append([int(msg.value()), time.time(), msg.partition(), -1 if offset is None else offset])
 p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5,
               "message.timeout.ms": 300000, "retry.backoff.ms": 100, "reconnect.backoff.max.ms": 1000,
               "statistics.interval.ms": 1000, "error_cb": lambda e: errors.append(str(e)),
