@@ -14,6 +14,8 @@ flock 9
 # The environment is no longer usable once anything stops.
 rm -f "$CACHE_DIR/env.sh"
 "$here/monitoring.sh" down
+# The API server's clients on the node first: its shutdown waits for their watches.
+"$here/node.sh" stop
 "$here/k8s.sh" down
 # After the API server: it listens on the bridge's address, which goes with the node.
 "$here/node.sh" down

@@ -6,6 +6,7 @@
 #
 #   node.sh net       the bridge, its addresses and the iptables rules (before the API server binds to it)
 #   node.sh up        containerd, the images, kubelet, kube-proxy; waits until the node is Ready
+#   node.sh stop      stops kubelet, kube-proxy, the pods' containers and containerd
 #   node.sh down      stops all of it and removes what it created: pods' containers and network namespaces,
 #                     mounts, cgroups, iptables chains, the bridge; checks the machine's sysctls are unchanged
 #   node.sh status    one line per process
@@ -376,9 +377,9 @@ check_sysctls() {
   rm -f "$NODE_DIR/sysctl.before"
 }
 
-down() {
-  local start ns
-  start=$(date +%s)
+# The node's processes and pods. Before the API server stops: its shutdown waits for the connections of its
+# clients still watching (kubelet, kube-proxy, the operator's pods) until they go.
+stop() {
   stop_pid kubelet "$(pidfile kubelet)" "$BIN_DIR/kubelet"
   stop_pid kube-proxy "$(pidfile kube-proxy)" "$BIN_DIR/kube-proxy"
   if [ -x "$BIN_DIR/kube-proxy" ] && [ -f "$NODE_DIR/kube-proxy.yaml" ]; then
@@ -387,6 +388,12 @@ down() {
   remove_containers
   stop_pid containerd "$(pidfile containerd)" "$NODE_DIR/containerd.toml"
   stop_shims
+}
+
+down() {
+  local start ns
+  start=$(date +%s)
+  stop
   for ns in /run/netns/cni-*; do
     [ -e "$ns" ] && ip netns delete "$(basename "$ns")" 2>/dev/null || true
   done
@@ -417,9 +424,10 @@ main() {
   case ${1:-} in
     net) net_up ;;
     up) up ;;
+    stop) stop ;;
     down) down ;;
     status) status ;;
-    *) die "usage: node.sh net|up|down|status" ;;
+    *) die "usage: node.sh net|up|stop|down|status" ;;
   esac
 }
 
