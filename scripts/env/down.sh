@@ -20,4 +20,5 @@ rm -f "$CACHE_DIR/env.sh"
 # After the API server: it listens on the bridge's address, which goes with the node.
 "$here/node.sh" down
 "$here/kafka.sh" down
+release_machine
 log "test environment stopped"

@@ -22,6 +22,9 @@ SERVICE_CIDR=10.0.0.0/24
 # clone because sockets need short paths and mounts must not end up in the working tree.
 NODE_RUN=/run/kproxy-node
 NODE_LIB=/var/lib/kproxy-node
+# The clone whose environment holds the machine now: written by env-up, removed by its env-down. The node's bridge
+# and directories above are the machine's, not the clone's, so two clones' environments cannot run at once.
+ENV_OWNER=/run/kproxy-env-owner
 
 # Kafka versions: the two "datacenter" clusters run 4.x, "legacy" runs 3.9.x (poms under tools/).
 pom_kafka_version() { sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$TOOLS_DIR/$1/pom.xml"; }
@@ -155,4 +158,21 @@ wait_for() {
     fi
     sleep 0.5
   done
+}
+
+# claim_machine: env-up's first step. Refuses while another clone's environment is up (that clone still exists
+# and has not run its env-down); a clone deleted without its env-down leaves nothing to refuse for.
+claim_machine() {
+  local owner
+  owner=$(cat "$ENV_OWNER" 2>/dev/null || true)
+  if [ -n "$owner" ] && [ "$owner" != "$KPROXY_ROOT" ] && [ -d "$owner" ]; then
+    die "the test environment of $owner is up on this machine (the node's bridge and directories are shared): run make env-down there first"
+  fi
+  echo "$KPROXY_ROOT" >"$ENV_OWNER"
+}
+
+# release_machine: env-down's last step.
+release_machine() {
+  [ "$(cat "$ENV_OWNER" 2>/dev/null || true)" = "$KPROXY_ROOT" ] && rm -f "$ENV_OWNER"
+  return 0
 }

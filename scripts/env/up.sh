@@ -14,6 +14,7 @@ mkdir -p "$LOG_DIR" "$ENV_DIR"
 # One env-up/env-down at a time: two concurrent runs would start the same service twice on the same ports.
 exec 9>"$ENV_DIR/.lock"
 flock 9
+claim_machine
 
 kube=0
 [ "${KPROXY_ENV_SKIP_KUBE:-0}" = 1 ] || kube=1
