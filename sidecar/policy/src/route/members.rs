@@ -192,6 +192,15 @@ impl Classic {
             && members.remove(member).is_some()
         {
             self.members -= 1;
+            self.drop_if_empty(group);
+        }
+    }
+
+    /// Forgets a group none of whose members is listed: with no member to leave anywhere, which cluster gave the
+    /// latest id no longer matters, and the table stays bounded by its members, not by every group ever joined.
+    fn drop_if_empty(&mut self, group: &str) {
+        if self.groups.get(group).is_some_and(|(_, members)| members.is_empty()) {
+            self.groups.remove(group);
         }
     }
 
@@ -207,6 +216,7 @@ impl Classic {
             members.remove(m);
         }
         self.members -= stale.len();
+        self.drop_if_empty(group);
         stale
     }
 
@@ -317,6 +327,9 @@ mod tests {
         classic.joined("g", "w2", "west");
         assert!(classic.take_stale("g", "east").is_empty());
         assert_eq!(classic.len(), 3, "w1, w2 and o1");
+        // A group whose members are all gone is forgotten with them.
+        classic.left("other", "o1");
+        assert!(!classic.groups.contains_key("other"));
     }
 
     #[test]
