@@ -119,7 +119,10 @@ fn sigterm_lets_in_flight_requests_finish_then_exits_cleanly() {
     let mut sidecar = Sidecar::start(env, &config("east", env.kafka_east()), &["--shutdown-grace-secs", "5"]).unwrap();
     let mut s = TcpStream::connect(&sidecar.listen).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    // A request in flight when SIGTERM arrives still gets its answer.
+    // An answer first: the connection is accepted and served (one not yet accepted at SIGTERM is refused).
+    s.write_all(&metadata_request(76)).unwrap();
+    assert_eq!(read_response(&mut s).unwrap().0, 76);
+    // A request in flight when SIGTERM arrives (sent, perhaps not yet read) still gets its answer.
     s.write_all(&metadata_request(77)).unwrap();
     sidecar.signal("TERM").unwrap();
     let (id, _) = read_response(&mut s).unwrap();

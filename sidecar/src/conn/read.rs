@@ -29,6 +29,9 @@ const FETCH_FLOOR: usize = 64 * 1024;
 /// Added to the time a request's own fields let the broker hold it: its deadline upstream. Requests the broker
 /// answers at once get this alone, about a Kafka client's request.timeout.ms.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(30);
+/// How long a connection's last read at shutdown waits: what the client sent before is already in the socket, so
+/// this only has to cover the reactor's turn, and a frame still arriving.
+const LAST_READ: Duration = Duration::from_millis(200);
 
 /// What the reader knows of its client connection.
 pub(super) struct Client<'a> {
@@ -70,6 +73,8 @@ pub(super) async fn run(shared: &Arc<Shared>, mut rd: OwnedReadHalf, client: &Cl
         reader::FrameReader::new(&mut rd, shared.buffers.clone(), frame_limits).with_budget(client.share.clone());
     // When the frames at hand were read: the frames of one read share it (one clock read per batch).
     let mut started = Instant::now();
+    // Set once shutdown has been met: the frames read by then are served, nothing more is read.
+    let mut draining = false;
     loop {
         let held = client.hold.wait().await;
         // A frame already read needs neither the select nor a clock read; only waiting for the client does.
@@ -77,8 +82,21 @@ pub(super) async fn run(shared: &Arc<Shared>, mut rd: OwnedReadHalf, client: &Cl
             Ok(None) => {
                 let f = tokio::select! {
                     biased;
-                    _ = client.dead.cancelled() => return Ok(()),
-                    f = frames.next() => f,
+                    _ = client.dead.cancelled() => None,
+                    f = frames.next() => Some(f),
+                };
+                let f = match f {
+                    Some(f) => f,
+                    // Requests the client sent before the shutdown may still sit in the socket: one last read
+                    // takes them, so they are answered within the grace period rather than cut off unanswered.
+                    None if !draining && shared.shutdown.is_cancelled() => {
+                        draining = true;
+                        match tokio::time::timeout(LAST_READ, frames.next()).await {
+                            Ok(f) => f,
+                            Err(_) => return Ok(()),
+                        }
+                    }
+                    None => return Ok(()),
                 };
                 (f, true)
             }

@@ -134,6 +134,32 @@ async fn acks_zero_produce_is_written_upstream_before_shutdown_returns() {
     assert_eq!(counted, frames.len() as f64, "every acks=0 frame's bytes counted");
 }
 
+/// Reads one response frame; its correlation id.
+async fn correlation_of_next_answer(client: &mut TcpStream) -> i32 {
+    let len = client.read_i32().await.unwrap();
+    let mut body = vec![0; usize::try_from(len).unwrap()];
+    client.read_exact(&mut body).await.unwrap();
+    i32::from_be_bytes(body[..4].try_into().unwrap())
+}
+
+// One thread, so that the shutdown is seen before the request's bytes: the reader's next poll finds its
+// cancellation first, as it did when a SIGTERM and a request arrived together.
+#[tokio::test]
+async fn a_request_sent_just_before_shutdown_is_answered_before_the_connection_closes() {
+    let h = start(|s| s.limits.shutdown_grace = Duration::from_secs(5)).await;
+    let before = h.responder.requests.load(Ordering::Relaxed);
+    let mut client = TcpStream::connect(h.listen).await.unwrap();
+    client.write_all(&produce_frame(1, 1)).await.unwrap();
+    assert_eq!(correlation_of_next_answer(&mut client).await, 1);
+    client.write_all(&produce_frame(1, 2)).await.unwrap();
+    h.server.shutdown().await;
+    assert_eq!(correlation_of_next_answer(&mut client).await, 2, "the request in the socket was answered");
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "then the connection closed: {rest:?}");
+    assert_eq!(h.responder.requests.load(Ordering::Relaxed) - before, 2, "both requests went upstream");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_budget_smaller_than_what_clients_push_holds_them_back_and_loses_nothing() {
     let h = start(|s| {
