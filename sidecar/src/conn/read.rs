@@ -15,7 +15,7 @@ use crate::budget::{Charge, Share};
 use crate::buffer::Buf;
 use crate::pipeline::{self, Forward, Step, api_name, request, sasl};
 use crate::protocol::request::{Malformed, Request};
-use crate::protocol::{self, MIN_REQUEST, reader};
+use crate::protocol::{self, FrameError, MIN_REQUEST, reader};
 use crate::upstream::Upstream;
 use crate::upstream::pool::{BrokerPool, Lease};
 
@@ -79,27 +79,10 @@ pub(super) async fn run(shared: &Arc<Shared>, mut rd: OwnedReadHalf, client: &Cl
         let held = client.hold.wait().await;
         // A frame already read needs neither the select nor a clock read; only waiting for the client does.
         let (frame, waited) = match frames.next_buffered() {
-            Ok(None) => {
-                let f = tokio::select! {
-                    biased;
-                    _ = client.dead.cancelled() => None,
-                    f = frames.next() => Some(f),
-                };
-                let f = match f {
-                    Some(f) => f,
-                    // Requests the client sent before the shutdown may still sit in the socket: one last read
-                    // takes them, so they are answered within the grace period rather than cut off unanswered.
-                    None if !draining && shared.shutdown.is_cancelled() => {
-                        draining = true;
-                        match tokio::time::timeout(LAST_READ, frames.next()).await {
-                            Ok(f) => f,
-                            Err(_) => return Ok(()),
-                        }
-                    }
-                    None => return Ok(()),
-                };
-                (f, true)
-            }
+            Ok(None) => match wait_frame(shared, client, &mut frames, &mut draining).await {
+                Some(f) => (f, true),
+                None => return Ok(()),
+            },
             buffered => (buffered, held),
         };
         if waited {
@@ -188,6 +171,28 @@ pub(super) async fn run(shared: &Arc<Shared>, mut rd: OwnedReadHalf, client: &Cl
             }
         }
     }
+}
+
+/// Waits for the client's next frame; `None` once the connection stops reading: its writer stopped, or the sidecar
+/// shuts down and the connection's one last read (after which `draining` is set) brought no frame.
+async fn wait_frame(
+    shared: &Shared,
+    client: &Client<'_>,
+    frames: &mut reader::FrameReader<&mut OwnedReadHalf>,
+    draining: &mut bool,
+) -> Option<std::result::Result<Option<Buf>, FrameError>> {
+    tokio::select! {
+        biased;
+        _ = client.dead.cancelled() => {}
+        f = frames.next() => return Some(f),
+    }
+    if *draining || !shared.shutdown.is_cancelled() {
+        return None;
+    }
+    // Requests the client sent before the shutdown may still sit in the socket: one last read takes them, so they
+    // are answered within the grace period rather than cut off unanswered.
+    *draining = true;
+    tokio::time::timeout(LAST_READ, frames.next()).await.ok()
 }
 
 /// Queues an answer for the writer. A client whose in-flight queue stays full (its answers do not come) is still

@@ -17,6 +17,8 @@ use kproxy_bench::upstream::{Options, Responder, State, record_batch};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::buffer::Pool;
+use crate::protocol;
 use crate::server::Server;
 use crate::settings::Settings;
 use crate::state::Snapshot;
@@ -136,10 +138,9 @@ async fn acks_zero_produce_is_written_upstream_before_shutdown_returns() {
 
 /// Reads one response frame; its correlation id.
 async fn correlation_of_next_answer(client: &mut TcpStream) -> i32 {
-    let len = client.read_i32().await.unwrap();
-    let mut body = vec![0; usize::try_from(len).unwrap()];
-    client.read_exact(&mut body).await.unwrap();
-    i32::from_be_bytes(body[..4].try_into().unwrap())
+    let t = Duration::from_secs(10);
+    let frame = protocol::read_frame(client, &Pool::new(0), 1 << 20, 4, t, t).await.unwrap().expect("an answer");
+    protocol::response_correlation(&frame).expect("a correlation id")
 }
 
 // One thread, so that the shutdown is seen before the request's bytes: the reader's next poll finds its
